@@ -1,0 +1,227 @@
+"""The one validated configuration object of an audit run.
+
+A run is described by a YAML file with six sections: ``data``, ``segmentation``,
+``models``, ``probes``, ``policy`` and ``runtime``. Every field has a documented default,
+so an empty file is a valid config. Unknown keys are rejected with the key's dotted path,
+the allowed keys and what arrived (pydantic ``extra="forbid"``), which catches typos
+before any expensive step runs.
+
+Relative paths in the file are resolved against the folder of the YAML file, so an
+example config refers to data relative to itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from audit.errors import InputError
+
+CLASSES = ("covid", "opacity", "other", "normal")
+"""The paper's four classes, in the order every model outputs them."""
+
+InputMode = Literal["raw", "lung_masked", "lungs_removed", "border_only"]
+Backbone = Literal["mobilenet", "mobilenetv2", "resnet50", "inceptionv3", "xception"]
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteTraits(_Section):
+    """Acquisition traits a synthetic source carries outside the lungs (all on by default)."""
+
+    markers: bool = True  # burned-in laterality marker / text at a site-specific place
+    borders: bool = True  # collimation border or letterbox bars
+    intensity: bool = True  # site-specific exposure, contrast and noise profile
+
+
+class SynthConfig(_Section):
+    """The synthetic phantom generator (``audit.synth``)."""
+
+    n_per_class: PositiveInt = 60  # images per class per source at confounding 0
+    n_sources: Annotated[int, Field(ge=1, le=8)] = 3
+    image_size: Annotated[int, Field(ge=64, le=1024)] = 256
+    signal_strength: Annotated[float, Field(ge=0.0, le=3.0)] = 1.0
+    confounding: Fraction = 1.0  # 0: sources balanced over labels, 1: each label its own source
+    site_traits: SiteTraits = SiteTraits()
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are split."""
+
+    manifest: Path | None = None  # CSV/Parquet manifest; None -> generate ``synth`` data
+    synth: SynthConfig = SynthConfig()
+    label_map: dict[str, Literal["covid", "opacity", "other", "normal"]] = {}
+    image_size: Annotated[int, Field(ge=32, le=1024)] = 224
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
+    n_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    seed: int = 0
+
+
+class SegmentationConfig(_Section):
+    """Lung masks: from the manifest, from the U-Net (``models.segment``), or ``auto``:
+    the manifest's masks where a row has one and the U-Net's (trained on those) elsewhere."""
+
+    source: Literal["auto", "manifest", "unet"] = "auto"
+    encoder: str = "mobilenetv2"
+    encoder_weights: str = "none"  # "imagenet", "none" or a path to a Keras weights file
+    image_size: Annotated[int, Field(ge=64, le=1024)] = 256
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 8
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    min_lung_fraction: Fraction = 0.08  # quality flag below this lung area fraction
+    max_lung_fraction: Fraction = 0.65  # quality flag above this
+    seed: int = 0
+
+
+class ModelsConfig(_Section):
+    """The paper's classifiers. Defaults are its Table 2."""
+
+    backbones: list[Backbone] = ["mobilenetv2"]
+    alpha: Annotated[float, Field(gt=0, le=1.4)] = 1.0  # width multiplier (MobileNet family)
+    weights: str = "imagenet"  # "imagenet", "none" or a path to a Keras weights file
+    weights_dirs: list[Path] = []  # folders searched for Keras' cache-named ImageNet files
+    input_modes: list[InputMode] = ["raw", "lung_masked"]
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    dense_units: PositiveInt = 256
+    epochs: PositiveInt = 60
+    batch_size: PositiveInt = 32
+    unfreeze_blocks: Annotated[int, Field(ge=0)] = 0  # 0 = base completely frozen
+    rotation_degrees: Annotated[float, Field(ge=0, le=45)] = 10.0
+    augmented_views: Annotated[int, Field(ge=0)] = 2  # extra rotated copies per image (cached path)
+    training_path: Literal["auto", "cached", "end_to_end"] = "auto"
+    cross_validate: bool = True
+    seeds: list[int] = [0]
+
+
+class ProbesConfig(_Section):
+    """Which checks run and their (non-threshold) parameters. Thresholds live in the policy."""
+
+    checks: list[str] = [
+        "data.confounding",
+        "data.leakage",
+        "site.image",
+        "site.embedding",
+        "attention.border",
+        "attention.outside_lung",
+        "masking.raw_vs_lung",
+        "ablation.class_size",
+        "generalization.leave_one_source_out",
+    ]
+    border_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.10
+    cam_max_images: PositiveInt = 200
+    n_permutations: PositiveInt = 200
+    n_bootstrap: PositiveInt = 1000
+    ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-COVID class; scaled to the data
+    ablation_seeds: list[int] = [0, 1, 2]
+    site_features_backbone: Literal["audited", "imagenet"] = "imagenet"
+    seed: int = 0
+
+
+class CheckPolicy(_Section):
+    """How the gate judges one check: a check *fires* when metric > threshold and, when
+    the check has a p-value, its Holm-adjusted p-value is below ``alpha``."""
+
+    gate: Literal["fail", "warn", "ignore"] = "fail"
+    threshold: float | None = None
+    required: bool = True  # a required check that did not run fails the gate
+
+
+class PolicyConfig(_Section):
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    checks: dict[str, CheckPolicy] = {}
+
+
+class RuntimeConfig(_Section):
+    backend: Literal["local", "ray"] = "local"
+    workers: PositiveInt = 1
+    ray_address: str | None = None
+    cache_dir: Path | None = None  # default: <out>/cache
+    quiet: bool = False
+    seed: int = 0
+
+
+class AuditConfig(_Section):
+    data: DataConfig = DataConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    models: ModelsConfig = ModelsConfig()
+    probes: ProbesConfig = ProbesConfig()
+    policy: PolicyConfig = PolicyConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        got_text = repr(got) if not isinstance(got, dict) else "a mapping"
+        lines.append(f"  - {key}: {item['msg']} (got {got_text})")
+    return "\n".join(lines)
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the config's relative paths relative to the YAML file's folder."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((base / value).resolve())
+        return value
+
+    data = raw.get("data")
+    if isinstance(data, dict) and data.get("manifest"):
+        data["manifest"] = fix(data["manifest"])
+    for section, key in (("models", "weights"), ("segmentation", "encoder_weights")):
+        part = raw.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            if part[key] not in ("imagenet", "none"):
+                part[key] = fix(part[key])
+    models = raw.get("models")
+    if isinstance(models, dict) and isinstance(models.get("weights_dirs"), list):
+        models["weights_dirs"] = [fix(p) for p in models["weights_dirs"]]
+    runtime = raw.get("runtime")
+    if isinstance(runtime, dict) and runtime.get("cache_dir"):
+        runtime["cache_dir"] = fix(runtime["cache_dir"])
+    return raw
+
+
+def parse_config(raw: dict[str, Any] | None, source: str = "<config>", base: Path | None = None) -> AuditConfig:
+    """Validate a config mapping. Raises ``InputError`` naming each bad key."""
+    raw = dict(raw or {})
+    if base is not None:
+        raw = _resolve_paths(raw, base)
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as error:
+        raise InputError(_format_validation_error(error, source)) from None
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({error})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise InputError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
+    return parse_config(raw, source=str(path), base=path.parent.resolve())
+
+
+def dump_config(config: AuditConfig) -> str:
+    """The fully resolved config as YAML (written to every run folder)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

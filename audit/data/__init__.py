@@ -1,0 +1,1 @@
+"""Data layer: manifests, importers, validation, splits and the image store."""

@@ -1,0 +1,37 @@
+"""Logging and progress bars, quiet with ``--quiet``, JSON lines with ``--log-json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+log = logging.getLogger("cxr_audit")
+_state = {"quiet": False}
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": record.created, "level": record.levelname,
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def configure(quiet: bool = False, json_logs: bool = False) -> None:
+    """Set up the ``cxr_audit`` logger once per process (the CLI calls this)."""
+    _state["quiet"] = quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on stderr unless quiet."""
+    return iter(tqdm(items, desc=desc, total=total, disable=_state["quiet"], leave=False,
+                     file=sys.stderr, dynamic_ncols=True))

@@ -1,0 +1,1 @@
+"""Classifier backbones and head, training (cached-feature and end-to-end), the U-Net."""

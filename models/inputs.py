@@ -1,0 +1,50 @@
+"""Input modes: the same images shown to a model with parts of them removed.
+
+- ``raw``: the radiograph as it is.
+- ``lung_masked``: everything outside the lung mask set to background (0).
+- ``lungs_removed``: the lungs blacked out, everything else kept (Maguolo & Nanni 2021).
+- ``border_only``: only a band of ``border_fraction`` of the side kept on every edge.
+
+All modes take and return ``uint8`` arrays ``(N, S, S)``; masks are ``(N, S, S)`` with
+nonzero inside the lungs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INPUT_MODES = ("raw", "lung_masked", "lungs_removed", "border_only")
+BACKGROUND = 0
+
+
+def border_band(size: int, border_fraction: float) -> np.ndarray:
+    """Boolean ``(size, size)`` mask of the band of ``border_fraction`` of the side on each edge."""
+    width = max(1, int(round(size * border_fraction)))
+    band = np.ones((size, size), dtype=bool)
+    band[width : size - width, width : size - width] = False
+    return band
+
+
+def apply_input_mode(
+    images: np.ndarray,
+    mode: str,
+    masks: np.ndarray | None = None,
+    border_fraction: float = 0.10,
+) -> np.ndarray:
+    """Return a copy of ``images`` with the input mode applied (``raw`` returns the input)."""
+    if mode not in INPUT_MODES:
+        raise ValueError(f"Unknown input mode {mode!r}; expected one of {', '.join(INPUT_MODES)}")
+    images = np.asarray(images)
+    if mode == "raw":
+        return images
+    if mode == "border_only":
+        keep = border_band(images.shape[-1], border_fraction)
+        return np.where(keep, images, BACKGROUND).astype(images.dtype)
+    if masks is None:
+        raise ValueError(f"Input mode {mode!r} needs lung masks, but none are available")
+    masks = np.asarray(masks)
+    if masks.shape != images.shape:
+        raise ValueError(f"masks shape {masks.shape} differs from images shape {images.shape}")
+    inside = masks > 0
+    keep = inside if mode == "lung_masked" else ~inside
+    return np.where(keep, images, BACKGROUND).astype(images.dtype)

@@ -1,0 +1,70 @@
+"""A trained classifier as the rest of the tool sees it (ours or a user's external model).
+
+The Keras model is *flat* (the head applied to the backbone's output tensor, not a nested
+backbone layer) so Grad-CAM can reach the last convolutional layer by name, and it carries
+its own preprocessing: it takes plain pixel arrays ``(n, S, S, 3)`` float32 in 0..255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.inputs import apply_input_mode
+
+if TYPE_CHECKING:
+    import keras
+
+    from audit.data.dataset import Dataset
+
+
+@dataclass
+class TrainedModel:
+    key: str  # "<backbone>/<input_mode>", e.g. "mobilenetv2/raw"
+    backbone: str
+    input_mode: str
+    keras_model: keras.Model
+    classes: tuple[str, ...]
+    last_conv_layer: str  # layer Grad-CAM differentiates against
+    embedding_layer: str  # penultimate (pre-softmax) layer for embedding probes
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Backbone, weights origin, input mode, training path, config hash, data hash, split,
+    seed, library versions, metrics: also written next to the saved model."""
+    path: Path | None = None
+    border_fraction: float = 0.10  # used by the ``border_only`` input mode
+    input_size: int = 224  # side the Keras model expects; images are resized to it
+    channels: int = 3
+
+    def model_inputs(self, dataset: Dataset, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of the dataset as this model's input: mode applied, resized, float32."""
+        idx = np.asarray(idx)
+        masks = dataset.masks[idx] if dataset.masks is not None else None
+        images = apply_input_mode(dataset.images[idx], self.input_mode, masks, self.border_fraction)
+        return to_model_array(images, self.input_size, self.channels)
+
+    def predict_proba(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        x = self.model_inputs(dataset, idx)
+        return np.asarray(self.keras_model.predict(x, batch_size=batch_size, verbose=0))
+
+    def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        import keras
+
+        sub = keras.Model(self.keras_model.inputs, self.keras_model.get_layer(self.embedding_layer).output)
+        x = self.model_inputs(dataset, idx)
+        return np.asarray(sub.predict(x, batch_size=batch_size, verbose=0))
+
+
+def to_model_array(images: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
+    """uint8 ``(n, S, S)`` -> float32 ``(n, size, size, channels)`` in 0..255."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.shape[1] != size or x.shape[2] != size:
+        import tensorflow as tf
+
+        x = tf.image.resize(x[..., None], (size, size), antialias=True).numpy()[..., 0]
+    x = x[..., None]
+    if channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return x

@@ -1,0 +1,1 @@
+"""Renderers of an ``AuditResult``: self-contained HTML, JSON summary, JUnit XML, figures."""
