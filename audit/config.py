@@ -46,7 +46,7 @@ class SynthConfig(_Section):
     """The synthetic phantom generator (``audit.synth``)."""
 
     n_per_class: PositiveInt = 60  # images per class per source at confounding 0
-    n_sources: Annotated[int, Field(ge=1, le=8)] = 3
+    n_sources: Annotated[int, Field(ge=1, le=8)] = 4
     image_size: Annotated[int, Field(ge=64, le=1024)] = 256
     signal_strength: Annotated[float, Field(ge=0.0, le=3.0)] = 1.0
     confounding: Fraction = 1.0  # 0: sources balanced over labels, 1: each label its own source
