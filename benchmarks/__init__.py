@@ -1,0 +1,1 @@
+"""Speed and memory measurements. Each script prints ratios measured side by side in one run."""
