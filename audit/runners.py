@@ -1,0 +1,128 @@
+"""Execution backends for the audit's grid of independent jobs.
+
+A job is a module-level function taking one small JSON-able ``payload`` dict and returning
+small metadata; big arrays travel through the stage cache on disk, never through the
+runner. Because every job writes its output as a cache stage, the jobs that finished
+before a failure (or a kill) are reused by the next run.
+
+Backends (``runtime.backend`` in the config):
+
+- ``local``: in this process when ``workers == 1`` (the default), else a pool of
+  ``workers`` processes started with ``spawn`` (TensorFlow is not fork-safe).
+- ``ray``: one Ray task per job with declared CPU/GPU needs, on a local Ray instance or on
+  an existing cluster (``runtime.ray_address``).
+
+All backends return results in payload order. When jobs fail, every other job still runs
+to completion and the first failure is raised as ``JobError`` naming its payload.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol
+
+from audit.config import RuntimeConfig
+
+Job = Callable[[dict[str, Any]], Any]
+
+
+class JobError(RuntimeError):
+    """A grid job failed; ``payload`` says which one."""
+
+    def __init__(self, payload: dict[str, Any], cause: BaseException):
+        super().__init__(f"job {payload!r} failed: {type(cause).__name__}: {cause}")
+        self.payload = payload
+
+
+class Runner(Protocol):
+    name: str
+
+    def map(self, func: Job, payloads: list[dict[str, Any]]) -> list[Any]: ...
+
+
+def _collect(payloads: list[dict[str, Any]], outcomes: list[tuple[bool, Any]]) -> list[Any]:
+    for payload, (ok, value) in zip(payloads, outcomes, strict=True):
+        if not ok:
+            raise JobError(payload, value) from value
+    return [value for _, value in outcomes]
+
+
+class LocalRunner:
+    """Runs jobs in this process, or in ``workers`` spawned processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+
+    def map(self, func: Job, payloads: list[dict[str, Any]]) -> list[Any]:
+        if self.workers == 1 or len(payloads) <= 1:
+            outcomes = [_attempt(func, payload) for payload in payloads]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+                futures = [pool.submit(func, payload) for payload in payloads]
+                outcomes = [_outcome(future) for future in futures]
+        return _collect(payloads, outcomes)
+
+
+def _attempt(func: Job, payload: dict[str, Any]) -> tuple[bool, Any]:
+    try:
+        return True, func(payload)
+    except Exception as error:  # reported with its payload once all jobs have run
+        return False, error
+
+
+def _outcome(future: Any) -> tuple[bool, Any]:
+    try:
+        return True, future.result()
+    except Exception as error:
+        return False, error
+
+
+class RayRunner:
+    """Runs each job as a Ray task (local instance, or the cluster at ``address``)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 cpus_per_job: float = 1, gpus_per_job: float = 0):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.cpus_per_job = cpus_per_job
+        self.gpus_per_job = gpus_per_job
+
+    def _ensure_started(self) -> Any:
+        import ray  # optional dependency: only needed for this backend
+
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address:
+                options["address"] = self.address
+            else:
+                options["num_cpus"] = self.num_cpus
+            ray.init(**options)
+        return ray
+
+    def map(self, func: Job, payloads: list[dict[str, Any]]) -> list[Any]:
+        ray = self._ensure_started()
+        task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job)(func)
+        refs = [task.remote(payload) for payload in payloads]
+        outcomes = []
+        for ref in refs:
+            try:
+                outcomes.append((True, ray.get(ref)))
+            except ray.exceptions.RayTaskError as error:
+                outcomes.append((False, error.as_instanceof_cause()))
+        return _collect(payloads, outcomes)
+
+
+def get_runner(runtime: RuntimeConfig) -> Runner:
+    """The backend the config asks for."""
+    if runtime.backend == "ray":
+        return RayRunner(address=runtime.ray_address, num_cpus=runtime.workers if not runtime.ray_address else None)
+    return LocalRunner(workers=runtime.workers)

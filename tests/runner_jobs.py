@@ -1,0 +1,31 @@
+"""Module-level job functions for the runner tests (jobs must be importable by workers)."""
+
+import os
+
+import numpy as np
+
+
+def seeded_draw(payload):
+    rng = np.random.default_rng(payload["seed"])
+    return {"seed": payload["seed"], "value": float(rng.normal()), "pid": os.getpid()}
+
+
+def fail_on_odd(payload):
+    if payload["seed"] % 2:
+        raise ValueError(f"odd seed {payload['seed']}")
+    return payload["seed"]
+
+
+def count_and_build(payload):
+    """Compute one shared stage, counting real computations in a log file."""
+    from pathlib import Path
+
+    from audit.stages import StageCache
+
+    def compute(folder):
+        with open(payload["log"], "a") as log:
+            log.write(f"{os.getpid()}\n")
+        np.save(folder / "value.npy", np.arange(payload["n"]))
+
+    folder = StageCache(payload["root"]).run("shared", {"n": payload["n"]}, compute)
+    return int(np.load(Path(folder) / "value.npy").sum())

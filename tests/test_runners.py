@@ -1,0 +1,59 @@
+import os
+
+import pytest
+
+from audit.config import RuntimeConfig
+from audit.runners import JobError, LocalRunner, RayRunner, get_runner
+from tests.runner_jobs import fail_on_odd, seeded_draw
+
+PAYLOADS = [{"seed": s} for s in range(5)]
+
+
+def values(results):
+    return [(r["seed"], r["value"]) for r in results]
+
+
+def test_local_in_process_keeps_order_and_runs_here():
+    results = LocalRunner().map(seeded_draw, PAYLOADS)
+    assert [r["seed"] for r in results] == [0, 1, 2, 3, 4]
+    assert {r["pid"] for r in results} == {os.getpid()}
+
+
+def test_worker_processes_give_the_same_results():
+    in_process = LocalRunner().map(seeded_draw, PAYLOADS)
+    pooled = LocalRunner(workers=2).map(seeded_draw, PAYLOADS)
+    assert values(pooled) == values(in_process)
+    assert os.getpid() not in {r["pid"] for r in pooled}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failure_names_the_payload_after_all_jobs_ran(workers):
+    with pytest.raises(JobError, match=r"\{'seed': 1\} failed: ValueError: odd seed 1") as caught:
+        LocalRunner(workers=workers).map(fail_on_odd, PAYLOADS)
+    assert caught.value.payload == {"seed": 1}
+
+
+def test_get_runner_follows_the_config():
+    assert get_runner(RuntimeConfig()).name == "local"
+    assert get_runner(RuntimeConfig(backend="ray")).name == "ray"
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        LocalRunner(workers=0)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_matches_local(local_ray):
+    results = RayRunner().map(seeded_draw, PAYLOADS)
+    assert values(results) == values(LocalRunner().map(seeded_draw, PAYLOADS))
+
+
+def test_ray_failure_names_the_payload(local_ray):
+    with pytest.raises(JobError, match=r"\{'seed': 3\} failed") as caught:
+        RayRunner().map(fail_on_odd, [{"seed": 0}, {"seed": 3}])
+    assert caught.value.payload == {"seed": 3}
