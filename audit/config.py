@@ -80,6 +80,8 @@ class SegmentationConfig(_Section):
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     min_lung_fraction: Fraction = 0.08  # quality flag below this lung area fraction
     max_lung_fraction: Fraction = 0.65  # quality flag above this
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # held-out patients for Dice
+    patience: PositiveInt = 4  # early-stopping epochs without improvement
     seed: int = 0
 
 
