@@ -1,0 +1,190 @@
+"""The gate: a policy turns measured checks into a pass/fail verdict and an exit code.
+
+Probes measure; only the gate judges. A check *fires* when its metric is larger than the
+policy's threshold and, where it has a p-value, the Holm-adjusted p-value (or the raw one
+when no adjusted value exists) is below ``alpha``. A firing check takes its gate's status
+(``fail`` or ``warn``), a quiet one passes, an ignored one passes with a note. A required
+check that could not run (``not_run``/``error``) or is missing from the run fails the
+verdict unless its gate is ``ignore``. Judging never loses information: ``not_run`` and
+``error`` statuses are kept, and a judged result can be judged again with another policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from audit.config import CheckPolicy, PolicyConfig, _format_validation_error
+from audit.errors import InputError
+from audit.result import AuditResult
+from probes.base import CheckResult, Status
+from probes.registry import CHECK_IDS
+
+CHECK_DESCRIPTIONS = {
+    "data.confounding": "Cramér's V between label and source (0 independent, 1 each label "
+                        "its own source)",
+    "data.leakage": "test images whose patient or near-duplicate image is also in training "
+                    "(count)",
+    "site.image": "source predicted from lungs-removed images: balanced accuracy rescaled to "
+                  "0 = chance, 1 = perfect",
+    "site.embedding": "source predicted from the audited model's embedding within each class "
+                      "(rescaled balanced accuracy)",
+    "attention.border": "Grad-CAM mass in the border band over the band's area share "
+                        "(1 = uniform)",
+    "attention.outside_lung": "Grad-CAM mass outside the lungs over the outside area share "
+                              "(1 = uniform)",
+    "masking.raw_vs_lung": "COVID recall of the raw-input model minus the lung-masked model's",
+    "ablation.class_size": "change in COVID recall from the smallest to the largest "
+                           "non-COVID class size",
+    "generalization.leave_one_source_out": "internal test accuracy minus accuracy on a "
+                                           "source held out of training",
+}
+"""What each check's headline metric means (larger always means more shortcut)."""
+
+IGNORED_NOTE = "Not gated: the policy ignores this check."
+MEASURED_STATUSES = (Status.MEASURED, Status.PASS, Status.WARN, Status.FAIL)
+
+
+def default_policy_path() -> Path:
+    """The packaged default policy, ``audit/defaults/policy.yaml``."""
+    return Path(str(resources.files("audit") / "defaults" / "policy.yaml"))
+
+
+def read_policy(path: str | Path) -> PolicyConfig:
+    """Read one policy file as is (no layering). Raises ``InputError`` naming bad keys."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot read policy file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({error})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise InputError(f"{path}: a policy must be a mapping with 'alpha' and 'checks', "
+                         f"got {type(raw).__name__}")
+    try:
+        policy = PolicyConfig.model_validate(raw or {})
+    except ValidationError as error:
+        raise InputError(_format_validation_error(error, str(path))) from None
+    _check_ids_known(policy, str(path))
+    return policy
+
+
+def merge_policies(base: PolicyConfig, override: PolicyConfig) -> PolicyConfig:
+    """``base`` with the fields ``override`` sets explicitly laid on top, check by check."""
+    checks = dict(base.checks)
+    for check_id, rule in override.checks.items():
+        given = rule.model_dump(exclude_unset=True)
+        start = checks[check_id].model_dump() if check_id in checks else {}
+        checks[check_id] = CheckPolicy.model_validate({**start, **given})
+    alpha = override.alpha if "alpha" in override.model_fields_set else base.alpha
+    return PolicyConfig(alpha=alpha, checks=checks)
+
+
+def load_policy(path: str | Path | None = None,
+                overrides: PolicyConfig | None = None) -> PolicyConfig:
+    """The policy a run is judged by: the packaged default, then ``overrides`` (a config's
+    ``policy`` section), then the file at ``path`` (a reviewer's policy has the last word).
+
+    Args:
+        path: A policy YAML file layered on top. Defaults to None (none).
+        overrides: Per-check overrides, usually ``config.policy``. Defaults to None.
+
+    Raises:
+        InputError: an unreadable file, an unknown key or check id, or a gating check
+            without a threshold.
+    """
+    policy = read_policy(default_policy_path())
+    if overrides is not None:
+        _check_ids_known(overrides, "config policy.checks")
+        policy = merge_policies(policy, overrides)
+    if path is not None:
+        policy = merge_policies(policy, read_policy(path))
+    _check_thresholds_set(policy, str(path or "the policy"))
+    return policy
+
+
+def _check_ids_known(policy: PolicyConfig, source: str) -> None:
+    unknown = sorted(set(policy.checks) - set(CHECK_IDS))
+    if unknown:
+        raise InputError(f"{source}: unknown check id(s) {', '.join(unknown)}; "
+                         f"known checks: {', '.join(CHECK_IDS)}")
+
+
+def _check_thresholds_set(policy: PolicyConfig, source: str) -> None:
+    missing = [cid for cid, rule in policy.checks.items()
+               if rule.gate != "ignore" and rule.threshold is None]
+    if missing:
+        raise InputError(f"{source}: checks.{missing[0]}.threshold: a check gated "
+                         f"'fail' or 'warn' needs a number, got none")
+
+
+def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
+    """Judge every check of ``result`` against ``policy`` and set the verdict.
+
+    Returns a new ``AuditResult``; the verdict is ``"fail"`` when any check failed, a
+    required check did not run, or a required check is missing, and the reasons name them.
+    """
+    judged, failures, warnings = [], [], []
+    for check in result.checks:
+        rule = policy.checks.get(check.check_id, CheckPolicy(threshold=None, gate="ignore",
+                                                             required=False))
+        check, problem = _judge_check(check, rule, policy.alpha)
+        judged.append(check)
+        if problem and check.status == Status.WARN:
+            warnings.append(f"warning: {problem}")
+        elif problem:
+            failures.append(problem)
+    present = {check.check_id for check in result.checks}
+    for check_id, rule in policy.checks.items():
+        if check_id not in present and rule.required and rule.gate != "ignore":
+            failures.append(f"{check_id}: required by the policy but absent from the run")
+    verdict = "fail" if failures else "pass"
+    return result.with_judgement(tuple(judged), verdict, tuple(failures + warnings),
+                                 policy.model_dump(mode="json"))
+
+
+def _judge_check(check: CheckResult, rule: CheckPolicy,
+                 alpha: float) -> tuple[CheckResult, str | None]:
+    """The judged check and, if it failed or warned, a one-line reason naming it."""
+    notes = [note for note in check.notes if note != IGNORED_NOTE]
+    check = replace(check, threshold=rule.threshold, gate=rule.gate, notes=notes)
+    if rule.gate == "ignore":
+        status = Status.PASS if check.status in MEASURED_STATUSES else check.status
+        return replace(check, status=status, notes=[*notes, IGNORED_NOTE]), None
+    if check.status not in MEASURED_STATUSES:
+        if not rule.required:
+            return check, None
+        return check, f"{check.check_id}: {check.status} ({check.reason}) and required by the policy"
+    fired, why = _fires(check, rule.threshold, alpha)
+    if not fired:
+        return replace(check, status=Status.PASS), None
+    return replace(check, status=Status(rule.gate)), f"{check.check_id}: {why}"
+
+
+def _fires(check: CheckResult, threshold: float, alpha: float) -> tuple[bool, str]:
+    metric = check.metric
+    if metric is None or not math.isfinite(metric):
+        return True, "measured no metric, so it cannot be shown to be safe"
+    if metric <= threshold:
+        return False, ""
+    p_value = check.p_adjusted if check.p_adjusted is not None else check.p_value
+    name = check.metric_name or "metric"
+    if p_value is None:
+        return True, f"{name} {metric:.3g} > threshold {threshold:g}"
+    if p_value >= alpha:
+        return False, ""
+    return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_value:.2g} < {alpha:g})"
+
+
+def exit_code(result: AuditResult) -> int:
+    """0 for a passing verdict, 1 for a failing one."""
+    if result.verdict not in ("pass", "fail"):
+        raise ValueError(f"result has verdict {result.verdict!r}; judge it first "
+                         "(expected 'pass' or 'fail')")
+    return 0 if result.verdict == "pass" else 1

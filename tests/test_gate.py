@@ -1,0 +1,163 @@
+"""The gate: policy loading and layering, judging hand-built results, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.config import CheckPolicy, PolicyConfig
+from audit.errors import InputError
+from audit.gate import (
+    CHECK_DESCRIPTIONS,
+    IGNORED_NOTE,
+    exit_code,
+    judge,
+    load_policy,
+    read_policy,
+)
+from audit.result import AuditResult
+from probes.base import CheckResult, Status
+from probes.registry import CHECK_IDS
+
+
+def measured(check_id: str, metric: float | None, p_value: float | None = None,
+             p_adjusted: float | None = None) -> CheckResult:
+    return CheckResult(check_id=check_id, title=check_id, metric_name="m", metric=metric,
+                       p_value=p_value, p_adjusted=p_adjusted)
+
+
+def only(*rules: tuple[str, CheckPolicy], alpha: float = 0.05) -> PolicyConfig:
+    return PolicyConfig(alpha=alpha, checks=dict(rules))
+
+
+FAIL_AT_HALF = CheckPolicy(gate="fail", threshold=0.5)
+
+
+def test_default_policy_covers_every_check_with_a_threshold():
+    policy = load_policy()
+    assert set(policy.checks) == set(CHECK_IDS) == set(CHECK_DESCRIPTIONS)
+    assert all(rule.threshold is not None for rule in policy.checks.values())
+    assert policy.alpha == 0.05
+
+
+@pytest.mark.parametrize(
+    ("metric", "p_value", "p_adjusted", "expected"),
+    [
+        (0.9, None, None, Status.FAIL),  # no p-value: the metric alone decides
+        (0.4, None, None, Status.PASS),
+        (0.5, None, None, Status.PASS),  # fires only strictly above the threshold
+        (0.9, 0.01, None, Status.FAIL),
+        (0.9, 0.20, None, Status.PASS),  # large but not significant
+        (0.9, 0.01, 0.08, Status.PASS),  # the Holm-adjusted p-value wins over the raw one
+        (0.9, 0.20, 0.04, Status.FAIL),
+        (None, None, None, Status.FAIL),  # measured nothing: cannot be shown safe
+        (float("nan"), None, None, Status.FAIL),
+    ],
+)
+def test_measured_check_fires_on_metric_and_p_value(metric, p_value, p_adjusted, expected):
+    result = AuditResult(checks=(measured("site.image", metric, p_value, p_adjusted),))
+    judged = judge(result, only(("site.image", FAIL_AT_HALF)))
+    assert judged.check("site.image").status == expected
+    assert judged.verdict == ("fail" if expected == Status.FAIL else "pass")
+    assert judged.check("site.image").threshold == 0.5
+
+
+def test_warn_gate_warns_without_failing_the_verdict():
+    result = AuditResult(checks=(measured("site.embedding", 0.9),))
+    judged = judge(result, only(("site.embedding", CheckPolicy(gate="warn", threshold=0.5))))
+    assert judged.check("site.embedding").status == Status.WARN
+    assert judged.verdict == "pass"
+    assert judged.verdict_reasons[0].startswith("warning: site.embedding")
+
+
+@pytest.mark.parametrize("status", [Status.NOT_RUN, Status.ERROR])
+def test_required_check_that_did_not_run_fails_and_keeps_its_status(status):
+    check = CheckResult(check_id="masking.raw_vs_lung", title="t", status=status,
+                        reason="no lung masks")
+    judged = judge(AuditResult(checks=(check,)), only(("masking.raw_vs_lung", FAIL_AT_HALF)))
+    assert judged.verdict == "fail"
+    assert judged.check("masking.raw_vs_lung").status == status
+    assert "masking.raw_vs_lung" in judged.verdict_reasons[0]
+    assert "no lung masks" in judged.verdict_reasons[0]
+
+
+def test_optional_or_ignored_check_that_did_not_run_passes():
+    check = CheckResult.not_run("masking.raw_vs_lung", "t", "no lung masks")
+    optional = CheckPolicy(gate="fail", threshold=0.5, required=False)
+    ignored = CheckPolicy(gate="ignore", threshold=None)
+    for rule in (optional, ignored):
+        judged = judge(AuditResult(checks=(check,)), only(("masking.raw_vs_lung", rule)))
+        assert judged.verdict == "pass"
+        assert judged.check("masking.raw_vs_lung").status == Status.NOT_RUN
+
+
+def test_ignored_check_passes_with_a_note_that_is_not_duplicated_or_kept():
+    result = AuditResult(checks=(measured("attention.border", 9.0),))
+    ignore = only(("attention.border", CheckPolicy(gate="ignore")))
+    twice = judge(judge(result, ignore), ignore)
+    assert twice.check("attention.border").status == Status.PASS
+    assert twice.check("attention.border").notes == [IGNORED_NOTE]
+    rejudged = judge(twice, only(("attention.border", CheckPolicy(threshold=1.5))))
+    assert rejudged.check("attention.border").status == Status.FAIL
+    assert IGNORED_NOTE not in rejudged.check("attention.border").notes
+
+
+def test_missing_required_check_fails_the_verdict():
+    judged = judge(AuditResult(checks=()), only(("data.leakage", FAIL_AT_HALF)))
+    assert judged.verdict == "fail"
+    assert judged.verdict_reasons == ("data.leakage: required by the policy but absent from the run",)
+
+
+def test_rejudging_with_a_stricter_policy_flips_verdict_and_exit_code():
+    result = AuditResult(checks=(measured("data.confounding", 0.2, p_value=0.001),))
+    lenient = judge(result, only(("data.confounding", CheckPolicy(threshold=0.3))))
+    strict = judge(lenient, only(("data.confounding", CheckPolicy(threshold=0.1))))
+    assert (lenient.verdict, exit_code(lenient)) == ("pass", 0)
+    assert (strict.verdict, exit_code(strict)) == ("fail", 1)
+    assert strict.policy["checks"]["data.confounding"]["threshold"] == 0.1
+
+
+def test_exit_code_refuses_an_unjudged_result():
+    with pytest.raises(ValueError, match="verdict 'unjudged'; judge it first"):
+        exit_code(AuditResult(checks=()))
+
+
+def test_layering_keeps_fields_an_override_does_not_set(tmp_path):
+    overrides = PolicyConfig.model_validate({"checks": {"site.image": {"threshold": 0.9}}})
+    reviewer = tmp_path / "p.yaml"
+    reviewer.write_text("alpha: 0.01\nchecks:\n  data.leakage:\n    gate: warn\n")
+    policy = load_policy(reviewer, overrides=overrides)
+    default = load_policy()
+    assert policy.checks["site.image"].threshold == 0.9
+    assert policy.checks["site.image"].gate == default.checks["site.image"].gate
+    assert policy.checks["data.leakage"].gate == "warn"
+    assert policy.checks["data.leakage"].threshold == default.checks["data.leakage"].threshold
+    assert policy.alpha == 0.01
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("checks:\n  site.image:\n    gate: block\n", r"checks\.site\.image\.gate: .*'fail', 'warn' or 'ignore'.*got 'block'"),
+        ("checks:\n  site.imag:\n    threshold: 1\n", r"unknown check id\(s\) site\.imag; known checks: data\.confounding"),
+        ("checks:\n  site.image:\n    treshold: 1\n", r"checks\.site\.image\.treshold: Extra inputs"),
+        ("alpha: 2\n", r"alpha: Input should be less than 1"),
+        ("- a\n- b\n", r"a policy must be a mapping .*got list"),
+        ("checks:\n  site.image:\n    threshold: null\n", r"checks\.site\.image\.threshold: a check gated"),
+    ],
+)
+def test_bad_policy_files_name_the_key(tmp_path, text, message):
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_policy(path)
+
+
+def test_unknown_check_in_config_overrides_is_named():
+    overrides = PolicyConfig.model_validate({"checks": {"nope": {"threshold": 1}}})
+    with pytest.raises(InputError, match=r"config policy\.checks: unknown check id\(s\) nope"):
+        load_policy(overrides=overrides)
+
+
+def test_missing_policy_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match=r"missing\.yaml: cannot read policy file"):
+        read_policy(tmp_path / "missing.yaml")
