@@ -1,0 +1,100 @@
+"""Grad-CAM: equal to tf-keras-vis on saved-and-reloaded models; mass-ratio helpers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from probes.cam import GradCam, mass_fraction, reference_gradcam, upsample_cams
+from tests.attention_fixtures import MOBILENET_V2_035, flat_mobilenet_v2, tiny_cnn
+
+
+def _reloaded(model: keras.Model, tmp_path) -> keras.Model:
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return keras.models.load_model(path)
+
+
+def _assert_same_maps(ours: np.ndarray, reference: np.ndarray) -> None:
+    assert ours.shape == reference.shape
+    assert reference.max() > 0  # a map of zeros would make the comparison vacuous
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * reference.max())
+
+
+def test_gradcam_equals_tf_keras_vis_on_reloaded_cnn(tmp_path):
+    model = _reloaded(tiny_cnn(size=32), tmp_path)
+    x = np.random.default_rng(0).uniform(0, 255, (10, 32, 32, 3)).astype(np.float32)
+    classes = np.arange(10) % 4
+    gradcam = GradCam(model, "last_relu", batch_size=4)  # several batches, one ragged
+    ours = gradcam(x, classes)
+    assert gradcam.resolution == (16, 16)
+    _assert_same_maps(ours, reference_gradcam(model, "last_relu", x, classes))
+    assert ours.min() >= 0
+
+
+@pytest.mark.skipif(not MOBILENET_V2_035.exists(), reason="needs ../shared/weights")
+def test_gradcam_equals_tf_keras_vis_on_reloaded_mobilenet_v2(tmp_path):
+    model = _reloaded(flat_mobilenet_v2(size=96), tmp_path)
+    x = np.random.default_rng(1).uniform(0, 255, (6, 96, 96, 3)).astype(np.float32)
+    classes = np.array([0, 1, 2, 3, 0, 1])
+    ours = GradCam(model, "out_relu")(x, classes)
+    assert ours.shape == (6, 3, 3)
+    _assert_same_maps(ours, reference_gradcam(model, "out_relu", x, classes))
+
+
+def test_gradcam_depends_on_the_class():
+    model = tiny_cnn(size=32)
+    x = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    gradcam = GradCam(model, "last_relu")
+    assert not np.allclose(gradcam(x, np.zeros(3, int)), gradcam(x, np.ones(3, int)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "classes", "message"),
+    [
+        ((2, 16, 16, 3), [0, 1], r"input must have shape \(n, 32, 32, 3\); got \(2, 16, 16, 3\)"),
+        ((2, 32, 32, 3), [0], r"one class per image, shape \(2,\); got \(1,\)"),
+        ((2, 32, 32, 3), [0, 4], r"class_idx must lie in 0..3; got values 0..4"),
+    ],
+)
+def test_gradcam_rejects_bad_input(shape, classes, message):
+    gradcam = GradCam(tiny_cnn(size=32), "last_relu")
+    with pytest.raises(ValueError, match=message):
+        gradcam(np.zeros(shape, np.float32), np.array(classes))
+
+
+def test_gradcam_rejects_unknown_or_flat_layer():
+    model = tiny_cnn(size=32)
+    with pytest.raises(ValueError, match=r"has no layer 'conv9'; its last layers are"):
+        GradCam(model, "conv9")
+    gap = model.layers[-4].name
+    with pytest.raises(ValueError, match=rf"layer '{gap}' must output \(batch, h, w, channels\)"):
+        GradCam(model, gap)
+
+
+def test_upsample_keeps_constant_maps_and_non_negativity():
+    cams = np.stack([np.full((4, 4), 2.0), np.eye(4)]).astype(np.float32)
+    up = upsample_cams(cams, 16)
+    assert up.shape == (2, 16, 16)
+    np.testing.assert_allclose(up[0], 2.0, rtol=1e-6)
+    assert up.min() >= 0 and up[1].max() > 0.5
+
+
+def test_mass_fraction_counts_positive_mass_in_region():
+    cams = np.zeros((3, 4, 4))
+    cams[0, 0, 0] = 3.0  # all mass in the corner
+    cams[0, 2, 2] = -5.0  # negative values are not mass
+    cams[1] = 1.0  # uniform: fraction = region area
+    region = np.zeros((4, 4), bool)
+    region[0, :] = True
+    fractions = mass_fraction(cams, region)
+    np.testing.assert_allclose(fractions[:2], [1.0, 0.25])
+    assert np.isnan(fractions[2])  # no positive mass: undefined, not 0
+    per_image = np.stack([region, ~region, region])
+    np.testing.assert_allclose(mass_fraction(cams, per_image)[:2], [1.0, 0.75])
+
+
+def test_mass_fraction_rejects_mismatched_regions():
+    with pytest.raises(ValueError, match=r"regions shape \(3, 3\) does not match"):
+        mass_fraction(np.ones((2, 4, 4)), np.ones((3, 3)))
