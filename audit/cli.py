@@ -7,29 +7,186 @@ config; anything else is a crash (a bug: please report it with the traceback).
 
 from __future__ import annotations
 
+import json
 import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from audit.errors import AuditError
+from audit.config import AuditConfig, load_config
+from audit.errors import AuditError, InputError
+from audit.progress import configure
+
+EXIT_CODES = (
+    "Exit codes: 0 all gating checks pass; 1 a gating check failed or a required check "
+    "could not run; 2 invalid input or config; anything else is a crash."
+)
 
 app = typer.Typer(
     name="cxr-audit",
-    help="Audit a chest X-ray COVID-19 classifier for shortcut learning.",
+    help="Audit a chest X-ray COVID-19 classifier for shortcut learning.\n\n" + EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+Out = Annotated[Path, typer.Option("--out", help="Run folder to create (reports, models, splits, masks).")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML for the other settings.")]
+
+
+@app.callback()
+def _global_options(
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only warnings and errors.")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
+) -> None:
+    configure(quiet=quiet, json_logs=log_json)
+
+
+def demo_config_path() -> Path:
+    """The packaged demo config, ``examples/demo.yaml``."""
+    # A symlink to examples/demo.yaml in a checkout: resolve it so its relative paths
+    # (the shared weights folder) are read from the examples folder.
+    return Path(str(resources.files("audit") / "defaults" / "demo.yaml")).resolve()
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="Run config YAML (see README).")],
+        out: Out) -> None:
+    """Data -> lung masks -> classifiers on raw and lung-masked inputs -> checks -> verdict.
+
+    0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
+    """
+    _run_and_exit(load_config(config), out)
+
+
+@app.command()
+def demo(out: Out) -> None:
+    """The full audit on built-in confounded synthetic phantoms (a few minutes on 2 cores).
+
+    Exits 1: the demo's planted shortcuts fail the gate, as they should.
+    """
+    _run_and_exit(load_config(demo_config_path()), out)
+
+
+@app.command("audit")
+def audit_model(
+    model: Annotated[Path, typer.Option("--model", help="The trained Keras model (.keras/.h5).")],
+    preprocess: Annotated[Path, typer.Option(
+        "--preprocess", help="Preprocessing spec YAML of the model (see README).")],
+    data: Annotated[Path, typer.Option("--data", help="Manifest CSV/Parquet of the images.")],
+    out: Out,
+    config: ConfigOption = None,
+) -> None:
+    """Audit a model someone else trained: checks that need retraining are not_run.
+
+    0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
+    """
+    from audit.pipeline import audit_external
+
+    settings = load_config(config) if config else AuditConfig()
+    settings = settings.model_copy(update={
+        "data": settings.data.model_copy(update={"manifest": data.resolve()})})
+    _report_and_exit(audit_external(model, preprocess, settings, out), out)
+
+
+@app.command()
+def gate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (with summary.json).")],
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="Policy YAML layered on the default policy.")] = None,
+) -> None:
+    """Re-judge a finished run against a policy without recomputing.
+
+    Without --policy, the policy the run was judged by is used again.
+    """
+    from audit.gate import judge, load_policy, policy_from_dict
+    from audit.result import AuditResult
+    from reports import write_reports
+
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise InputError(f"{run_dir}: not a finished run folder (expected {summary.name})")
+    result = AuditResult.load_json(summary)
+    chosen = load_policy(policy) if policy else policy_from_dict(result.policy, f"{summary} policy")
+    judged = judge(result, chosen)
+    write_reports(judged, run_dir)
+    _report_and_exit(judged, run_dir)
+
+
+@app.command()
+def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")],
+          out: Out) -> None:
+    """Train the config's classifiers (experiments, no checks); write results.json."""
+    from models.experiments import run_training
+
+    from audit.jobs import prepare_data, split_data
+    from audit.stages import StageCache, atomic_write
+
+    settings = load_config(config)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = StageCache(settings.runtime.cache_dir or out / "cache")
+    dataset, _ = prepare_data(settings, cache, masks_dir=out / "masks")
+    rows = run_training(settings, dataset, split_data(settings, dataset), out, cache)
+    with atomic_write(out / "results.json") as handle:
+        json.dump(rows, handle, indent=2, default=str)
+    typer.echo(f"{len(rows)} trained models; results in {out / 'results.json'}")
+
+
+@app.command()
+def segment(
+    manifest: Annotated[Path, typer.Argument(
+        help="Manifest CSV/Parquet (its rows with masks train the U-Net).")],
+    out: Out,
+    config: ConfigOption = None,
+) -> None:
+    """Train the U-Net on the manifest's masks and write masks for every image."""
+    from models.segment import segment_manifest
+
+    settings = load_config(config) if config else AuditConfig()
+    written = segment_manifest(manifest, out, settings.segmentation)
+    typer.echo(f"manifest with masks: {written}")
+
+
+@app.command()
+def checks() -> None:
+    """List the check ids and what each one's metric means."""
+    from audit.gate import CHECK_DESCRIPTIONS
+
+    width = max(len(check_id) for check_id in CHECK_DESCRIPTIONS)
+    for check_id, description in CHECK_DESCRIPTIONS.items():
+        typer.echo(f"{check_id:<{width}}  {description}")
+
+
+def _run_and_exit(config: AuditConfig, out: Path) -> None:
+    from audit.pipeline import run_audit
+
+    _report_and_exit(run_audit(config, out), out)
+
+
+def _report_and_exit(result, out: Path) -> None:
+    """Print the verdict, each check's status and the stage reuse, then exit 0 or 1."""
+    from audit.gate import exit_code
+
+    for check in result.checks:
+        typer.echo(f"  {check.status:<8} {check.check_id}: {check.summary or check.reason or ''}")
+    stages = result.provenance.get("stages")
+    if stages:
+        typer.echo(f"stages: {stages['reused']} reused, {stages['computed']} computed")
+    typer.echo(f"verdict: {result.verdict.upper()}  ({out / 'report.html'})")
+    for reason in result.verdict_reasons:
+        typer.echo(f"  - {reason}")
+    raise typer.Exit(exit_code(result))
 
 
 def main() -> None:
     """Console entry point: expected failures become a message and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns a raised typer.Exit's code instead.
+        code = app(standalone_mode=False)
     except AuditError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except typer.Exit as stop:
-        sys.exit(stop.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -40,6 +197,7 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -64,14 +64,23 @@ def read_policy(path: str | Path) -> PolicyConfig:
         raise InputError(f"{path}: cannot read policy file ({error.strerror})") from None
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({error})") from None
+    return policy_from_dict(raw, str(path))
+
+
+def policy_from_dict(raw: object, source: str) -> PolicyConfig:
+    """Validate a policy mapping (a file's content, or the one stored in ``summary.json``).
+
+    Raises:
+        InputError: naming ``source`` and each bad key or unknown check id.
+    """
     if raw is not None and not isinstance(raw, dict):
-        raise InputError(f"{path}: a policy must be a mapping with 'alpha' and 'checks', "
+        raise InputError(f"{source}: a policy must be a mapping with 'alpha' and 'checks', "
                          f"got {type(raw).__name__}")
     try:
         policy = PolicyConfig.model_validate(raw or {})
     except ValidationError as error:
-        raise InputError(_format_validation_error(error, str(path))) from None
-    _check_ids_known(policy, str(path))
+        raise InputError(_format_validation_error(error, source)) from None
+    _check_ids_known(policy, source)
     return policy
 
 

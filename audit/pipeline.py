@@ -1,0 +1,331 @@
+"""One command from data to verdict: data -> masks -> classifiers -> probes -> report -> gate.
+
+``run_audit`` trains the run's classifiers (every backbone x input mode x seed, plus the
+cross-validation folds) as a grid of jobs on the configured runner, then runs every check
+against them. ``audit_external`` audits a model someone else trained: the checks that
+need retraining report ``not_run`` with the reason. Both return an ``AuditResult`` judged
+by the policy and write ``report.html``, ``summary.json`` and ``junit.xml`` to the run
+folder.
+
+Every expensive step is a stage of the run's cache (``<out>/cache`` unless
+``runtime.cache_dir`` is set), probe results included, so a rerun, or a run resumed after
+a crash, reuses what is finished and recomputes only what its changed settings touch.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+import traceback
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.config import AuditConfig, dump_config
+from audit.data.dataset import Dataset, Splits
+from audit.errors import InputError
+from audit.gate import judge, load_policy
+from audit.jobs import classifier_spec, prepare_data, split_data, train_job, training_payload
+from audit.progress import log, progress
+from audit.result import AuditResult
+from audit.runners import Runner, get_runner
+from audit.stages import StageCache, atomic_write, hash_array, stable_hash
+from probes.base import CheckResult, ProbeContext, Status
+from probes.registry import CHECK_IDS, get_probe
+
+VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
+                      "scikit-learn", "statsmodels", "tf-keras-vis", "segmentation-models")
+
+
+def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = None) -> AuditResult:
+    """Audit the classifiers the config describes, from data to judged verdict.
+
+    Args:
+        config: The validated run config.
+        out_dir: The run folder (created); reports, models, splits and masks go here.
+        runner: Where the training grid runs. Defaults to None (``runtime`` of the config).
+
+    Returns:
+        The judged result (also written as ``summary.json`` and the reports).
+    """
+    started = time.perf_counter()
+    out_dir, cache, policy = _start_run(config, out_dir)
+    dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
+    splits = _save_splits(config, dataset, out_dir)
+    records = _train_grid(config, cache, out_dir, runner or get_runner(config.runtime))
+    models = _load_models(config, dataset, splits, cache)
+    context = ProbeContext(
+        dataset=dataset, splits=splits, models=models,
+        audited=f"{config.models.backbones[0]}/raw", params=config.probes, cache=cache,
+        artifacts_dir=out_dir / "artifacts", seed=config.probes.seed,
+        train_variant=_variant_trainer(config, dataset, cache),
+        image_features=_feature_extractor(config, cache),
+    )
+    checks = run_checks(context, config.probes.checks, cache, out_dir)
+    result = AuditResult(
+        checks=tuple(checks), models=tuple(_model_records(records)),
+        data=summarise_data(dataset), segmentation=segmentation,
+        provenance=_provenance(config, dataset, cache, records, started),
+    )
+    return _finish(result, policy, out_dir)
+
+
+def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditConfig,
+                   out_dir: str | Path) -> AuditResult:
+    """Audit a model someone else trained on the config's data (the release-review case).
+
+    Checks that need no retraining run on the external model; those that need retraining
+    return ``not_run`` with the reason, and the policy decides whether that fails the gate.
+    """
+    from models.external import load_external_model
+
+    started = time.perf_counter()
+    out_dir, cache, policy = _start_run(config, out_dir)
+    model = load_external_model(model_path, spec_path)
+    dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
+    splits = _save_splits(config, dataset, out_dir)
+    context = ProbeContext(
+        dataset=dataset, splits=splits, models={model.key: model}, audited=model.key,
+        params=config.probes, cache=cache, artifacts_dir=out_dir / "artifacts",
+        seed=config.probes.seed, image_features=_feature_extractor(config, cache),
+    )
+    checks = run_checks(context, config.probes.checks, cache, out_dir)
+    record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
+              "path": str(model_path), "external": True, **model.metadata}
+    result = AuditResult(
+        checks=tuple(checks), models=(record,), data=summarise_data(dataset),
+        segmentation=segmentation, provenance=_provenance(config, dataset, cache, [], started),
+    )
+    return _finish(result, policy, out_dir)
+
+
+def _start_run(config: AuditConfig, out_dir: str | Path) -> tuple[Path, StageCache, Any]:
+    """Validate what can be validated before any expensive step; write the resolved config."""
+    unknown = sorted(set(config.probes.checks) - set(CHECK_IDS))
+    if unknown:
+        raise InputError(f"probes.checks: unknown check id(s) {', '.join(unknown)}; "
+                         f"known checks: {', '.join(CHECK_IDS)}")
+    policy = load_policy(overrides=config.policy)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / "config.resolved.yaml") as handle:
+        handle.write(dump_config(config))
+    cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
+    return out_dir, cache, policy
+
+
+def _save_splits(config: AuditConfig, dataset: Dataset, out_dir: Path) -> Splits:
+    from audit.data.splits import save_splits
+
+    splits = split_data(config, dataset)
+    save_splits(splits, dataset, out_dir / "splits.csv")
+    return splits
+
+
+def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path,
+                runner: Runner) -> list[dict[str, Any]]:
+    """Every classifier of the run as one job each: backbones x input modes x seeds x
+    (the run's model + the cross-validation folds when ``models.cross_validate``)."""
+    folds = list(range(config.data.n_folds)) if config.models.cross_validate else []
+    payloads = []
+    for backbone in config.models.backbones:
+        for mode in config.models.input_modes:
+            for seed in config.models.seeds:
+                keep = out_dir / "models" / f"{backbone}-{mode}-seed{seed}"
+                payloads.append(training_payload(config, cache.root, backbone, mode, seed,
+                                                 None, keep))
+                payloads += [training_payload(config, cache.root, backbone, mode, seed, fold,
+                                              None) for fold in folds]
+    log.info("training %d classifiers (%s runner)", len(payloads), runner.name)
+    return runner.map(train_job, payloads)
+
+
+def _load_models(config: AuditConfig, dataset: Dataset, splits: Splits,
+                 cache: StageCache) -> dict[str, Any]:
+    """The first seed's model per backbone and input mode, reloaded from the cache."""
+    from models.train import train_classifier
+
+    models = {}
+    for backbone in config.models.backbones:
+        for mode in config.models.input_modes:
+            spec = classifier_spec(config, backbone, mode, config.models.seeds[0])
+            models[f"{backbone}/{mode}"] = train_classifier(dataset, splits.fit, splits.val,
+                                                            spec, cache=cache)
+    return models
+
+
+def _variant_trainer(config: AuditConfig, dataset: Dataset, cache: StageCache) -> Any:
+    """``train_variant`` for the probes: the run's settings, other rows, mode or seed."""
+    from models.train import train_classifier
+
+    def train_variant(train_idx: np.ndarray, val_idx: np.ndarray, *, input_mode: str = "raw",
+                      seed: int = 0, backbone: str | None = None) -> Any:
+        spec = classifier_spec(config, backbone or config.models.backbones[0], input_mode, seed)
+        return train_classifier(dataset, train_idx, val_idx, spec, cache=cache)
+
+    return train_variant
+
+
+def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
+    """``image_features`` for the probes: the first backbone, frozen, with ImageNet weights."""
+    from models.features import frozen_features
+
+    models_cfg = config.models
+
+    def image_features(images: np.ndarray) -> np.ndarray:
+        return frozen_features(images, models_cfg.backbones[0], models_cfg.weights,
+                               models_cfg.alpha, config.data.image_size,
+                               models_cfg.weights_dirs, cache)
+
+    return image_features
+
+
+def run_checks(context: ProbeContext, enabled: list[str], cache: StageCache,
+               run_dir: Path) -> list[CheckResult]:
+    """Every known check in registry order: enabled ones run (each a cached stage; a crash
+    becomes ``error`` with its message), disabled ones are ``not_run`` saying so."""
+    inputs = _probe_inputs(context)
+    results = []
+    for check_id in progress(CHECK_IDS, desc="checks"):
+        if check_id not in enabled:
+            results.append(CheckResult.not_run(check_id, check_id,
+                                               "disabled in the config (probes.checks)"))
+            continue
+        results.append(_run_check(check_id, context, cache, {**inputs, "check": check_id},
+                                  run_dir))
+        log.info("%s: %s", check_id, results[-1].summary or results[-1].status)
+    from probes.stats import holm_adjust
+
+    return holm_adjust(results)
+
+
+def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
+    """What a probe's result depends on: data, masks, splits, models and probe settings."""
+    dataset = context.dataset
+    return {
+        "data": dataset.manifest_hash or hash_array(dataset.images),
+        "masks": hash_array(dataset.masks) if dataset.masks is not None else None,
+        "splits": stable_hash([context.splits.train, context.splits.test,
+                               [list(fold) for fold in context.splits.folds]]),
+        "models": {key: (model.path.name if model.path else stable_hash(model.metadata))
+                   for key, model in context.models.items()},
+        "audited": context.audited,
+        "retraining": context.train_variant is not None,
+        "params": context.params.model_dump(mode="json", exclude={"checks"}),
+    }
+
+
+def _run_check(check_id: str, context: ProbeContext, cache: StageCache, inputs: dict[str, Any],
+               run_dir: Path) -> CheckResult:
+    def compute(folder: Path) -> None:
+        result = get_probe(check_id).run(context)
+        for relative in _artifact_paths(result):
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_dir / relative, folder / relative)
+        with atomic_write(folder / "result.json") as handle:
+            json.dump(result.to_dict(), handle)
+
+    try:
+        folder = cache.run("probe", inputs, compute)
+    except Exception as error:  # one broken probe must not lose the run
+        log.error("%s crashed:\n%s", check_id, traceback.format_exc())
+        return CheckResult(check_id=check_id, title=check_id, status=Status.ERROR,
+                           reason=f"{type(error).__name__}: {error}",
+                           summary=f"Crashed: {type(error).__name__}: {error}")
+    result = CheckResult.from_dict(json.loads((folder / "result.json").read_text()))
+    for relative in _artifact_paths(result):  # a reused stage may come from another run
+        if not (run_dir / relative).exists():
+            (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / relative, run_dir / relative)
+    return result
+
+
+def _artifact_paths(result: CheckResult) -> list[str]:
+    """Run-relative files a check's figures refer to (e.g. Grad-CAM galleries)."""
+    return [spec["npz"] for spec in result.figures.values() if spec.get("npz")]
+
+
+def summarise_data(dataset: Dataset) -> dict[str, Any]:
+    """Counts a reviewer needs: images, label x source table, masks, quarantined rows."""
+    table = Counter(zip(dataset.manifest["label"], dataset.sources, strict=True))
+    sources = sorted(set(dataset.sources))
+    quarantined = dataset.quarantined
+    return {
+        "n_images": len(dataset),
+        "image_size": dataset.image_size,
+        "classes": list(dataset.classes),
+        "sources": sources,
+        "label_source_counts": {label: {source: table[(label, source)] for source in sources}
+                                for label in dataset.classes},
+        "mask_origin": dataset.mask_origin,
+        "n_with_mask": int(dataset.has_mask.sum()) if dataset.has_mask is not None else 0,
+        "n_quarantined": len(quarantined),
+        "quarantined": quarantined.astype(str).to_dict(orient="records"),
+        "manifest_hash": dataset.manifest_hash,
+    }
+
+
+def _model_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per trained (backbone, mode, seed) model, its folds folded in as ``cv``."""
+    folds: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["fold"] is not None:
+            folds.setdefault((record["key"], record["seed"]), []).append(record["metrics"])
+    models = []
+    for record in records:
+        if record["fold"] is None:
+            fold_metrics = folds.get((record["key"], record["seed"]), [])
+            entry = {k: v for k, v in record.items() if k not in ("events", "fold")}
+            if fold_metrics:
+                entry["cv"] = {"folds": fold_metrics, "mean": _mean_scalars(fold_metrics)}
+            models.append(entry)
+    return models
+
+
+def _mean_scalars(rows: list[dict[str, Any]]) -> dict[str, float]:
+    names = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return {name: float(np.mean([row[name] for row in rows])) for name in names}
+
+
+def _provenance(config: AuditConfig, dataset: Dataset, cache: StageCache,
+                records: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    events = [event.__dict__ for event in cache.events]
+    events += [event for record in records for event in record.get("events", [])]
+    counts = Counter(event["action"] for event in events)
+    by_stage: dict[str, dict[str, int]] = {}
+    for event in events:
+        by_stage.setdefault(event["stage"], {"reused": 0, "computed": 0})[event["action"]] += 1
+    return {
+        "config": config.model_dump(mode="json"),
+        "versions": {"python": platform.python_version(), **_versions()},
+        "data_hash": dataset.manifest_hash,
+        "seeds": {"data": config.data.seed, "models": list(config.models.seeds),
+                  "probes": config.probes.seed},
+        "cache": str(cache.root),
+        "stages": {"reused": counts["reused"], "computed": counts["computed"],
+                   "by_stage": by_stage},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _finish(result: AuditResult, policy: Any, out_dir: Path) -> AuditResult:
+    from reports import write_reports
+
+    judged = judge(result, policy)
+    write_reports(judged, out_dir)
+    return judged
