@@ -1,0 +1,144 @@
+"""The pipeline's own logic with stand-in probes: cached probe stages, crashes, artifacts,
+disabled checks, data summaries and model records (no TensorFlow, no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit import pipeline
+from audit.config import ProbesConfig
+from audit.data.dataset import Dataset, Splits
+from audit.stages import StageCache
+from probes.base import CheckResult, ProbeContext, Status
+from probes.registry import CHECK_IDS
+
+
+def tiny_dataset() -> Dataset:
+    manifest = pd.DataFrame({
+        "path": [f"/x/{i}.png" for i in range(6)],
+        "label": ["covid", "covid", "normal", "normal", "other", "opacity"],
+        "source": ["a", "a", "b", "b", "a", "b"],
+        "patient_id": [f"p{i}" for i in range(6)],
+    })
+    images = np.arange(6 * 8 * 8, dtype=np.uint8).reshape(6, 8, 8)
+    return Dataset(manifest=manifest, images=images, masks=np.ones_like(images),
+                   has_mask=np.array([True] * 5 + [False]), mask_origin="manifest",
+                   quarantined=pd.DataFrame({"path": ["/x/bad.png"], "reason": ["unreadable"]}),
+                   manifest_hash="abc")
+
+
+def tiny_context(tmp_path) -> ProbeContext:
+    rows = np.arange(6)
+    splits = Splits(train=rows[:4], test=rows[4:], folds=((rows[:2], rows[2:4]),), seed=0)
+    return ProbeContext(dataset=tiny_dataset(), splits=splits, models={}, audited="m/raw",
+                        params=ProbesConfig(), cache=StageCache(tmp_path / "cache"),
+                        artifacts_dir=tmp_path / "run" / "artifacts")
+
+
+class CountingProbe:
+    """Measures a fixed metric, writes one artifact, and counts how often it ran."""
+
+    calls: list[str] = []
+
+    def __init__(self, check_id: str):
+        self.check_id = check_id
+        self.title = check_id
+
+    def run(self, context: ProbeContext) -> CheckResult:
+        CountingProbe.calls.append(self.check_id)
+        if self.check_id == "site.image":
+            raise RuntimeError("probe exploded")
+        relative = f"artifacts/{self.check_id}.npz"
+        context.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(context.artifacts_dir / f"{self.check_id}.npz", cams=np.zeros(2))
+        return CheckResult(check_id=self.check_id, title=self.title, metric=0.5, p_value=0.01,
+                           figures={"gallery": {"kind": "cam_gallery", "npz": relative}})
+
+
+@pytest.fixture
+def counting_probes(monkeypatch):
+    CountingProbe.calls = []
+    monkeypatch.setattr(pipeline, "get_probe", CountingProbe)
+    return CountingProbe
+
+
+def test_checks_run_once_then_come_from_the_cache(tmp_path, counting_probes):
+    context = tiny_context(tmp_path)
+    enabled = ["data.confounding", "attention.border", "site.image"]
+    first = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
+    assert [r.check_id for r in first] == list(CHECK_IDS)
+    assert counting_probes.calls == ["data.confounding", "site.image", "attention.border"]
+
+    second = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
+    # Finished probes are reused; the crashed one is retried (a crash is never cached).
+    assert counting_probes.calls[3:] == ["site.image"]
+    assert [r.to_dict() for r in second] == [r.to_dict() for r in first]
+
+
+def test_a_crashing_probe_becomes_an_error_and_others_still_run(tmp_path, counting_probes):
+    context = tiny_context(tmp_path)
+    results = pipeline.run_checks(context, ["site.image", "data.leakage"], context.cache,
+                                  tmp_path / "run")
+    crashed = next(r for r in results if r.check_id == "site.image")
+    assert crashed.status == Status.ERROR
+    assert crashed.reason == "RuntimeError: probe exploded"
+    assert next(r for r in results if r.check_id == "data.leakage").status == Status.MEASURED
+
+
+def test_disabled_checks_are_not_run_with_the_reason(tmp_path, counting_probes):
+    context = tiny_context(tmp_path)
+    results = pipeline.run_checks(context, ["data.leakage"], context.cache, tmp_path / "run")
+    disabled = [r for r in results if r.check_id != "data.leakage"]
+    assert {r.status for r in disabled} == {Status.NOT_RUN}
+    assert all("disabled in the config (probes.checks)" in r.reason for r in disabled)
+
+
+def test_holm_adjustment_fills_p_adjusted(tmp_path, counting_probes):
+    context = tiny_context(tmp_path)
+    results = pipeline.run_checks(context, ["data.leakage", "data.confounding"],
+                                  context.cache, tmp_path / "run")
+    measured = [r for r in results if r.status == Status.MEASURED]
+    assert [r.p_adjusted for r in measured] == pytest.approx([0.02, 0.02])
+
+
+def test_reused_probe_restores_its_artifacts_into_a_new_run_folder(tmp_path, counting_probes):
+    context = tiny_context(tmp_path)
+    pipeline.run_checks(context, ["attention.border"], context.cache, tmp_path / "run")
+    context.artifacts_dir = tmp_path / "other" / "artifacts"
+    pipeline.run_checks(context, ["attention.border"], context.cache, tmp_path / "other")
+    assert counting_probes.calls == ["attention.border"]
+    assert (tmp_path / "other" / "artifacts" / "attention.border.npz").is_file()
+
+
+def test_probe_stage_key_changes_with_params_but_not_with_the_checks_list(tmp_path):
+    context = tiny_context(tmp_path)
+    base = pipeline._probe_inputs(context)
+    context.params = ProbesConfig(checks=["data.leakage"])
+    assert pipeline._probe_inputs(context) == base
+    context.params = ProbesConfig(n_permutations=7)
+    assert pipeline._probe_inputs(context) != base
+
+
+def test_data_summary_counts_labels_by_source_and_quarantine():
+    summary = pipeline.summarise_data(tiny_dataset())
+    assert summary["n_images"] == 6
+    assert summary["sources"] == ["a", "b"]
+    assert summary["label_source_counts"]["covid"] == {"a": 2, "b": 0}
+    assert summary["label_source_counts"]["opacity"] == {"a": 0, "b": 1}
+    assert summary["n_with_mask"] == 5
+    assert summary["quarantined"] == [{"path": "/x/bad.png", "reason": "unreadable"}]
+
+
+def test_model_records_fold_cross_validation_into_their_model():
+    def record(fold, accuracy, seed=0):
+        return {"key": "m/raw", "seed": seed, "fold": fold, "path": f"/c/{fold}",
+                "metrics": {"accuracy": accuracy, "per_class": {"covid": 1.0}}, "events": []}
+
+    records = [record(None, 0.9), record(0, 0.6), record(1, 0.8), record(None, 0.7, seed=1)]
+    models = pipeline._model_records(records)
+    assert [(m["key"], m["seed"]) for m in models] == [("m/raw", 0), ("m/raw", 1)]
+    assert models[0]["cv"]["mean"] == {"accuracy": pytest.approx(0.7)}
+    assert len(models[0]["cv"]["folds"]) == 2
+    assert "cv" not in models[1] and "events" not in models[0]
