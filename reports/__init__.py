@@ -1,1 +1,39 @@
-"""Renderers of an ``AuditResult``: self-contained HTML, JSON summary, JUnit XML, figures."""
+"""Renderers of an ``AuditResult``: self-contained HTML, JSON summary, JUnit XML, figures.
+
+Reports never compute statistics; they show what the probes, the models layer and the
+gate wrote. One writer per format, each given an explicit path; files are replaced
+atomically, never renamed aside.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit.result import AuditResult
+from reports.html import write_html
+from reports.junit import write_junit
+from reports.summary import validate_summary, write_summary
+
+REPORT_FILES = {"html": "report.html", "json": "summary.json", "junit": "junit.xml"}
+
+__all__ = ["REPORT_FILES", "validate_summary", "write_html", "write_junit", "write_reports",
+           "write_summary"]
+
+
+def write_reports(result: AuditResult, run_dir: Path) -> dict[str, Path]:
+    """Write ``report.html``, ``summary.json`` and ``junit.xml`` into ``run_dir``.
+
+    Args:
+        result: The audit, normally judged by the gate.
+        run_dir: The run folder (created if needed); figure npz paths are relative to it.
+
+    Returns:
+        Format name (``html``, ``json``, ``junit``) -> the file written.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "json": write_summary(result, run_dir / REPORT_FILES["json"]),
+        "junit": write_junit(result, run_dir / REPORT_FILES["junit"]),
+        "html": write_html(result, run_dir / REPORT_FILES["html"], run_dir=run_dir),
+    }

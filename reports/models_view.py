@@ -1,0 +1,136 @@
+"""The model-performance part of the report, from ``AuditResult.models`` dicts.
+
+The models layer writes, per trained model, ``key``, ``backbone``, ``input_mode``,
+``weights_origin``, ``training_path`` and ``metrics`` (``accuracy``, ``macro_f1``,
+``auroc`` as numbers or ``{"value", "ci"}``; ``per_class_recall`` ``{class: {value, ci}}``;
+``confusion`` ``[[...]]``), optionally ``cv`` (``{"folds": [{...}], "mean": {...}}``) and
+``history`` (``{series name: [per-epoch values]}``). Everything is optional here: what is
+present is shown, the rest reads "not available".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reports.figures import RenderedFigure, render_figure
+
+_HEADLINE_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("auroc", "AUROC"))
+_IDENTITY_KEYS = ("backbone", "input_mode", "weights_origin", "training_path")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One trained model as the template shows it."""
+
+    key: str
+    identity: dict[str, Any]
+    headline: dict[str, Any]
+    """Metric label -> the metric as written (number or ``{value, ci}``) or None."""
+    cv_mean: dict[str, Any]
+    cv_folds: list[dict[str, Any]]
+    other_metrics: dict[str, Any]
+    figures: list[RenderedFigure] = field(default_factory=list)
+
+
+def model_views(models: tuple[dict[str, Any], ...], run_dir: Path,
+                classes: list[str] | None = None) -> list[ModelView]:
+    """One ``ModelView`` per model dict, with its confusion matrix and per-class recall.
+
+    Args:
+        models: ``AuditResult.models``.
+        run_dir: The run folder (for figure rendering).
+        classes: Class names in confusion-matrix order, used when a model's metrics do not
+            carry their own ``classes``. Defaults to None (numbered classes).
+    """
+    return [_model_view(model, run_dir, classes) for model in models]
+
+
+def model_overview_figures(models: tuple[dict[str, Any], ...],
+                           run_dir: Path) -> list[RenderedFigure]:
+    """Bars comparing the models: cross-validated accuracy (like the paper's Fig. 11) and
+    test accuracy, each with its CI where the models layer gave one."""
+    specs = [
+        _accuracy_bars(models, "Cross-validated accuracy per model",
+                       lambda m: (m.get("cv") or {}).get("mean", {}).get("accuracy")),
+        _accuracy_bars(models, "Test accuracy per model",
+                       lambda m: (m.get("metrics") or {}).get("accuracy")),
+    ]
+    return [render_figure(spec, run_dir) for spec in specs if spec is not None]
+
+
+def metric_value(metric: Any) -> float | None:
+    """The number of a metric written as a number or as ``{"value", "ci"}``."""
+    if isinstance(metric, dict):
+        metric = metric.get("value")
+    return float(metric) if isinstance(metric, (int, float)) else None
+
+
+def metric_ci(metric: Any) -> tuple[float | None, float | None]:
+    """The CI of a ``{"value", "ci"}`` metric, ``(None, None)`` when it has none."""
+    ci = metric.get("ci") if isinstance(metric, dict) else None
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+
+
+def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None) -> ModelView:
+    metrics = dict(model.get("metrics") or {})
+    cv = model.get("cv") or {}
+    shown = {"confusion", "per_class_recall", "classes"} | {name for name, _ in _HEADLINE_METRICS}
+    figures = [_confusion_spec(metrics, classes), _per_class_spec(metrics),
+               _history_spec(model.get("history"))]
+    return ModelView(
+        key=str(model.get("key") or "/".join(str(model.get(k, "?")) for k in _IDENTITY_KEYS[:2])),
+        identity={k: model.get(k) for k in _IDENTITY_KEYS},
+        headline={label: metrics.get(name) for name, label in _HEADLINE_METRICS},
+        cv_mean=dict(cv.get("mean") or {}),
+        cv_folds=[fold for fold in cv.get("folds") or [] if isinstance(fold, dict)],
+        other_metrics={k: v for k, v in metrics.items() if k not in shown},
+        figures=[render_figure(spec, run_dir) for spec in figures if spec is not None],
+    )
+
+
+def _accuracy_bars(models: tuple[dict[str, Any], ...], title: str,
+                   pick: Any) -> dict[str, Any] | None:
+    rows = {str(m.get("key", "?")): pick(m) for m in models}
+    return _bars_spec(title, rows, ylabel="accuracy")
+
+
+def _bars_spec(title: str, metrics: dict[str, Any], ylabel: str) -> dict[str, Any] | None:
+    """Bars of the metrics that have a value, with CIs where any metric has one."""
+    present = {name: m for name, m in metrics.items() if metric_value(m) is not None}
+    if not present:
+        return None
+    spec = {"kind": "bars", "title": title, "labels": list(present), "ylabel": ylabel,
+            "values": [metric_value(m) for m in present.values()]}
+    cis = [metric_ci(m) for m in present.values()]
+    if any(low is not None for low, _ in cis):
+        spec["ci_low"] = [low for low, _ in cis]
+        spec["ci_high"] = [high for _, high in cis]
+    return spec
+
+
+def _confusion_spec(metrics: dict[str, Any], classes: list[str] | None) -> dict[str, Any] | None:
+    matrix = metrics.get("confusion")
+    if not matrix:
+        return None
+    labels = metrics.get("classes") or classes or list(metrics.get("per_class_recall") or [])
+    if len(labels) != len(matrix):
+        labels = [str(i) for i in range(len(matrix))]
+    return {"kind": "confusion", "title": "Confusion matrix (test set)", "labels": list(labels),
+            "values": matrix}
+
+
+def _per_class_spec(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    recall = metrics.get("per_class_recall")
+    if not isinstance(recall, dict):
+        return None
+    return _bars_spec("Per-class accuracy (recall) with 95% CI", recall, ylabel="recall")
+
+
+def _history_spec(history: Any) -> dict[str, Any] | None:
+    if not isinstance(history, dict) or not history:
+        return None
+    length = max(len(values) for values in history.values())
+    return {"kind": "lines", "title": "Training curves", "x": list(range(1, length + 1)),
+            "series": history, "xlabel": "epoch", "ylabel": "value"}

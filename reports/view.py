@@ -1,0 +1,120 @@
+"""Turns an ``AuditResult`` into what the HTML template shows: formatted text and drawn figures.
+
+Reports never compute statistics: every number comes from the result as the probes and the
+models layer wrote it. This module only picks, formats and lays out; missing pieces become
+"not available" rather than errors, because a reviewer must get a report even from a
+partial run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.gate import CHECK_DESCRIPTIONS
+from audit.result import AuditResult
+from probes.base import CheckResult
+from reports.figures import RenderedFigure, render_figure
+from reports.formatting import NOT_AVAILABLE, format_ci, format_number
+from reports.gating import blocks_verdict
+from reports.models_view import ModelView, model_overview_figures, model_views
+
+# The question each known check answers, for a reader who never used the tool.
+CHECK_QUESTIONS = {
+    "data.confounding": "Could the label be guessed from which hospital or dataset an image "
+                        "came from, before any model is trained?",
+    "data.leakage": "Do images of the same patient (or duplicate images) appear in both the "
+                    "training and the test split?",
+    "site.image": "Can the image source be recognised from the pictures alone?",
+    "site.embedding": "Do the model's internal features encode the image source?",
+    "attention.border": "Does the model look at the image border (labels, markers, letterboxing) "
+                        "instead of the chest?",
+    "attention.outside_lung": "How much of the model's attention falls outside the lungs?",
+    "masking.raw_vs_lung": "Does accuracy collapse when everything but the lungs is removed?",
+    "ablation.class_size": "Does COVID-19 accuracy depend on how many non-COVID images were used?",
+    "generalization.leave_one_source_out": "Does the model still work on a source it never saw "
+                                           "in training?",
+}
+
+
+@dataclass(frozen=True)
+class CheckView:
+    """One check as the template shows it."""
+
+    check: CheckResult
+    status: str
+    anchor: str
+    question: str
+    metric_meaning: str
+    metric: str
+    figures: list[RenderedFigure] = field(default_factory=list)
+    gallery: list[RenderedFigure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Everything the template needs, already formatted."""
+
+    result: AuditResult
+    verdict: str
+    blocking: list[CheckView]
+    checks: list[CheckView]
+    data_figures: list[RenderedFigure]
+    models: list[ModelView]
+    model_figures: list[RenderedFigure]
+    data_extra: dict[str, Any]
+
+
+def build_view(result: AuditResult, run_dir: Path) -> ReportView:
+    """Format ``result`` for the template, drawing every figure.
+
+    Args:
+        result: The finished (ideally gate-judged) audit.
+        run_dir: The run folder; figure specs' npz paths are relative to it.
+    """
+    checks = [_check_view(check, run_dir) for check in result.checks]
+    return ReportView(
+        result=result,
+        verdict=result.verdict,
+        blocking=[view for view in checks if blocks_verdict(view.check, result.policy)],
+        checks=checks,
+        data_figures=_data_figures(result.data, run_dir),
+        models=model_views(result.models, run_dir, classes=result.data.get("classes")),
+        model_figures=model_overview_figures(result.models, run_dir),
+        data_extra={k: v for k, v in result.data.items() if k not in _DATA_SHOWN_ABOVE},
+    )
+
+
+def _check_view(check: CheckResult, run_dir: Path) -> CheckView:
+    figures, gallery = [], []
+    for spec in check.figures.values():
+        drawn = render_figure(spec, run_dir)
+        (gallery if spec.get("kind") == "cam_gallery" else figures).append(drawn)
+    metric = format_number(check.metric) if check.metric is not None else NOT_AVAILABLE
+    interval = format_ci(check.ci)
+    return CheckView(
+        check=check,
+        status=str(check.status),
+        anchor="check-" + "".join(c if c.isalnum() else "-" for c in check.check_id),
+        question=CHECK_QUESTIONS.get(check.check_id, ""),
+        metric_meaning=CHECK_DESCRIPTIONS.get(check.check_id, ""),
+        metric=f"{metric} {interval}" if interval else metric,
+        figures=figures,
+        gallery=gallery,
+    )
+
+
+_DATA_SHOWN_ABOVE = {"label_source_counts", "quarantined"}
+
+
+def _data_figures(data: dict[str, Any], run_dir: Path) -> list[RenderedFigure]:
+    counts = data.get("label_source_counts")
+    if not isinstance(counts, dict) or not counts:
+        return []
+    labels = list(counts)
+    sources = sorted({source for row in counts.values() for source in row})
+    spec = {"kind": "heatmap", "title": "Images per label and source", "fmt": "d",
+            "row_labels": labels, "col_labels": sources, "ylabel": "label", "xlabel": "source",
+            "values": [[counts[label].get(source, 0) for source in sources] for label in labels]}
+    return [render_figure(spec, run_dir)]
