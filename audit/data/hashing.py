@@ -1,0 +1,95 @@
+"""Exact and perceptual image hashes, for duplicate and leakage checks.
+
+``content_hash`` finds byte-identical files; ``dhash`` (difference hash) finds the same
+picture re-encoded, resized or slightly re-exposed: it compares neighbouring cells of a
+tiny grayscale thumbnail, so it survives re-encoding and resizing.
+
+Chest radiographs all look alike at 8x9 cells: on the real set (1,417 images, 4 sources)
+the default 64-bit dhash puts 4,452 pairs of *different* patients within 2 bits. At
+``hash_size=16`` (256 bits) the closest different-patient pair is 17 bits apart, while a
+JPEG re-encode (quality 60) plus a 0.8x resize of the same image moves 4 bits (median,
+max 12). Duplicate checks on radiographs therefore use ``NEAR_DUPLICATE_HASH_SIZE`` and
+``NEAR_DUPLICATE_DISTANCE`` below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from audit.stages import hash_file
+
+NEAR_DUPLICATE_HASH_SIZE = 16
+"""dhash size for radiographs (256 bits): see the module docstring for why not 8."""
+NEAR_DUPLICATE_DISTANCE = 10
+"""Largest Hamming distance (of 256 bits) counted as a near-duplicate radiograph."""
+_WORD = 64
+_CHUNK_CELLS = 1 << 22  # bound on block x N x words distances computed at once
+
+
+def content_hash(path: str | Path) -> str:
+    """SHA-256 of the file's bytes (hex, 32 characters)."""
+    return hash_file(path, length=32)
+
+
+def _area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Downscale by averaging the pixels of each output cell (numpy only)."""
+    rows = np.arange(height) * image.shape[0] // height
+    cols = np.arange(width) * image.shape[1] // width
+    sums = np.add.reduceat(np.add.reduceat(image.astype(np.float64), rows, axis=0), cols, axis=1)
+    counts = np.outer(np.diff(np.append(rows, image.shape[0])), np.diff(np.append(cols, image.shape[1])))
+    return sums / counts
+
+
+def dhash(image: np.ndarray, hash_size: int = 8) -> int:
+    """Difference hash of a 2-D grayscale image: ``hash_size**2`` bits as an int.
+
+    Each bit says whether a cell of a ``hash_size x (hash_size + 1)`` thumbnail is
+    brighter than its right-hand neighbour.
+
+    Args:
+        image: 2-D array, at least ``hash_size + 1`` pixels on each side.
+        hash_size: thumbnail rows. Defaults to 8 (a 64-bit hash).
+
+    Raises:
+        ValueError: the image is not 2-D or smaller than the thumbnail.
+    """
+    if image.ndim != 2 or min(image.shape) < hash_size + 1:
+        raise ValueError(f"dhash needs a 2-D image of at least {hash_size + 1} px per side, "
+                         f"got shape {image.shape}")
+    thumb = _area_resize(image, hash_size, hash_size + 1)
+    bits = (thumb[:, 1:] > thumb[:, :-1]).ravel()
+    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def pack_hashes(hashes: list[int], hash_size: int = 8) -> np.ndarray:
+    """Pack ``dhash`` ints into a ``(N, words)`` uint64 array for ``near_duplicate_pairs``."""
+    n_words = -(-hash_size * hash_size // _WORD)
+    mask = (1 << _WORD) - 1
+    return np.array([[(value >> (_WORD * k)) & mask for k in range(n_words)] for value in hashes],
+                    dtype=np.uint64).reshape(len(hashes), n_words)
+
+
+def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = 4) -> list[tuple[int, int, int]]:
+    """All pairs of hashes within ``max_distance`` differing bits.
+
+    Args:
+        hashes: ``(N,)`` 64-bit hashes, or ``(N, words)`` from ``pack_hashes`` for
+            longer ones; converted to uint64.
+        max_distance: largest Hamming distance reported. Defaults to 4 (for 64 bits).
+
+    Returns:
+        ``(i, j, distance)`` with ``i < j``, sorted by ``i`` then ``j``.
+    """
+    values = np.asarray(hashes, dtype=np.uint64)
+    values = values.reshape(len(values), -1)
+    block_rows = max(1, _CHUNK_CELLS // max(1, values.size))
+    pairs = []
+    for start in range(0, len(values), block_rows):
+        block = values[start:start + block_rows]
+        distances = np.bitwise_count(block[:, None, :] ^ values[None, :, :]).sum(axis=-1)
+        for i, j in zip(*np.nonzero(distances <= max_distance), strict=True):
+            if start + i < j:
+                pairs.append((int(start + i), int(j), int(distances[i, j])))
+    return pairs
