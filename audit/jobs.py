@@ -22,15 +22,19 @@ from audit.stages import StageCache
 
 
 def load_data(config: AuditConfig, cache: StageCache) -> Dataset:
-    """The config's images (a manifest through the image store, or synthetic phantoms)."""
-    if config.data.manifest is None:
-        from audit.synth import synthetic_dataset
-
-        return synthetic_dataset(config.data.synth, image_size=config.data.image_size)
+    """The config's images through the image store: the manifest's, or synthetic phantoms
+    rendered once as PNGs into a cache stage (so every job reopens them in a moment and
+    the run's images stay inspectable)."""
     from audit.data.images import load_dataset
 
-    return load_dataset(config.data.manifest, config.data.image_size, cache,
-                        dict(config.data.label_map))
+    manifest = config.data.manifest
+    if manifest is None:
+        from audit.synth import generate_phantoms
+
+        synth = config.data.synth
+        folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))
+        manifest = folder / "manifest.csv"
+    return load_dataset(manifest, config.data.image_size, cache, dict(config.data.label_map))
 
 
 def prepare_data(config: AuditConfig, cache: StageCache,

@@ -123,7 +123,7 @@ def _save_splits(config: AuditConfig, dataset: Dataset, out_dir: Path) -> Splits
     from audit.data.splits import save_splits
 
     splits = split_data(config, dataset)
-    save_splits(splits, dataset, out_dir / "splits.csv")
+    save_splits(splits, dataset, out_dir / "splits.json")
     return splits
 
 

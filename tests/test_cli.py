@@ -1,0 +1,111 @@
+"""The command line surface: exit codes, messages, the gate command and the demo config."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from audit import cli
+from audit.config import load_config
+from audit.result import AuditResult
+from probes.base import CheckResult
+from probes.registry import CHECK_IDS
+from tests.conftest import SHARED_DIR
+
+EXAMPLES = cli.Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``cxr-audit ARGS`` through the console entry point; (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["cxr-audit", *args])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def test_checks_lists_every_check_id(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "checks")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == list(CHECK_IDS)
+
+
+def test_help_documents_the_exit_codes(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "--help")
+    assert code == 0
+    assert "2 invalid input or config" in " ".join(out.split())
+
+
+def test_invalid_config_exits_2_naming_the_key(monkeypatch, capsys, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("models:\n  backbones: [resnet18]\n")
+    code, _, err = run_cli(monkeypatch, capsys, "run", str(config), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "models.backbones.0" in err and "resnet18" in err
+    assert not (tmp_path / "o").exists()  # nothing written before the config is valid
+
+
+def test_unknown_check_in_config_exits_2_before_any_work(monkeypatch, capsys, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("probes:\n  checks: [site.imgae]\n")
+    code, _, err = run_cli(monkeypatch, capsys, "run", str(config), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "probes.checks: unknown check id(s) site.imgae" in err
+
+
+def test_missing_command_argument_is_a_usage_error(monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "gate")
+    assert code == 2
+    assert "RUN_DIR" in err.upper()
+
+
+def test_gate_on_a_folder_without_a_run_exits_2(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "gate", str(tmp_path))
+    assert code == 2
+    assert "not a finished run folder (expected summary.json)" in err
+
+
+def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, capsys,
+                                                                    tmp_path):
+    from audit.gate import judge, load_policy
+
+    quiet = {cid: CheckResult(check_id=cid, title=cid, metric=0.0) for cid in CHECK_IDS}
+    quiet["site.image"] = CheckResult(check_id="site.image", title="t", metric=0.2)
+    result = judge(AuditResult(checks=tuple(quiet.values())), load_policy())
+    assert result.verdict == "pass"
+    result.save_json(tmp_path / "summary.json")
+
+    code, out, _ = run_cli(monkeypatch, capsys, "gate", str(tmp_path))
+    assert (code, "verdict: PASS" in out) == (0, True)
+    code, out, _ = run_cli(monkeypatch, capsys, "gate", str(tmp_path), "--policy",
+                           str(EXAMPLES / "policy-strict.yaml"))
+    assert (code, "verdict: FAIL" in out) == (1, True)
+    assert "site.image" in out
+    assert AuditResult.load_json(tmp_path / "summary.json").verdict == "fail"
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "junit.xml").is_file()
+
+
+def test_packaged_demo_config_is_the_examples_one():
+    packaged = cli.demo_config_path()
+    assert packaged == EXAMPLES / "demo.yaml"
+    demo = load_config(packaged)
+    assert demo.data.manifest is None and demo.data.synth.confounding > 0.5
+    assert demo.models.weights_dirs == [SHARED_DIR / "weights"]
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "clean-control.yaml", "cxr-real.yaml"])
+def test_example_configs_are_valid(name):
+    config = load_config(EXAMPLES / name)
+    assert set(config.probes.checks) == set(CHECK_IDS)
+
+
+def test_real_example_points_at_the_shared_data():
+    config = load_config(EXAMPLES / "cxr-real.yaml")
+    assert config.data.manifest == SHARED_DIR / "data" / "cxr-real" / "metadata.csv"
+
+
+def test_clean_control_has_no_confounding_and_no_site_traits():
+    synth = load_config(EXAMPLES / "clean-control.yaml").data.synth
+    assert synth.confounding == 0
+    assert not any(synth.site_traits.model_dump().values())
