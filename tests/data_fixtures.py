@@ -66,3 +66,26 @@ def table_dataset(labels: list[str], patients: list[str], size: int = 8) -> Data
                              "label": labels, "source": "s", "patient_id": patients,
                              "view": "", "mask_path": ""})
     return Dataset(manifest=manifest, images=np.zeros((len(labels), size, size), np.uint8))
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
+                bits_stored: int = 8, **header: str) -> Path:
+    """A minimal CR DICOM file holding ``pixels`` (uint8 or uint16), plus header fields."""
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = DicomDataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits_stored)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
