@@ -37,10 +37,12 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only warnings and errors.")] = False,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
 ) -> None:
     configure(quiet=quiet, json_logs=log_json)
+    ctx.obj = {"log_json": log_json}  # a config's runtime.quiet re-configures with it
 
 
 def demo_config_path() -> Path:
@@ -51,22 +53,23 @@ def demo_config_path() -> Path:
 
 
 @app.command()
-def run(config: Annotated[Path, typer.Argument(help="Run config YAML (see README).")],
+def run(ctx: typer.Context,
+        config: Annotated[Path, typer.Argument(help="Run config YAML (see README).")],
         out: Out) -> None:
     """Data -> lung masks -> classifiers on raw and lung-masked inputs -> checks -> verdict.
 
     0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
     """
-    _run_and_exit(load_config(config), out)
+    _run_and_exit(load_config(config), out, ctx.obj["log_json"])
 
 
 @app.command()
-def demo(out: Out) -> None:
+def demo(ctx: typer.Context, out: Out) -> None:
     """The full audit on built-in confounded synthetic phantoms (a few minutes on 2 cores).
 
     Exits 1: the demo's planted shortcuts fail the gate, as they should.
     """
-    _run_and_exit(load_config(demo_config_path()), out)
+    _run_and_exit(load_config(demo_config_path()), out, ctx.obj["log_json"])
 
 
 @app.command("audit")
@@ -158,9 +161,11 @@ def checks() -> None:
         typer.echo(f"{check_id:<{width}}  {description}")
 
 
-def _run_and_exit(config: AuditConfig, out: Path) -> None:
+def _run_and_exit(config: AuditConfig, out: Path, log_json: bool) -> None:
     from audit.pipeline import run_audit
 
+    if config.runtime.quiet:
+        configure(quiet=True, json_logs=log_json)
     _report_and_exit(run_audit(config, out), out)
 
 
