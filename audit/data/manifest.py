@@ -112,7 +112,7 @@ def read_manifest(path: str | Path, label_map: dict[str, str] | None = None) -> 
     Raises:
         InputError: the manifest cannot be read or lacks a required column.
     """
-    path = Path(path).absolute()
+    path = Path(os.path.abspath(path))
     table = read_table(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:

@@ -16,7 +16,7 @@ MAX_SIDE = 16384
 """Largest accepted width or height, in pixels."""
 MAX_PIXELS = 8192 * 8192
 """Largest accepted width x height (below Pillow's own decompression-bomb warning)."""
-MIN_SIDE = 16
+MIN_SIDE = 32
 """Smallest accepted width or height: anything smaller is not a radiograph."""
 
 _HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
