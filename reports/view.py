@@ -86,6 +86,11 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
     )
 
 
+def check_anchor(check_id: str) -> str:
+    """The HTML id of a check's section, e.g. ``check-data-confounding``."""
+    return "check-" + "".join(c if c.isalnum() else "-" for c in check_id)
+
+
 def _check_view(check: CheckResult, run_dir: Path) -> CheckView:
     figures, gallery = [], []
     for spec in check.figures.values():
@@ -96,7 +101,7 @@ def _check_view(check: CheckResult, run_dir: Path) -> CheckView:
     return CheckView(
         check=check,
         status=str(check.status),
-        anchor="check-" + "".join(c if c.isalnum() else "-" for c in check.check_id),
+        anchor=check_anchor(check.check_id),
         question=CHECK_QUESTIONS.get(check.check_id, ""),
         metric_meaning=CHECK_DESCRIPTIONS.get(check.check_id, ""),
         metric=f"{metric} {interval}" if interval else metric,

@@ -1,0 +1,96 @@
+"""reports.figures: every spec kind draws a PNG; bad specs become visible notes."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from reports.figures import (
+    RenderedFigure,
+    bars_png,
+    cam_gallery_png,
+    confusion_png,
+    figure_data_uri,
+    heatmap_png,
+    hist_png,
+    lines_png,
+    render_figure,
+)
+from tests.report_fixtures import write_gallery_npz
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+SPECS = {
+    "heatmap": {"kind": "heatmap", "title": "counts", "row_labels": ["covid", "normal"],
+                "col_labels": ["a", "b", "c"], "values": [[1, 2, 3], [4, 5, 6]]},
+    "confusion": {"kind": "confusion", "labels": ["covid", "normal"], "values": [[5, 1], [2, 7]]},
+    "bars": {"kind": "bars", "title": "recall", "labels": ["a", "b"], "values": [0.5, None],
+             "ci_low": [0.4, None], "ci_high": [0.6, None], "reference": 0.25},
+    "lines": {"kind": "lines", "title": "curve", "x": [1, 2, 3], "series": {"s": [0.1, 0.2, 0.3]}},
+    "hist": {"kind": "hist", "title": "h", "series": {"a": [0.1, 0.5, float("nan"), 0.7]},
+             "reference": 0.5},
+}
+
+
+@pytest.mark.parametrize("draw, kind", [(heatmap_png, "heatmap"), (confusion_png, "confusion"),
+                                        (bars_png, "bars"), (lines_png, "lines"),
+                                        (hist_png, "hist")])
+def test_each_kind_draws_a_png(draw, kind):
+    assert draw(SPECS[kind]).startswith(PNG_MAGIC)
+
+
+def test_cam_gallery_draws_overlays_with_and_without_masks(tmp_path):
+    write_gallery_npz(tmp_path, "with.npz", n=3)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "without.npz", images=rng.integers(0, 255, (2, 32, 32), dtype=np.uint8),
+             cams=rng.random((2, 4, 4)))
+    for name in ("with.npz", "without.npz"):
+        png = cam_gallery_png({"kind": "cam_gallery", "title": "g", "npz": name,
+                               "captions": ["one"]}, tmp_path)
+        assert png.startswith(PNG_MAGIC)
+
+
+def test_figure_data_uri_round_trips():
+    uri = figure_data_uri(b"\x89PNGabc")
+    assert uri.startswith("data:image/png;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]) == b"\x89PNGabc"
+
+
+def test_render_figure_returns_data_uri(tmp_path):
+    drawn = render_figure(SPECS["bars"], tmp_path)
+    assert drawn.note is None and drawn.title == "recall"
+    assert base64.b64decode(drawn.data_uri.split(",", 1)[1]).startswith(PNG_MAGIC)
+
+
+def test_dollar_signs_in_labels_are_drawn_literally(tmp_path):
+    spec = {**SPECS["heatmap"], "title": "cost $x$ and $", "col_labels": ["$a", "b$", "$\\c$"]}
+    assert render_figure(spec, tmp_path).data_uri is not None
+
+
+@pytest.mark.parametrize("spec, note", [
+    ({"kind": "pie", "title": "p"}, "Cannot draw figure of kind 'pie'"),
+    ({"title": "no kind"}, "Cannot draw figure of kind None"),
+    ({"kind": "heatmap", "title": "t", "row_labels": ["a"], "col_labels": ["b"],
+      "values": [[1, 2]]}, r"malformed spec .*values shape \(1, 2\) does not match"),
+    ({"kind": "bars", "title": "t", "values": [1]}, r"malformed spec \(KeyError\('labels'\)"),
+    ({"kind": "cam_gallery", "title": "t", "npz": "nowhere.npz"}, "'nowhere.npz' is missing"),
+    ({"kind": "cam_gallery", "title": "t", "npz": "../outside.npz"}, "outside the run folder"),
+])
+def test_bad_specs_become_visible_notes(tmp_path, spec, note):
+    drawn = render_figure(spec, tmp_path)
+    assert isinstance(drawn, RenderedFigure) and drawn.data_uri is None
+    assert drawn.note is not None
+    assert re.search(note, drawn.note), drawn.note
+
+
+def test_corrupt_and_incomplete_npz_become_notes(tmp_path):
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip file at all")
+    np.savez(tmp_path / "no_cams.npz", images=np.zeros((2, 8, 8), np.uint8))
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 8, 8), np.uint8), cams=np.zeros((0, 2, 2)))
+    for name, expected in [("corrupt.npz", "is unreadable"), ("no_cams.npz", "is unreadable"),
+                           ("empty.npz", "holds no usable images")]:
+        drawn = render_figure({"kind": "cam_gallery", "title": "t", "npz": name}, tmp_path)
+        assert drawn.data_uri is None and expected in drawn.note, drawn.note

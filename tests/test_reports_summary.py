@@ -1,0 +1,60 @@
+"""reports.summary: summary.json is AuditResult.to_dict() and validates against the schema."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from audit.errors import InputError
+from audit.result import SCHEMA_VERSION, AuditResult
+from reports.summary import summary_schema, validate_summary, write_summary
+from tests.report_fixtures import build_audit_result
+
+
+def test_shipped_schema_is_valid_draft_2020_12():
+    schema = summary_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+
+
+def test_written_summary_validates_and_round_trips(tmp_path):
+    result = build_audit_result(tmp_path)
+    path = write_summary(result, tmp_path / "summary.json")
+    data = json.loads(path.read_text())
+    validate_summary(data)
+    assert data["schema_version"] == SCHEMA_VERSION and data["verdict"] == "fail"
+    assert [c["check_id"] for c in data["checks"]] == [c.check_id for c in result.checks]
+    assert AuditResult.load_json(path) == result
+
+
+def test_nan_metrics_are_written_as_null_and_still_validate(tmp_path):
+    result = build_audit_result(tmp_path)
+    broken = replace(result.checks[0], metric=float("nan"), ci=(float("nan"), 0.5))
+    result = replace(result, checks=(broken, *result.checks[1:]))
+    data = json.loads(write_summary(result, tmp_path / "summary.json").read_text())
+    validate_summary(data)
+    assert data["checks"][0]["metric"] is None and data["checks"][0]["ci"] == [None, 0.5]
+
+
+def test_write_summary_replaces_an_existing_file(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text("{}")
+    write_summary(build_audit_result(tmp_path), path)
+    assert json.loads(path.read_text())["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("verdict"), r"(?s)run\.json: does not match.*\$: 'verdict' is a required"),
+    (lambda d: d["checks"][0].update(status="maybe"), r"\$\.checks\[0\]\.status: 'maybe' is not one of"),
+    (lambda d: d["checks"][1].update(p_value=1.5), r"\$\.checks\[1\]\.p_value: 1\.5 is greater"),
+    (lambda d: d["models"][0].pop("weights_origin"), r"\$\.models\[0\]: 'weights_origin' is a required"),
+    (lambda d: d.update(schema_version="2.0"), r"\$\.schema_version: '2\.0' does not match"),
+])
+def test_invalid_summaries_name_the_offending_key(tmp_path, mutate, message):
+    data = build_audit_result(tmp_path).to_dict()
+    mutate(data)
+    with pytest.raises(InputError, match=message):
+        validate_summary(data, source="run.json")
