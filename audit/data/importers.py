@@ -1,0 +1,147 @@
+"""Build manifests from a folder tree, another CSV, or a folder of DICOM files.
+
+Folder layouts: ``<root>/<source>/<label>/<image>`` or, with ``source`` given,
+``<root>/<label>/<image>``. Labels are written as the folder names; ``read_manifest``
+maps them onto the four classes (through ``data.label_map`` when they differ). Paths are
+written relative to the manifest's folder when the image lies under it, absolute
+otherwise. Files that do not fit the layout are skipped with a warning that names them,
+never silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from audit.data.dicom import read_dicom_metadata
+from audit.data.manifest import REQUIRED_COLUMNS, read_table
+from audit.data.pixels import ImageDecodeError
+from audit.errors import InputError
+from audit.progress import log, progress
+from audit.stages import atomic_write
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_COLUMNS = {"patient_id": "patient_id", "view_position": "view",
+                 "manufacturer": "manufacturer", "institution": "institution"}
+_SHOWN_SKIPPED = 5
+
+
+def _manifest_path(image: Path, manifest_folder: Path) -> str:
+    image = Path(os.path.abspath(image))
+    if image.is_relative_to(manifest_folder):
+        return str(image.relative_to(manifest_folder))
+    return str(image)
+
+
+def _write(frame: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
+    with atomic_write(out_csv) as handle:
+        frame.to_csv(handle, index=False)
+    log.info("wrote %s (%d rows)", out_csv, len(frame))
+    return frame
+
+
+def _walk(root: Path, source: str | None, suffixes: tuple[str, ...]) -> list[tuple[Path, str, str]]:
+    """(file, source, label) for every image at the layout's depth; warn about the rest."""
+    if not root.is_dir():
+        raise InputError(f"{root}: expected a folder of images, found no such folder")
+    depth = 2 if source else 3
+    found, skipped = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        parts = path.relative_to(root).parts
+        if len(parts) != depth or path.suffix.lower() not in suffixes:
+            skipped.append(str(path.relative_to(root)))
+            continue
+        found.append((path, source or parts[0], parts[-2]))
+    if skipped:
+        log.warning("%s: skipped %d file(s) outside the %s layout or with another type: %s%s",
+                    root, len(skipped), "<label>/<image>" if source else "<source>/<label>/<image>",
+                    ", ".join(skipped[:_SHOWN_SKIPPED]), " ..." if len(skipped) > _SHOWN_SKIPPED else "")
+    if not found:
+        raise InputError(f"{root}: no images ({', '.join(suffixes)}) found in the expected layout")
+    return found
+
+
+def _folder_frame(found: list[tuple[Path, str, str]], out_csv: Path) -> pd.DataFrame:
+    folder = Path(os.path.abspath(out_csv.parent))
+    return pd.DataFrame({"path": [_manifest_path(path, folder) for path, _, _ in found],
+                         "label": [label for _, _, label in found],
+                         "source": [source for _, source, _ in found]})
+
+
+def import_folder(root: str | Path, out_csv: str | Path, source: str | None = None) -> pd.DataFrame:
+    """Write a manifest for a folder tree of images.
+
+    Args:
+        root: ``<root>/<source>/<label>/<image>``, or ``<root>/<label>/<image>`` with ``source``.
+        out_csv: manifest to write (atomically).
+        source: one source name for the whole tree. Defaults to None (first folder level).
+
+    Returns:
+        The manifest table written.
+
+    Raises:
+        InputError: ``root`` is not a folder or holds no image in the layout.
+    """
+    out_csv = Path(out_csv)
+    return _write(_folder_frame(_walk(Path(root), source, IMAGE_SUFFIXES), out_csv), out_csv)
+
+
+def import_dicom(root: str | Path, out_csv: str | Path, source: str | None = None) -> pd.DataFrame:
+    """Like ``import_folder`` for DICOM files, adding header fields as columns.
+
+    ``patient_id``, ``view`` (ViewPosition), ``manufacturer`` and ``institution`` come
+    from each file's header ("" when absent). A file whose header cannot be read keeps
+    empty fields and is logged; ``data validate`` reports it.
+    """
+    out_csv = Path(out_csv)
+    found = _walk(Path(root), source, DICOM_SUFFIXES)
+    frame = _folder_frame(found, out_csv)
+    fields = {column: [] for column in DICOM_COLUMNS.values()}
+    for path, _, _ in progress(found, "reading DICOM headers"):
+        try:
+            meta = read_dicom_metadata(path)
+        except ImageDecodeError as error:
+            log.warning("%s: DICOM header unreadable (%s); its fields are left empty", path, error)
+            meta = {}
+        for key, column in DICOM_COLUMNS.items():
+            fields[column].append(meta.get(key, ""))
+    return _write(frame.assign(**fields), out_csv)
+
+
+def _rebase(value: str, old_folder: Path, new_folder: Path) -> str:
+    if not value or os.path.isabs(value):
+        return value
+    return _manifest_path(old_folder / value, new_folder)
+
+
+def import_csv(csv_path: str | Path, out_csv: str | Path, renames: dict[str, str]) -> pd.DataFrame:
+    """Rewrite an existing table as a manifest: rename columns, rebase relative paths.
+
+    Args:
+        csv_path: the table (paths in it relative to its own folder, or absolute).
+        out_csv: manifest to write (atomically); other columns are kept.
+        renames: old column name -> manifest column name (e.g. ``{"file": "path"}``).
+
+    Raises:
+        InputError: unreadable table, a rename of a column it lacks, or a required
+            column still missing after renaming.
+    """
+    csv_path, out_csv = Path(csv_path), Path(out_csv)
+    table = read_table(csv_path)
+    unknown = [old for old in renames if old not in table.columns]
+    if unknown:
+        raise InputError(f"{csv_path}: cannot rename missing column(s) {', '.join(unknown)} "
+                         f"(columns: {', '.join(table.columns)})")
+    table = table.rename(columns=renames)
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise InputError(f"{csv_path}: no column {', '.join(missing)} after renaming "
+                         f"(columns: {', '.join(table.columns)}); map one with a rename")
+    old_folder, new_folder = (Path(os.path.abspath(p.parent)) for p in (csv_path, out_csv))
+    for column in ("path", "mask_path"):
+        if column in table.columns:
+            table[column] = [_rebase(value, old_folder, new_folder) for value in table[column]]
+    return _write(table, out_csv)

@@ -1,0 +1,88 @@
+"""Importers: folder trees, CSV with renames, DICOM folders; their manifests read back."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from audit.data.importers import import_csv, import_dicom, import_folder
+from audit.data.manifest import read_manifest
+from audit.errors import InputError
+from tests.data_fixtures import distinct_image, write_dicom, write_png
+
+
+@pytest.fixture
+def warnings_seen(caplog):
+    """Capture cxr_audit warnings even after the CLI turned its propagation off."""
+    logger = logging.getLogger("cxr_audit")
+    logger.addHandler(caplog.handler)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+def test_folder_tree_with_sources_reads_back_as_a_clean_manifest(tmp_path, warnings_seen):
+    write_png(tmp_path / "data" / "siteA" / "covid" / "1.png", distinct_image(1))
+    write_png(tmp_path / "data" / "siteB" / "normal" / "2.png", distinct_image(2))
+    (tmp_path / "data" / "siteB" / "normal" / "notes.txt").write_text("x")
+    out = tmp_path / "manifest.csv"
+    frame = import_folder(tmp_path / "data", out)
+    assert frame.values.tolist() == [["data/siteA/covid/1.png", "covid", "siteA"],
+                                     ["data/siteB/normal/2.png", "normal", "siteB"]]
+    assert "skipped 1 file(s)" in warnings_seen.text and "notes.txt" in warnings_seen.text
+    manifest = read_manifest(out)
+    assert manifest.quarantined.empty and len(manifest.rows) == 2
+
+
+def test_flat_label_tree_takes_the_given_source_and_absolute_paths_outside(tmp_path):
+    write_png(tmp_path / "imgs" / "opacity" / "a.png", distinct_image(3))
+    out = tmp_path / "manifests" / "m.csv"
+    out.parent.mkdir()
+    frame = import_folder(tmp_path / "imgs", out, source="clinic")
+    assert frame.values.tolist() == [[str(tmp_path / "imgs" / "opacity" / "a.png"), "opacity", "clinic"]]
+
+
+def test_empty_folder_is_an_input_error(tmp_path):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(InputError, match=r"none: no images .* found in the expected layout"):
+        import_folder(tmp_path / "none", tmp_path / "m.csv")
+    with pytest.raises(InputError, match=r"absent: expected a folder of images"):
+        import_folder(tmp_path / "absent", tmp_path / "m.csv")
+
+
+def test_csv_import_renames_columns_rebases_paths_and_keeps_extras(tmp_path):
+    write_png(tmp_path / "src" / "img" / "a.png", distinct_image(4))
+    pd.DataFrame({"file": ["img/a.png"], "finding": ["covid"], "hospital": ["h1"],
+                  "age": ["40"]}).to_csv(tmp_path / "src" / "meta.csv", index=False)
+    out = tmp_path / "m.csv"
+    frame = import_csv(tmp_path / "src" / "meta.csv", out,
+                       {"file": "path", "finding": "label", "hospital": "source"})
+    assert frame.to_dict("records") == [{"path": "src/img/a.png", "label": "covid",
+                                         "source": "h1", "age": "40"}]
+    assert read_manifest(out).rows["path"].tolist() == [str(tmp_path / "src" / "img" / "a.png")]
+
+
+def test_csv_import_names_missing_columns(tmp_path):
+    pd.DataFrame({"file": ["a.png"], "finding": ["covid"]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(InputError, match=r"t.csv: cannot rename missing column\(s\) site"):
+        import_csv(tmp_path / "t.csv", tmp_path / "m.csv", {"site": "source"})
+    with pytest.raises(InputError, match=r"t.csv: no column source after renaming"):
+        import_csv(tmp_path / "t.csv", tmp_path / "m.csv", {"file": "path", "finding": "label"})
+
+
+def test_dicom_import_pulls_header_fields(tmp_path):
+    write_dicom(tmp_path / "dcm" / "covid" / "a.dcm", distinct_image(5), PatientID="P1",
+                ViewPosition="AP", Manufacturer="Acme", InstitutionName="General")
+    write_dicom(tmp_path / "dcm" / "normal" / "b.dcm", distinct_image(6))
+    (tmp_path / "dcm" / "normal" / "bad.dcm").write_text("not dicom")
+    frame = import_dicom(tmp_path / "dcm", tmp_path / "m.csv", source="hospital")
+    assert frame.to_dict("records")[0] == {
+        "path": "dcm/covid/a.dcm", "label": "covid", "source": "hospital", "patient_id": "P1",
+        "view": "AP", "manufacturer": "Acme", "institution": "General"}
+    assert frame["patient_id"].tolist()[1:] == ["", ""]
+    rows = read_manifest(tmp_path / "m.csv").rows
+    assert rows["patient_id"].tolist()[0] == "P1" and rows["view"].tolist()[0] == "AP"
