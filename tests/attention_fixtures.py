@@ -10,6 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
+
+from audit.config import ProbesConfig
+from audit.data.dataset import Dataset, Splits
+from audit.stages import StageCache
+from models.trained import TrainedModel
+from probes.base import ProbeContext
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
 MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -43,8 +50,62 @@ def flat_mobilenet_v2(size: int = 96, n_classes: int = 4, seed: int = 0) -> kera
     )
     base.trainable = False
     init = keras.initializers.GlorotUniform(seed=seed)
-    x = keras.layers.GlobalAveragePooling2D()(base.output)
-    x = keras.layers.Dense(32, activation="relu", kernel_initializer=init)(x)
-    x = keras.layers.Dropout(0.3)(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    x = keras.layers.Dense(32, activation="relu", kernel_initializer=init, name="head_dense")(x)
+    x = keras.layers.Dropout(0.3, seed=seed, name="head_dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init,
+                                 name="predictions")(x)
     return keras.Model(inputs, outputs, name="flat_mobilenet_v2")
+
+
+def train_flat_mobilenet_v2(
+    dataset: Dataset, train_rows: np.ndarray, input_mode: str = "raw", input_size: int = 224,
+    epochs: int = 40, seed: int = 0,
+) -> TrainedModel:
+    """Frozen ImageNet MobileNetV2 0.35 with a head trained on its cached feature maps.
+
+    A stand-in for ``models.train.train_classifier`` that keeps the tests self-contained
+    and fast: the backbone runs once over the training images, then only the head trains.
+    """
+    model = flat_mobilenet_v2(size=input_size, n_classes=len(dataset.classes), seed=seed)
+    trained = TrainedModel(
+        key=f"mobilenetv2/{input_mode}", backbone="mobilenetv2", input_mode=input_mode,
+        keras_model=model, classes=dataset.classes, last_conv_layer="out_relu",
+        embedding_layer="head_dense", input_size=input_size,
+    )
+    conv = model.get_layer("out_relu").output
+    maps = keras.Model(model.inputs, conv).predict(
+        trained.model_inputs(dataset, train_rows), batch_size=64, verbose=0)
+    head_input = keras.Input(tuple(conv.shape[1:]))
+    x = head_input
+    for name in ("head_pool", "head_dense", "head_dropout", "predictions"):
+        x = model.get_layer(name)(x)  # shared layers: training the head trains ``model``
+    head = keras.Model(head_input, x)
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    head.fit(maps, dataset.labels[train_rows], epochs=epochs, batch_size=32, verbose=0,
+             shuffle=False)
+    return trained
+
+
+def synthetic_context(
+    tmp_path: Path, dataset: Dataset, models: list[TrainedModel], test_rows: np.ndarray,
+    seed: int = 0, **params,
+) -> ProbeContext:
+    """A probe context over ``dataset`` with ``models`` (the first is audited)."""
+    train_rows = np.setdiff1d(np.arange(len(dataset)), test_rows)
+    splits = Splits(train=train_rows, test=np.asarray(test_rows), folds=((train_rows, test_rows),),
+                    seed=seed)
+    return ProbeContext(
+        dataset=dataset, splits=splits, models={m.key: m for m in models}, audited=models[0].key,
+        params=ProbesConfig(**params), cache=StageCache(tmp_path / "cache"),
+        artifacts_dir=tmp_path / "run" / "artifacts", seed=seed,
+    )
+
+
+def half_split(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Label-stratified 50/50 (train, test) rows."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(dataset))
+    train, test = train_test_split(rows, test_size=0.5, stratify=dataset.labels, random_state=seed)
+    return np.sort(train), np.sort(test)

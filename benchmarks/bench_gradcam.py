@@ -1,0 +1,108 @@
+"""Grad-CAM throughput: our compiled ``GradCam`` vs tf-keras-vis ``Gradcam``, side by side.
+
+MobileNetV2 (alpha 1.0, ImageNet weights from ``../shared/weights`` when present, else
+random) at 224 px with the paper's head, saved and reloaded as the models layer does.
+Each way is timed best-of-N on the same images in one run; the printed ratio compares
+those best times. Also checks that the raw maps agree (max relative difference).
+
+Run: ``.venv/bin/python -m benchmarks.bench_gradcam [--images 64] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras  # imports TensorFlow first (before h5py, see notes/stack.md)
+import numpy as np
+
+from probes.cam import GradCam
+
+WEIGHTS = (
+    Path(__file__).resolve().parents[2]
+    / "shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+)
+SIZE = 224
+LAYER = "out_relu"
+
+
+def build_model(folder: Path) -> tuple[keras.Model, str]:
+    """Flat MobileNetV2 + GAP/dense/dropout/softmax head, saved and reloaded."""
+    weights = str(WEIGHTS) if WEIGHTS.exists() else None
+    inputs = keras.Input((SIZE, SIZE, 3))
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    base = keras.applications.MobileNetV2(input_tensor=scaled, include_top=False, weights=weights)
+    x = keras.layers.GlobalAveragePooling2D()(base.output)
+    x = keras.layers.Dense(256, activation="relu")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    keras.Model(inputs, outputs).save(folder / "model.keras")
+    return keras.models.load_model(folder / "model.keras"), "imagenet" if weights else "random"
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call (tracing, first allocations)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--single-images", type=int, default=8,
+                        help="images for the slow one-at-a-time tf-keras-vis timing")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    with tempfile.TemporaryDirectory() as folder:
+        model, weights = build_model(Path(folder))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.images, SIZE, SIZE, 3)).astype(np.float32)
+    classes = rng.integers(0, 4, args.images)
+    ours = GradCam(model, LAYER, batch_size=32)
+    reference = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+
+    def reference_maps(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return np.asarray(reference(CategoricalScore(list(targets)), images, penultimate_layer=LAYER,
+                                    seek_penultimate_conv_layer=False, normalize_cam=False,
+                                    expand_cam=False))
+
+    def reference_batched() -> np.ndarray:
+        return np.concatenate([reference_maps(x[i : i + 16], classes[i : i + 16])
+                               for i in range(0, len(x), 16)])
+
+    def reference_single() -> None:
+        for i in range(args.single_images):
+            reference_maps(x[i : i + 1], classes[i : i + 1])
+
+    ours_s = best_seconds(lambda: ours(x, classes), args.repeats) / len(x)
+    batched_s = best_seconds(reference_batched, args.repeats) / len(x)
+    single_s = best_seconds(reference_single, max(1, args.repeats - 1)) / args.single_images
+    ours_maps, reference_maps_all = ours(x, classes), reference_batched()
+    scale = float(reference_maps_all.max())
+    max_rel = float(np.abs(ours_maps - reference_maps_all).max() / scale)
+
+    print(f"MobileNetV2 1.0 @ {SIZE} px ({weights} weights), {args.images} images, "
+          f"CAM {ours.resolution[0]}x{ours.resolution[1]}, best of {args.repeats}")
+    print(f"  ours (tf.function, batch 32):   {ours_s * 1e3:7.1f} ms/img  {1 / ours_s:7.1f} CAM/s")
+    print(f"  tf-keras-vis Gradcam, batch 16: {batched_s * 1e3:7.1f} ms/img  {1 / batched_s:7.1f} CAM/s")
+    print(f"  tf-keras-vis Gradcam, 1 by 1:   {single_s * 1e3:7.1f} ms/img  {1 / single_s:7.1f} CAM/s")
+    print(f"  speed-up vs tf-keras-vis batched: {batched_s / ours_s:.1f}x, "
+          f"vs one by one: {single_s / ours_s:.1f}x")
+    print(f"  max |ours - tf-keras-vis| / max map: {max_rel:.2e} (max map {scale:.3g})")
+
+
+if __name__ == "__main__":
+    main()

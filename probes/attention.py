@@ -1,0 +1,404 @@
+"""Attention checks: where in the image does the audited model find its evidence?
+
+Both checks take raw Grad-CAMs (``probes.cam``; never min-max standardised, which would
+distort mass ratios) of up to ``params.cam_max_images`` test images, for the predicted and
+for the true class, upsample them bilinearly to the image side and measure the share of
+the positive CAM mass that falls in a region where no disease can be seen:
+
+- ``attention.border``: a band of ``params.border_fraction`` of the side along every edge,
+  widened to at least one cell of the coarsest CAM (7x7 for MobileNetV2 at 224 px: a band
+  thinner than a cell cannot be told apart from the cell next to it);
+- ``attention.outside_lung``: everything outside the lung mask ("relevance mass accuracy"
+  in Quantus' terms, turned around), plus the pointing game (is the CAM peak inside the
+  lungs?).
+
+Headline metric, larger = more shortcut: **enrichment** = the mean over images of
+(region's share of CAM mass / region's share of image area): 1 when attention is spread
+like the area, above 1 when it piles up in the region.
+
+The null for the p-value is a **random CAM**: the same image's map with its cells shuffled
+(``RANDOM_CAM_DRAWS`` draws), upsampled and measured the same way. It keeps each map's
+total mass, peakedness and the interpolation's edge effects, so only *where* the mass sits
+differs; the bare area share would ignore those. p is a one-sided Wilcoxon signed-rank
+test of the per-image region share vs its random-CAM share. The lung-masked model of the
+same backbone is compared on the same images with a paired signed-rank test (same images,
+so a paired test; Mann-Whitney would ignore the pairing).
+
+Both checks share one CAM computation per model, cached as the ``attention_cams`` stage,
+so the second check and reruns reuse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.stages import atomic_write, hash_array, stable_hash
+from models.inputs import border_band
+from probes.base import CheckResult, ProbeContext
+from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
+
+if TYPE_CHECKING:
+    from models.trained import TrainedModel
+
+CAM_STAGE = "attention_cams"
+TARGETS = ("predicted", "true")  # which class each CAM explains
+RANDOM_CAM_DRAWS = 8
+GALLERY_PER_END = 4  # most focused and worst images in the gallery
+MEASURE_CHUNK = 32  # images upsampled at a time (bounds memory at large image sizes)
+
+
+@dataclass(frozen=True)
+class ModelCams:
+    """One model's raw CAMs of the selected rows."""
+
+    predicted_class: np.ndarray  # (n,)
+    cams: dict[str, np.ndarray]  # target -> (n, h, w) raw maps
+
+    @property
+    def resolution(self) -> int:
+        return int(self.cams["predicted"].shape[1])
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The region whose CAM mass is measured, per selected row."""
+
+    description: str  # completes "x% of the CAM mass lies ..."
+    masks: np.ndarray  # (S, S) shared or (n, S, S) per image, True inside the region
+    area: np.ndarray  # (n,) region's share of the image area
+    usable: np.ndarray  # (n,) rows where the region is defined
+    excluded: dict[str, int]  # reason -> rows not usable
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-image shares of one model's CAMs in the region (NaN: no positive mass)."""
+
+    share: np.ndarray
+    random_share: np.ndarray
+    peak_in_region: np.ndarray
+
+
+def cam_rows(test_rows: np.ndarray, labels: np.ndarray, max_images: int, seed: int) -> np.ndarray:
+    """Up to ``max_images`` of ``test_rows``, class proportions kept, deterministic by ``seed``.
+
+    Rows are shuffled within each class and taken in order of their rank within the class
+    divided by the class size, so every class contributes in proportion to its size.
+    """
+    test_rows = np.asarray(test_rows)
+    if len(test_rows) <= max_images:
+        return np.sort(test_rows)
+    rng = np.random.default_rng(seed)
+    row_labels = np.asarray(labels)[test_rows]
+    quantile = np.empty(len(test_rows))
+    for label in np.unique(row_labels):
+        members = rng.permutation(np.flatnonzero(row_labels == label))
+        quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.sort(test_rows[np.argsort(quantile, kind="stable")[:max_images]])
+
+
+def model_cams(context: ProbeContext, key: str, rows: np.ndarray) -> ModelCams:
+    """Raw CAMs of ``rows`` for model ``key``, through the stage cache."""
+    trained = context.models[key]
+    dataset = context.dataset
+    inputs = {
+        "model": _model_identity(trained),
+        "images": hash_array(np.asarray(dataset.images[rows])),
+        "masks": hash_array(np.asarray(dataset.masks[rows])) if dataset.masks is not None else None,
+        "labels": dataset.labels[rows],
+    }
+    folder = context.cache.run(
+        CAM_STAGE, inputs, lambda tmp: _write_cams(tmp, trained, context, rows)
+    )
+    with np.load(folder / "cams.npz") as stored:
+        return ModelCams(
+            predicted_class=stored["predicted_class"],
+            cams={target: stored[f"cam_{target}"] for target in TARGETS},
+        )
+
+
+def _model_identity(trained: TrainedModel) -> str:
+    weights = [hash_array(np.asarray(w)) for w in trained.keras_model.get_weights()]
+    return stable_hash([trained.input_mode, trained.input_size, trained.last_conv_layer, weights])
+
+
+def _write_cams(folder, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
+    from probes.cam import GradCam  # TensorFlow only when CAMs are actually computed
+
+    x = trained.model_inputs(context.dataset, rows)
+    predicted = np.asarray(trained.keras_model.predict(x, batch_size=64, verbose=0)).argmax(1)
+    labels = context.dataset.labels[rows]
+    gradcam = GradCam(trained.keras_model, trained.last_conv_layer)
+    cam_predicted = gradcam(x, predicted)
+    cam_true = cam_predicted.copy()  # identical where the prediction is right
+    wrong = predicted != labels
+    if wrong.any():
+        cam_true[wrong] = gradcam(x[wrong], labels[wrong])
+    np.savez(folder / "cams.npz", predicted_class=predicted, cam_predicted=cam_predicted,
+             cam_true=cam_true)
+
+
+def measure(cams: np.ndarray, regions: Regions, size: int, seed: int) -> Measurement:
+    """Shares of positive CAM mass in ``regions`` at image side ``size``, and their random-CAM
+    baseline (the mean over ``RANDOM_CAM_DRAWS`` cell shuffles of each map)."""
+    from probes.cam import mass_fraction, upsample_cams
+
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, len(cams), MEASURE_CHUNK):
+        chunk = slice(start, start + MEASURE_CHUNK)
+        region = regions.masks if regions.masks.ndim == 2 else regions.masks[chunk]
+        maps = upsample_cams(cams[chunk], size)
+        peaks = maps.reshape(len(maps), -1).argmax(axis=1)
+        flat_region = np.broadcast_to(region, maps.shape).reshape(len(maps), -1)
+        random = [mass_fraction(upsample_cams(_shuffle_cells(cams[chunk], rng), size), region)
+                  for _ in range(RANDOM_CAM_DRAWS)]
+        parts.append((mass_fraction(maps, region), np.mean(random, axis=0),
+                      flat_region[np.arange(len(maps)), peaks]))
+    share, random_share, peak = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return Measurement(share=share, random_share=random_share, peak_in_region=peak)
+
+
+def _shuffle_cells(cams: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each map's cells in a random order: same mass and values, random position."""
+    flat = cams.reshape(len(cams), -1)
+    return rng.permuted(flat, axis=1).reshape(cams.shape)
+
+
+def summarize(
+    measurement: Measurement, regions: Regions, subset: np.ndarray, n_bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Enrichment, its bootstrap CI, random-CAM enrichment and p over ``subset`` rows."""
+    ok = subset & regions.usable & np.isfinite(measurement.share)
+    n = int(ok.sum())
+    if n == 0:
+        return {"n": 0}
+    ratio = measurement.share[ok] / regions.area[ok]
+    ci = bootstrap_ci(np.mean, ratio, n_bootstrap=n_bootstrap, seed=seed) if n > 1 else (np.nan,) * 2
+    return {
+        "n": n,
+        "area_share": float(regions.area[ok].mean()),
+        "mass_share": float(measurement.share[ok].mean()),
+        "enrichment": float(ratio.mean()),
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "random_enrichment": float((measurement.random_share[ok] / regions.area[ok]).mean()),
+        "p_vs_random": wilcoxon_signed_rank(measurement.share[ok], measurement.random_share[ok])
+        if n > 1 else np.nan,
+        "peak_in_region": float(measurement.peak_in_region[ok].mean()),
+    }
+
+
+def border_regions(n: int, size: int, border_fraction: float, cam_resolution: int) -> Regions:
+    """The border band, at least one CAM cell (``1 / cam_resolution`` of the side) wide."""
+    fraction = max(border_fraction, 1.0 / cam_resolution)
+    band = border_band(size, fraction)
+    return Regions(
+        description=f"in the {fraction:.0%} border band",
+        masks=band,
+        area=np.full(n, band.mean()),
+        usable=np.ones(n, dtype=bool),
+        excluded={},
+    )
+
+
+def outside_lung_regions(context: ProbeContext, rows: np.ndarray) -> Regions:
+    """Everything outside each row's lung mask; rows without a real mask are not usable."""
+    dataset = context.dataset
+    masks = np.asarray(dataset.masks[rows]) > 0
+    has_mask = np.ones(len(rows), bool) if dataset.has_mask is None else dataset.has_mask[rows]
+    area = 1.0 - masks.mean(axis=(1, 2))
+    degenerate = has_mask & ((area <= 0) | (area >= 1))
+    return Regions(
+        description="outside the lungs",
+        masks=~masks,
+        area=area,
+        usable=has_mask & ~degenerate,
+        excluded={"no lung mask": int((~has_mask).sum()),
+                  "empty or full lung mask": int(degenerate.sum())},
+    )
+
+
+class _AttentionProbe:
+    """Shared run of both checks; subclasses say which region and what else to report."""
+
+    check_id = ""
+    title = ""
+    metric_name = ""
+    explanation = ""
+
+    def unavailable(self, context: ProbeContext) -> str | None:
+        return None
+
+    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
+        raise NotImplementedError
+
+    def extra_details(self, measurement: Measurement, regions: Regions) -> dict[str, Any]:
+        return {}
+
+    def run(self, context: ProbeContext) -> CheckResult:
+        reason = self.unavailable(context)
+        if reason is not None:
+            return CheckResult.not_run(self.check_id, self.title, reason)
+        rows = cam_rows(context.splits.test, context.dataset.labels,
+                        context.params.cam_max_images, context.seed)
+        keys = [context.audited] + sorted(set(context.models) - {context.audited})
+        cams = {key: model_cams(context, key, rows) for key in keys}
+        regions = self.regions(context, rows, min(c.resolution for c in cams.values()))
+        size = context.dataset.image_size
+        measured = {(key, target): measure(cams[key].cams[target], regions, size, context.seed)
+                    for key in keys for target in TARGETS}
+        return self._result(context, rows, cams, regions, measured)
+
+    def _result(self, context, rows, cams, regions, measured) -> CheckResult:
+        audited = context.audited
+        labels = context.dataset.labels[rows]
+        everyone = np.ones(len(rows), dtype=bool)
+        n_boot = context.params.n_bootstrap
+
+        def stats(key, target, subset=everyone):
+            return summarize(measured[key, target], regions, subset, n_boot, context.seed)
+
+        by_model = [{"model": key, "input_mode": context.models[key].input_mode, "target": target,
+                     "cam_resolution": f"{cams[key].resolution}x{cams[key].resolution}",
+                     **stats(key, target)} for key, target in measured]
+        by_class = [{"model": key, "target": target, "class": name,
+                     **stats(key, target, labels == index)}
+                    for key, target in measured
+                    for index, name in enumerate(context.dataset.classes)]
+        head = by_model[0]  # audited model, predicted-class CAMs
+        if head["n"] == 0:
+            return CheckResult.not_run(self.check_id, self.title,
+                                       f"no test image has a usable region or CAM mass ({regions.excluded})")
+        no_mass = int((regions.usable & ~np.isfinite(measured[audited, "predicted"].share)).sum())
+        details = {
+            "model": audited,
+            "n_images": len(rows),
+            "cam_resolution": {key: cams[key].resolution for key in cams},
+            "area_share": head["area_share"],
+            "mass_share": head["mass_share"],
+            "random_enrichment": head["random_enrichment"],
+            "peak_in_region": head["peak_in_region"],
+            "excluded_rows": {**regions.excluded, "no positive CAM mass": no_mass},
+            "null": f"per-image cell-shuffled CAM, {RANDOM_CAM_DRAWS} draws, one-sided "
+                    "Wilcoxon signed-rank",
+            "lung_masked_comparison": _masked_comparison(context, measured, regions),
+            **self.extra_details(measured[audited, "predicted"], regions),
+        }
+        gallery = _write_gallery(context, self.check_id, rows, cams[audited],
+                                 measured[audited, "predicted"], regions)
+        return CheckResult(
+            check_id=self.check_id, title=self.title, metric_name=self.metric_name,
+            metric=head["enrichment"], ci=(head["ci_low"], head["ci_high"]),
+            p_value=head["p_vs_random"],
+            summary=(f"{audited}: {head['mass_share']:.0%} of the Grad-CAM mass lies "
+                     f"{regions.description}, which covers {head['area_share']:.0%} of the "
+                     f"image: enrichment {head['enrichment']:.2f} (95% CI {head['ci_low']:.2f}-"
+                     f"{head['ci_high']:.2f}; random CAM {head['random_enrichment']:.2f}; "
+                     f"{head['n']} images)."),
+            explanation=self.explanation,
+            details=details,
+            tables={"by_model": by_model, "by_class": by_class},
+            figures={"enrichment_by_model": _bars(by_model, self.metric_name),
+                     **({"gallery": gallery} if gallery else {})},
+            notes=[f"Grad-CAM at {cams[audited].resolution}x{cams[audited].resolution} cells, "
+                   f"raw maps upsampled bilinearly to {context.dataset.image_size} px."],
+        )
+
+
+def _masked_comparison(context: ProbeContext, measured, regions: Regions) -> dict[str, Any] | None:
+    """Paired test that the raw model's enrichment exceeds its lung-masked twin's."""
+    backbone = context.models[context.audited].backbone
+    twin = f"{backbone}/lung_masked"
+    if twin == context.audited or twin not in context.models:
+        return None
+    raw, masked = measured[context.audited, "predicted"], measured[twin, "predicted"]
+    ok = regions.usable & np.isfinite(raw.share) & np.isfinite(masked.share)
+    if ok.sum() < 2:
+        return {"model": twin, "n": int(ok.sum())}
+    raw_ratio, masked_ratio = raw.share[ok] / regions.area[ok], masked.share[ok] / regions.area[ok]
+    return {"model": twin, "n": int(ok.sum()), "raw_enrichment": float(raw_ratio.mean()),
+            "masked_enrichment": float(masked_ratio.mean()),
+            "p_raw_greater": wilcoxon_signed_rank(raw_ratio, masked_ratio)}
+
+
+def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
+    rows = [row for row in by_model if row["target"] == "predicted" and row["n"] > 0]
+    return {"kind": "bars", "title": f"{metric_name} per model (predicted-class CAMs)",
+            "labels": [row["model"] for row in rows],
+            "values": [row["enrichment"] for row in rows],
+            "ci_low": [row["ci_low"] for row in rows], "ci_high": [row["ci_high"] for row in rows],
+            "reference": 1.0, "ylabel": "enrichment (1 = spread like the area)"}
+
+
+def _write_gallery(context: ProbeContext, check_id: str, rows: np.ndarray, cams: ModelCams,
+                   measurement: Measurement, regions: Regions) -> dict[str, Any] | None:
+    """The most region-free and the most region-bound images of the audited model."""
+    ok = np.flatnonzero(regions.usable & np.isfinite(measurement.share))
+    if len(ok) == 0:
+        return None
+    order = ok[np.argsort(measurement.share[ok] / regions.area[ok], kind="stable")]
+    chosen = np.unique(np.concatenate([order[:GALLERY_PER_END], order[-GALLERY_PER_END:]]))
+    chosen = chosen[np.argsort(measurement.share[chosen] / regions.area[chosen], kind="stable")]
+    dataset, classes = context.dataset, context.dataset.classes
+    arrays = {"images": np.asarray(dataset.images[rows[chosen]]),
+              "cams": cams.cams["predicted"][chosen]}
+    if dataset.masks is not None:
+        arrays["masks"] = np.asarray(dataset.masks[rows[chosen]])
+    name = f"{check_id.replace('.', '_')}_gallery.npz"
+    context.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(context.artifacts_dir / name, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    labels = dataset.labels[rows[chosen]]
+    captions = [f"{classes[label]} -> {classes[pred]}: {share:.0%} {regions.description}"
+                for label, pred, share in zip(labels, cams.predicted_class[chosen],
+                                              measurement.share[chosen], strict=True)]
+    return {"kind": "cam_gallery", "npz": f"{context.artifacts_dir.name}/{name}",
+            "title": f"Grad-CAM of {context.audited}: most focused (first) to worst (last)",
+            "captions": captions}
+
+
+class BorderAttentionProbe(_AttentionProbe):
+    check_id = "attention.border"
+    title = "Attention on the image border"
+    metric_name = "border enrichment"
+    explanation = (
+        "Grad-CAM shows which parts of an image drove the model's decision. Enrichment 1 means "
+        "the border band got the share of attention its area would get; well above 1 means the "
+        "model's evidence sits at the image edges, where markers, text and collimation edges "
+        "are, not in the lungs."
+    )
+
+    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
+        return border_regions(len(rows), context.dataset.image_size,
+                              context.params.border_fraction, resolution)
+
+
+class OutsideLungAttentionProbe(_AttentionProbe):
+    check_id = "attention.outside_lung"
+    title = "Attention outside the lungs"
+    metric_name = "outside-lung enrichment"
+    explanation = (
+        "COVID-19 signs are inside the lungs. Enrichment 1 means the area outside the lungs got "
+        "the share of Grad-CAM attention its size would get; well above 1 means the model looks "
+        "outside the lungs (markers, text, body outline, devices) for its decision. The pointing "
+        "game says how often the single hottest point lies inside the lungs."
+    )
+
+    def unavailable(self, context: ProbeContext) -> str | None:
+        dataset = context.dataset
+        if dataset.masks is None or (dataset.has_mask is not None and not dataset.has_mask.any()):
+            return "no lung masks (segmentation produced none and the manifest has none)"
+        return None
+
+    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
+        return outside_lung_regions(context, rows)
+
+    def extra_details(self, measurement: Measurement, regions: Regions) -> dict[str, Any]:
+        ok = regions.usable & np.isfinite(measurement.share)
+        hits, n = int((~measurement.peak_in_region[ok]).sum()), int(ok.sum())
+        return {"pointing_game": {"hits": hits, "n": n, "hit_rate": hits / n if n else np.nan,
+                                  "ci": wilson_ci(hits, n)}}
