@@ -92,8 +92,9 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``key``, ``backbone``, ``input_mode``, ``seed``, ``fold``, ``path`` (the trained
-        model's folder), ``metrics`` (on the evaluation rows) and ``events`` (this job's
-        stage events, so the main process can report what was reused and computed).
+        model's folder), ``weights_origin``, ``training_path``, ``best_epoch``, ``metrics``
+        (on the evaluation rows) and ``events`` (this job's stage events, so the main
+        process can report what was reused and computed).
     """
     from models.metrics import classification_metrics
     from models.train import train_classifier
@@ -110,4 +111,7 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
                                      n_bootstrap=config.probes.n_bootstrap, seed=payload["seed"])
     return {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
             "seed": payload["seed"], "fold": payload["fold"], "path": str(model.path),
+            "weights_origin": model.metadata.get("weights_origin"),
+            "training_path": model.metadata.get("training_path"),
+            "best_epoch": model.metadata.get("best_epoch"),
             "metrics": metrics, "events": [asdict(event) for event in cache.events]}

@@ -288,7 +288,11 @@ def _model_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _mean_scalars(rows: list[dict[str, Any]]) -> dict[str, float]:
-    names = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """Mean over folds of every metric that is a number in every fold."""
+    def numeric(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    names = [name for name in rows[0] if all(numeric(row.get(name)) for row in rows)]
     return {name: float(np.mean([row[name] for row in rows])) for name in names}
 
 
