@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from audit.config import AuditConfig, load_config
+from audit.data.cli import app as data_app
 from audit.errors import AuditError, InputError
 from audit.progress import configure
 
@@ -30,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(data_app, name="data")
 
 Out = Annotated[Path, typer.Option("--out", help="Run folder to create (reports, models, splits, masks).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML for the other settings.")]

@@ -109,3 +109,9 @@ def test_clean_control_has_no_confounding_and_no_site_traits():
     synth = load_config(EXAMPLES / "clean-control.yaml").data.synth
     assert synth.confounding == 0
     assert not any(synth.site_traits.model_dump().values())
+
+
+def test_data_sub_app_is_mounted(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "--help")
+    assert code == 0
+    assert all(name in out for name in ("import", "validate", "synth"))
