@@ -84,3 +84,9 @@ def test_label_map_to_unknown_class_is_rejected(corpus):
     path = write_manifest(corpus, [{"path": "a.png", "label": "covid", "source": "s"}])
     with pytest.raises(InputError, match=r"label_map: 'flu' maps to 'influenza', expected one of"):
         read_manifest(path, label_map={"flu": "influenza"})
+
+
+def test_reserved_column_names_are_rejected(corpus):
+    path = write_manifest(corpus, [{"path": "a.png", "label": "covid", "source": "s", "row": "1"}])
+    with pytest.raises(InputError, match=r"column\(s\) row are reserved"):
+        read_manifest(path)

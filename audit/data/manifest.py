@@ -52,7 +52,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path).astype(str)
+            table = pd.read_parquet(path).fillna("").astype(str)
         else:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, ImportError, pd.errors.ParserError) as error:
@@ -120,6 +120,10 @@ def read_manifest(path: str | Path, label_map: dict[str, str] | None = None) -> 
             f"{path}: manifest lacks required column(s) {', '.join(missing)} "
             f"(expected {', '.join(REQUIRED_COLUMNS)}; found {', '.join(map(str, table.columns))})"
         )
+    reserved = [column for column in ("row", "reason") if column in table.columns]
+    if reserved:
+        raise InputError(f"{path}: column(s) {', '.join(reserved)} are reserved for the "
+                         "quarantine report; rename them in the manifest")
     lookup = canonical_label_lookup(label_map)
     rows = table.copy()
     for column in OPTIONAL_COLUMNS:
