@@ -127,3 +127,20 @@ def test_real_set_validates_without_crashing():
     assert report.n_rows == 1417
     assert report.n_ok == 1417 - report.problems["row"].nunique()
     assert time.perf_counter() - started < 300  # generous: the acceptance bar is 60 s unloaded
+
+
+def test_bad_lung_masks_are_reported(tmp_path):
+    for i in range(3):
+        write_png(tmp_path / f"{i}.png", distinct_image(i, 64))
+    write_png(tmp_path / "empty_mask.png", np.zeros((64, 64), np.uint8))
+    write_png(tmp_path / "wide_mask.png", np.full((64, 128), 255, np.uint8))
+    write_png(tmp_path / "ok_mask.png", np.full((32, 32), 255, np.uint8))  # smaller, same shape
+    path = write_manifest(tmp_path, [
+        {"path": "0.png", "label": "covid", "source": "s", "mask_path": "empty_mask.png"},
+        {"path": "1.png", "label": "covid", "source": "s", "mask_path": "wide_mask.png"},
+        {"path": "2.png", "label": "covid", "source": "s", "mask_path": "ok_mask.png"},
+    ])
+    problems = validate_manifest(path).problems
+    assert problems["row"].tolist() == [1, 2]
+    assert problems["reason"][0].endswith("empty_mask.png: empty (no lung pixels)")
+    assert problems["reason"][1].endswith("wide_mask.png: 128x64 does not fit the 64x64 image (aspect ratio)")

@@ -131,9 +131,13 @@ def _write_store(manifest: Manifest, size: int, folder: Path) -> None:
 
 
 def _file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime) of a file; (-1, -1) when absent (decoding then reports why)."""
     if not path:
         return (0, 0)
-    stat = os.stat(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (-1, -1)
     return (stat.st_size, stat.st_mtime_ns)
 
 

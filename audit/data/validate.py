@@ -2,7 +2,8 @@
 
 One line per problem, each naming the row, the file and the reason: rows the manifest
 reader quarantines (unknown label, missing source, missing file), files that do not
-decode (not an image, truncated, zero-size or absurd dimensions), exact duplicates
+decode (not an image, truncated, zero-size or absurd dimensions), lung masks that do not
+decode, are empty or do not fit their image, exact duplicates
 (content hash), near-duplicates (perceptual hash, within and across sources), the same
 image under two labels, and patients split across test and another part when the
 manifest has a ``split`` column. Nothing here raises for a bad row; only a manifest that
@@ -79,21 +80,38 @@ class _Scan:
     problems: list[tuple[int, str]]  # (position in rows, reason)
 
 
+_ASPECT_TOLERANCE = 0.02
+
+
+def _mask_problem(mask_path: str, image: np.ndarray | None) -> str:
+    """Why a row's lung mask is unusable, or "" when it is fine."""
+    try:
+        mask = decode_image(mask_path)
+    except ImageDecodeError as error:
+        return f"mask {mask_path}: {error}"
+    if not mask.any():
+        return f"mask {mask_path}: empty (no lung pixels)"
+    if image is not None:
+        image_aspect, mask_aspect = image.shape[1] / image.shape[0], mask.shape[1] / mask.shape[0]
+        if abs(mask_aspect / image_aspect - 1) > _ASPECT_TOLERANCE:
+            return (f"mask {mask_path}: {mask.shape[1]}x{mask.shape[0]} does not fit the "
+                    f"{image.shape[1]}x{image.shape[0]} image (aspect ratio)")
+    return ""
+
+
 def _scan_files(rows: pd.DataFrame) -> _Scan:
     scan = _Scan(content=[""] * len(rows), hashes=[None] * len(rows), problems=[])
     pairs = zip(rows["path"], rows["mask_path"], strict=True)
     for i, (path, mask_path) in enumerate(progress(pairs, "validating images", total=len(rows))):
+        image = None
         try:
             image = decode_image(path)
             scan.content[i] = content_hash(path)
             scan.hashes[i] = dhash(image, NEAR_DUPLICATE_HASH_SIZE)
         except ImageDecodeError as error:
             scan.problems.append((i, str(error)))
-        if mask_path:
-            try:
-                decode_image(mask_path)
-            except ImageDecodeError as error:
-                scan.problems.append((i, f"mask {mask_path}: {error}"))
+        if mask_path and (problem := _mask_problem(mask_path, image)):
+            scan.problems.append((i, problem))
     return scan
 
 
