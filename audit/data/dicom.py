@@ -34,7 +34,7 @@ def _open(path: str | Path, stop_before_pixels: bool) -> pydicom.Dataset:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         raise ImageDecodeError("not an image (not a DICOM file)") from None
-    except (OSError, EOFError, ValueError, KeyError) as error:
+    except Exception as error:  # a damaged file can fail anywhere in the parser
         raise ImageDecodeError(f"truncated or corrupt DICOM ({error})") from None
 
 
@@ -55,18 +55,23 @@ def read_dicom_metadata(path: str | Path) -> dict:
     return _metadata(_open(path, stop_before_pixels=True))
 
 
-def _first(value) -> float:
-    """The first value of a possibly multi-valued DICOM number (window centre/width)."""
-    if isinstance(value, pydicom.multival.MultiValue):
-        value = value[0]
-    return float(value)
+def _window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """The first (centre, width) window of the file, or None when absent or malformed."""
+    try:
+        center, width = ds.WindowCenter, ds.WindowWidth
+        if isinstance(center, pydicom.multival.MultiValue):
+            center, width = center[0], width[0]
+        return float(center), max(float(width), 1.0)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _display_values(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     """Stored pixels -> uint8 display values (modality LUT, VOI, range scaling)."""
     values = apply_modality_lut(stored, ds).astype(np.float64)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)
+    window = _window(ds)
+    if window is not None:
+        center, width = window
         return scale_to_uint8(values, low=center - width / 2, high=center + width / 2)
     if "VOILUTSequence" in ds:
         return scale_to_uint8(apply_voi_lut(values, ds).astype(np.float64))
@@ -78,7 +83,7 @@ def _display_values(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
 def _stored_pixels(ds: pydicom.Dataset) -> np.ndarray:
     try:
         pixels = ds.pixel_array
-    except (ValueError, RuntimeError, AttributeError, EOFError, OSError) as error:
+    except Exception as error:  # pixel handlers raise many types (missing codec, bad data)
         raise ImageDecodeError(f"truncated or undecodable DICOM pixel data ({error})") from None
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
@@ -104,7 +109,11 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict]:
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageDecodeError("not an image (DICOM without pixel data)")
     check_dimensions(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
-    image = _display_values(ds, _stored_pixels(ds))
+    stored = _stored_pixels(ds)
+    try:
+        image = _display_values(ds, stored)
+    except Exception as error:  # malformed LUT or rescale attributes
+        raise ImageDecodeError(f"cannot apply the DICOM LUTs ({error})") from None
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         image = 255 - image
     return image, _metadata(ds)

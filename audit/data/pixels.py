@@ -73,6 +73,8 @@ def _open_raster(path: str | Path) -> Image.Image:
         pixels = f"{claimed.group()} pixels" if claimed else "too many pixels"
         raise ImageDecodeError(
             f"image dimensions exceed the limit ({pixels} > {MAX_PIXELS})") from None
+    except Exception as error:  # a corrupt header can fail anywhere inside a format plugin
+        raise ImageDecodeError(f"corrupt image header ({type(error).__name__}: {error})") from None
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:
@@ -100,7 +102,7 @@ def decode_raster(path: str | Path) -> np.ndarray:
         try:
             image.load()
             return _to_grayscale(ImageOps.exif_transpose(image))
-        except (OSError, SyntaxError, ValueError) as error:
+        except Exception as error:  # decoders raise many exception types on corrupt data
             if "truncat" in str(error).lower():
                 raise ImageDecodeError("truncated image") from None
             raise ImageDecodeError(f"corrupt image ({error})") from None
