@@ -86,7 +86,8 @@ def _row_problems(row: pd.Series, lookup: dict[str, str]) -> list[str]:
     problems = []
     label = row["label"].strip().lower()
     if label not in lookup:
-        problems.append(f"unknown label {row['label']!r} (expected one of {', '.join(lookup)})")
+        problems.append(f"unknown label {row['label']!r} "
+                        f"(expected one of {', '.join(CLASSES)} or a data.label_map key)")
     if not row["source"].strip():
         problems.append("missing source")
     if not row["path"]:
@@ -138,8 +139,8 @@ def read_manifest(path: str | Path, label_map: dict[str, str] | None = None) -> 
     good = rows[~bad].reset_index(drop=True)
     good["label"] = [lookup[value.strip().lower()] for value in good["label"]]
     good["source"] = good["source"].str.strip()
-    good["patient_id"] = good["patient_id"].str.strip().where(good["patient_id"].str.strip() != "",
-                                                              good["path"])
+    patients = good["patient_id"].str.strip()
+    good["patient_id"] = patients.where(patients != "", good["path"])
     quarantined = rows[bad].assign(reason=pd.Series(reasons, index=rows.index)[bad])
     return Manifest(rows=good, quarantined=quarantine_frame(quarantined), path=path)
 
