@@ -65,3 +65,8 @@ def test_pack_hashes_splits_long_hashes_into_words():
     assert packed.shape == (2, 4) and packed.dtype == np.uint64
     assert packed[0, :2].tolist() == [5, 1] and packed[1, :2].tolist() == [3, 0]
     assert near_duplicate_pairs(packed, max_distance=3) == [(0, 1, 3)]  # 5^3 and bit 64
+
+
+def test_no_hashes_no_pairs():
+    assert near_duplicate_pairs(np.array([], dtype=np.uint64)) == []
+    assert near_duplicate_pairs(pack_hashes([], hash_size=16)) == []

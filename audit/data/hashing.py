@@ -83,7 +83,8 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = 4) -> list[tupl
         ``(i, j, distance)`` with ``i < j``, sorted by ``i`` then ``j``.
     """
     values = np.asarray(hashes, dtype=np.uint64)
-    values = values.reshape(len(values), -1)
+    if values.ndim == 1:
+        values = values[:, None]
     block_rows = max(1, _CHUNK_CELLS // max(1, values.size))
     pairs = []
     for start in range(0, len(values), block_rows):
