@@ -1,0 +1,157 @@
+"""Backbone features computed once and cached: what makes frozen-base training fast.
+
+With a frozen base the backbone is a fixed function of the image, so its output (pooled
+by the head's global average pooling, or the activation map at a block boundary when the
+top blocks are trained) is computed once per image and per augmented view and cached by
+content. Training then only runs the small trainable top on these arrays.
+
+Augmented views are fixed rotated copies of each image: angles drawn uniformly from
+``[-degrees, degrees]`` by ``np.random.default_rng(seed)``, so the same seed gives the same
+views and therefore the same cached features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from audit.stages import StageCache, hash_array
+from models.backbones import backbone_info, build_backbone, resolve_weights
+from models.trained import to_model_array
+
+if TYPE_CHECKING:
+    import keras
+
+POOLED = "pooled"
+_CHUNK = 128  # images converted to float32 model input at a time (bounds memory)
+
+
+def rotated_views(images: np.ndarray, n_views: int, degrees: float, seed: int) -> np.ndarray:
+    """``n_views`` rotated copies of each image, ``(n_views, N, S, S)`` uint8.
+
+    Rotation is about the centre, bilinear, corners filled with background (0).
+
+    Args:
+        images: ``(N, S, S)`` uint8.
+        n_views: copies per image.
+        degrees: largest absolute angle.
+        seed: seeds the angles.
+    """
+    angles = np.random.default_rng(seed).uniform(-degrees, degrees, size=(n_views, len(images)))
+    views = np.empty((n_views, *images.shape), dtype=np.uint8)
+    for view in range(n_views):
+        for row, image in enumerate(images):
+            rotated = ndimage.rotate(image.astype(np.float32), angles[view, row], reshape=False,
+                                     order=1, mode="constant", cval=0.0)
+            views[view, row] = np.clip(np.rint(rotated), 0, 255).astype(np.uint8)
+    return views
+
+
+def feature_extractor(backbone: str, weights: str, alpha: float, input_size: int,
+                      weights_dirs: list[Path] | None, cut: str = POOLED) -> tuple[keras.Model, str]:
+    """A model mapping pixels 0..255 to the backbone's output at ``cut``, and its weights origin.
+
+    ``cut`` is ``"pooled"`` (global average of the backbone's last feature map, exactly the
+    head's first layer) or the name of a backbone layer.
+    """
+    import keras
+
+    base, origin = build_backbone(backbone, input_size, weights, alpha, weights_dirs)
+    if cut == POOLED:
+        output = keras.layers.GlobalAveragePooling2D()(base.output)
+    else:
+        output = base.get_layer(cut).output
+    return keras.Model(base.inputs[0], output), origin
+
+
+def extract(extractor: keras.Model, images: np.ndarray, input_size: int,
+            batch_size: int = 32) -> np.ndarray:
+    """Run ``extractor`` over uint8 ``(N, S, S)`` images in chunks; float32 output."""
+    outputs = []
+    for start in range(0, len(images), _CHUNK):
+        x = to_model_array(images[start : start + _CHUNK], input_size)
+        outputs.append(extractor.predict(x, batch_size=batch_size, verbose=0))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _cached(cache: StageCache | None, stage: str, inputs: dict, compute) -> np.ndarray:
+    if cache is None:
+        return compute()
+    folder = cache.run(stage, inputs, lambda tmp: np.save(tmp / "features.npy", compute()))
+    return np.load(folder / "features.npy")
+
+
+def _feature_key(images: np.ndarray, backbone: str, weights: str, alpha: float,
+                 input_size: int, weights_dirs: list[Path] | None, cut: str) -> dict:
+    _, origin = resolve_weights(weights, backbone, alpha, input_size, weights_dirs)
+    return {"images": hash_array(images), "backbone": backbone, "weights": origin,
+            "alpha": alpha if backbone_info(backbone).has_alpha else 1.0,
+            "input_size": input_size, "cut": cut}
+
+
+def frozen_features(
+    images_uint8: np.ndarray,
+    backbone: str,
+    weights: str = "imagenet",
+    alpha: float = 1.0,
+    input_size: int = 224,
+    weights_dirs: list[Path] | None = None,
+    cache: StageCache | None = None,
+    cut: str = POOLED,
+) -> np.ndarray:
+    """Frozen-backbone features of each image, cached by image content and backbone.
+
+    Args:
+        images_uint8: ``(N, S, S)`` uint8 grayscale images (input mode already applied).
+        backbone: registry name.
+        weights: ``"imagenet"``, ``"none"`` or a weights file. Defaults to "imagenet".
+        alpha: width multiplier (MobileNet family). Defaults to 1.0.
+        input_size: model input side; images are resized to it. Defaults to 224.
+        weights_dirs: folders searched for local ImageNet files. Defaults to none.
+        cache: stage cache; ``None`` computes without caching. Defaults to None.
+        cut: ``"pooled"`` or a backbone layer name. Defaults to "pooled".
+
+    Returns:
+        float32 ``(N, D)`` for ``"pooled"``, else ``(N, h, w, c)``.
+    """
+    key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
+
+    def compute() -> np.ndarray:
+        extractor, _ = feature_extractor(backbone, weights, alpha, input_size, weights_dirs, cut)
+        return extract(extractor, images_uint8, input_size)
+
+    return _cached(cache, "features", key, compute)
+
+
+def view_features(
+    images_uint8: np.ndarray,
+    n_views: int,
+    degrees: float,
+    seed: int,
+    backbone: str,
+    weights: str = "imagenet",
+    alpha: float = 1.0,
+    input_size: int = 224,
+    weights_dirs: list[Path] | None = None,
+    cache: StageCache | None = None,
+    cut: str = POOLED,
+) -> np.ndarray:
+    """Features of ``n_views`` fixed rotated copies of each image: ``(n_views, N, ...)``.
+
+    The views are ``rotated_views(images_uint8, n_views, degrees, seed)``; the other
+    arguments are those of ``frozen_features``.
+    """
+    key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
+    key.update(n_views=n_views, degrees=degrees, seed=seed)
+
+    def compute() -> np.ndarray:
+        views = rotated_views(images_uint8, n_views, degrees, seed)
+        flat = views.reshape(-1, *images_uint8.shape[1:])
+        extractor, _ = feature_extractor(backbone, weights, alpha, input_size, weights_dirs, cut)
+        features = extract(extractor, flat, input_size)
+        return features.reshape(n_views, len(images_uint8), *features.shape[1:])
+
+    return _cached(cache, "view_features", key, compute)
