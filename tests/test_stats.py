@@ -3,6 +3,7 @@ import pytest
 
 from probes.base import CheckResult, Status
 from probes.stats import (
+    balanced_accuracy,
     bootstrap_ci,
     chance_rescaled_skill,
     holm_adjust,
@@ -74,6 +75,16 @@ def test_two_proportion_and_rank_tests_direction():
     assert wilcoxon_signed_rank(x, x - 1) < 1e-6
     assert wilcoxon_signed_rank(x, x) == 1.0
     assert mann_whitney(x, x - 2) < 1e-6
+
+
+def test_balanced_accuracy_matches_sklearn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice(["a", "b", "c"], size=200, p=[0.6, 0.3, 0.1])
+    predicted = np.where(rng.random(200) < 0.7, truth, rng.choice(["a", "b", "c", "d"], size=200))
+    assert balanced_accuracy(truth, predicted) == pytest.approx(
+        balanced_accuracy_score(truth, predicted))
 
 
 def test_chance_rescaled_skill():
