@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
 from audit.progress import log
@@ -116,6 +117,8 @@ def lines_png(spec: dict[str, Any], run_dir: Path | None = None) -> bytes:
     figure, ax = _figure(width=5.5, height=3.4)
     for name, values in spec["series"].items():
         ax.plot(spec["x"], _floats(values), marker="o", label=_plain(name))
+    if all(isinstance(x, int) for x in spec["x"]):  # epochs, sizes: no 1.25 ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(_plain(spec.get("xlabel", "")))
     ax.set_ylabel(_plain(spec.get("ylabel", "")))
     ax.legend(loc="best", fontsize=8)

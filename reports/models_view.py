@@ -1,11 +1,13 @@
 """The model-performance part of the report, from ``AuditResult.models`` dicts.
 
 The models layer writes, per trained model, ``key``, ``backbone``, ``input_mode``,
-``weights_origin``, ``training_path`` and ``metrics`` (``accuracy``, ``macro_f1``,
-``auroc`` as numbers or ``{"value", "ci"}``; ``per_class_recall`` ``{class: {value, ci}}``;
-``confusion`` ``[[...]]``), optionally ``cv`` (``{"folds": [{...}], "mean": {...}}``) and
-``history`` (``{series name: [per-epoch values]}``). Everything is optional here: what is
-present is shown, the rest reads "not available".
+``weights_origin``, ``training_path`` and ``metrics`` as ``models.metrics.
+classification_metrics`` returns them (``accuracy`` + ``accuracy_ci``, ``macro_f1``,
+``auroc`` likewise, ``per_class`` ``{class: {recall, recall_ci, support}}``,
+``confusion_matrix``, ``classes``, ``n``), optionally ``cv`` (``{"folds": [metrics...],
+"mean": {...}}``) and ``history`` (``{series name: [per-epoch values]}``). Metrics written
+as ``{"value", "ci"}``, ``per_class_recall`` and ``confusion`` are read too. Everything is
+optional: what is present is shown, the rest reads "not available".
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from reports.figures import RenderedFigure, render_figure
 
 _HEADLINE_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("auroc", "AUROC"))
 _IDENTITY_KEYS = ("backbone", "input_mode", "weights_origin", "training_path")
+_NORMALISED_KEYS = {"accuracy", "macro_f1", "auroc", "per_class_recall", "per_class",
+                    "confusion", "confusion_matrix", "classes"}
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,37 @@ def model_overview_figures(models: tuple[dict[str, Any], ...],
         _accuracy_bars(models, "Cross-validated accuracy per model",
                        lambda m: (m.get("cv") or {}).get("mean", {}).get("accuracy")),
         _accuracy_bars(models, "Test accuracy per model",
-                       lambda m: (m.get("metrics") or {}).get("accuracy")),
+                       lambda m: normalise_metrics(m.get("metrics") or {})["accuracy"]),
     ]
     return [render_figure(spec, run_dir) for spec in specs if spec is not None]
+
+
+def normalise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One shape for both ways of writing metrics.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``auroc`` (each a number, ``{"value", "ci"}`` or None),
+        ``per_class_recall`` (``{class: {"value", "ci", "support"}}`` or None),
+        ``confusion`` (rows true) and ``classes`` (or None), ``other`` (remaining scalar
+        and nested metrics, ``*_ci`` companions left out).
+    """
+    normal: dict[str, Any] = {}
+    for name in ("accuracy", "macro_f1", "auroc"):
+        value = metrics.get(name)
+        if metrics.get(f"{name}_ci") is not None and not isinstance(value, dict):
+            value = {"value": value, "ci": metrics[f"{name}_ci"]}
+        normal[name] = value
+    per_class = metrics.get("per_class_recall")
+    if per_class is None and isinstance(metrics.get("per_class"), dict):
+        per_class = {name: {"value": row.get("recall"), "ci": row.get("recall_ci"),
+                            "support": row.get("support")}
+                     for name, row in metrics["per_class"].items()}
+    normal["per_class_recall"] = per_class
+    normal["confusion"] = metrics.get("confusion", metrics.get("confusion_matrix"))
+    normal["classes"] = metrics.get("classes")
+    normal["other"] = {k: v for k, v in metrics.items()
+                       if k not in _NORMALISED_KEYS and not k.endswith("_ci")}
+    return normal
 
 
 def metric_value(metric: Any) -> float | None:
@@ -74,20 +106,27 @@ def metric_ci(metric: Any) -> tuple[float | None, float | None]:
 
 
 def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None) -> ModelView:
-    metrics = dict(model.get("metrics") or {})
+    metrics = normalise_metrics(model.get("metrics") or {})
     cv = model.get("cv") or {}
-    shown = {"confusion", "per_class_recall", "classes"} | {name for name, _ in _HEADLINE_METRICS}
     figures = [_confusion_spec(metrics, classes), _per_class_spec(metrics),
                _history_spec(model.get("history"))]
     return ModelView(
         key=str(model.get("key") or "/".join(str(model.get(k, "?")) for k in _IDENTITY_KEYS[:2])),
         identity={k: model.get(k) for k in _IDENTITY_KEYS},
-        headline={label: metrics.get(name) for name, label in _HEADLINE_METRICS},
+        headline={label: metrics[name] for name, label in _HEADLINE_METRICS},
         cv_mean=dict(cv.get("mean") or {}),
-        cv_folds=[fold for fold in cv.get("folds") or [] if isinstance(fold, dict)],
-        other_metrics={k: v for k, v in metrics.items() if k not in shown},
+        cv_folds=_fold_rows(cv.get("folds") or []),
+        other_metrics=metrics["other"],
         figures=[render_figure(spec, run_dir) for spec in figures if spec is not None],
     )
+
+
+def _fold_rows(folds: list[Any]) -> list[dict[str, Any]]:
+    """One table row per fold with its scalar metrics (matrices and per-class rows stay in
+    summary.json)."""
+    return [{"fold": number, **{k: v for k, v in fold.items()
+                                if isinstance(v, (int, float, str)) or v is None}}
+            for number, fold in enumerate(folds, start=1) if isinstance(fold, dict)]
 
 
 def _accuracy_bars(models: tuple[dict[str, Any], ...], title: str,
@@ -111,10 +150,10 @@ def _bars_spec(title: str, metrics: dict[str, Any], ylabel: str) -> dict[str, An
 
 
 def _confusion_spec(metrics: dict[str, Any], classes: list[str] | None) -> dict[str, Any] | None:
-    matrix = metrics.get("confusion")
+    matrix = metrics["confusion"]
     if not matrix:
         return None
-    labels = metrics.get("classes") or classes or list(metrics.get("per_class_recall") or [])
+    labels = metrics["classes"] or classes or list(metrics["per_class_recall"] or [])
     if len(labels) != len(matrix):
         labels = [str(i) for i in range(len(matrix))]
     return {"kind": "confusion", "title": "Confusion matrix (test set)", "labels": list(labels),
@@ -122,10 +161,16 @@ def _confusion_spec(metrics: dict[str, Any], classes: list[str] | None) -> dict[
 
 
 def _per_class_spec(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    recall = metrics.get("per_class_recall")
+    recall = metrics["per_class_recall"]
     if not isinstance(recall, dict):
         return None
-    return _bars_spec("Per-class accuracy (recall) with 95% CI", recall, ylabel="recall")
+    labelled = {_with_support(name, value): value for name, value in recall.items()}
+    return _bars_spec("Per-class accuracy (recall) with 95% CI", labelled, ylabel="recall")
+
+
+def _with_support(name: str, metric: Any) -> str:
+    support = metric.get("support") if isinstance(metric, dict) else None
+    return f"{name}\n(n={support})" if support is not None else str(name)
 
 
 def _history_spec(history: Any) -> dict[str, Any] | None:
