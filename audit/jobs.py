@@ -18,6 +18,7 @@ import numpy as np
 
 from audit.config import AuditConfig
 from audit.data.dataset import Dataset, Splits
+from audit.progress import log
 from audit.stages import StageCache
 
 
@@ -109,6 +110,9 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     metrics = classification_metrics(dataset.labels[evaluate],
                                      model.predict_proba(dataset, evaluate), dataset.classes,
                                      n_bootstrap=config.probes.n_bootstrap, seed=payload["seed"])
+    which = "test rows" if payload["fold"] is None else f"fold {payload['fold']}"
+    log.info("%s seed %d: accuracy %.3f on %s", model.key, payload["seed"],
+             metrics["accuracy"], which)
     return {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
             "seed": payload["seed"], "fold": payload["fold"], "path": str(model.path),
             "weights_origin": model.metadata.get("weights_origin"),
