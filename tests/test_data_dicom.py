@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 from audit.data.dicom import read_dicom, read_dicom_metadata
-from audit.data.images import ImageDecodeError, decode_image
+from audit.data.images import ImageDecodeError, decode_image, load_dataset
+from audit.data.importers import import_dicom
 from tests.data_fixtures import distinct_image, write_dicom, write_png
 
 pydicom_data = pytest.importorskip("pydicom.data")
@@ -87,3 +90,17 @@ def test_broken_dicoms_raise_short_reasons(tmp_path):
     (tmp_path / "cut.dcm").write_bytes(whole[:-2000])
     with pytest.raises(ImageDecodeError, match=r"^truncated"):
         decode_image(tmp_path / "cut.dcm")
+
+
+def test_real_dicom_imports_and_loads_through_the_image_store(tmp_path):
+    folder = tmp_path / "dicom" / "normal"
+    folder.mkdir(parents=True)
+    shutil.copy(_real_chest("RG1_UNCR.dcm"), folder)
+    frame = import_dicom(tmp_path / "dicom", tmp_path / "m.csv", source="philips")
+    assert frame[["label", "source", "patient_id", "view", "manufacturer"]].values.tolist() == [
+        ["normal", "philips", "9RG1", "PA", "Philips Medical Systems"]]
+    dataset = load_dataset(tmp_path / "m.csv", 64)
+    image = dataset.images[0]
+    assert dataset.manifest["institution"].tolist() == ["Philips Medical Systems Hamburg"]
+    lung = _region_mean(image, (0.25, 0.45), (0.20, 0.33))
+    assert lung < _region_mean(image, (0.25, 0.60), (0.46, 0.54)) - 40
