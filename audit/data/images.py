@@ -222,10 +222,17 @@ def load_dataset(source: str | Path | Manifest, image_size: int, cache: StageCac
         dataset = open_dataset(cache.run(STAGE, inputs, compute))
     if len(dataset) == 0:
         raise _no_rows_error(manifest, dataset.quarantined)
+    if len(dataset.quarantined):
+        log.warning("%s: %d row(s) quarantined (%s); run `cxr-audit data validate` for the list",
+                    manifest.path, len(dataset.quarantined), _reason_summary(dataset.quarantined))
     return dataset
 
 
-def _no_rows_error(manifest: Manifest, quarantined: pd.DataFrame) -> InputError:
+def _reason_summary(quarantined: pd.DataFrame) -> str:
     reasons = quarantined["reason"].value_counts().head(5)
-    summary = "; ".join(f"{count}x {reason}" for reason, count in reasons.items())
-    return InputError(f"{manifest.path}: no usable rows ({len(quarantined)} quarantined: {summary})")
+    return "; ".join(f"{count}x {reason}" for reason, count in reasons.items())
+
+
+def _no_rows_error(manifest: Manifest, quarantined: pd.DataFrame) -> InputError:
+    return InputError(f"{manifest.path}: no usable rows "
+                      f"({len(quarantined)} quarantined: {_reason_summary(quarantined)})")
