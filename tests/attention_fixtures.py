@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from audit.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
@@ -109,3 +110,53 @@ def half_split(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     rows = np.arange(len(dataset))
     train, test = train_test_split(rows, test_size=0.5, stratify=dataset.labels, random_state=seed)
     return np.sort(train), np.sort(test)
+
+
+def brightness_model(size: int = 64, cells: int = 8) -> keras.Model:
+    """A fixed (untrained) model whose Grad-CAM for class 0 is the image's brightness.
+
+    Pixels are scaled and averaged into a ``cells`` x ``cells`` map (layer ``"cells"``); class
+    0's logit is that map's mean, class 1's its negative. So class 0's Grad-CAM is the
+    brightness map at cell resolution and class 1's is all zero (no positive mass).
+    """
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / (3 * 255.0))(inputs)
+    x = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones", name="gray")(x)
+    x = keras.layers.AveragePooling2D(size // cells, name="cells")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    kernel = keras.initializers.Constant(np.array([[1.0, -1.0, 0.0, 0.0]]))
+    outputs = keras.layers.Dense(4, activation="softmax", kernel_initializer=kernel,
+                                 bias_initializer="zeros", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="brightness")
+
+
+def brightness_trained(input_mode: str = "raw", size: int = 64) -> TrainedModel:
+    return TrainedModel(
+        key=f"bright/{input_mode}", backbone="bright", input_mode=input_mode,
+        keras_model=brightness_model(size), classes=("covid", "opacity", "other", "normal"),
+        last_conv_layer="cells", embedding_layer="cells", input_size=size,
+    )
+
+
+def lung_phantoms(n: int = 16, size: int = 64, bright: str = "lungs", seed: int = 0) -> Dataset:
+    """Gray images with two rectangular 'lungs'; ``bright`` says what is brightest:
+    ``"lungs"`` (a lung-focused model) or ``"border"`` (a frame along the edges)."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), np.uint8)
+    masks[:, size // 4 : 3 * size // 4, size // 5 : 2 * size // 5 + 2] = 1
+    masks[:, size // 4 : 3 * size // 4, 3 * size // 5 - 2 : 4 * size // 5] = 1
+    images = rng.integers(20, 40, (n, size, size)).astype(np.uint8)
+    if bright == "lungs":
+        images[masks > 0] = 200
+    elif bright == "border":
+        frame = size // 8
+        images[:, :frame], images[:, -frame:] = 220, 220
+        images[:, :, :frame], images[:, :, -frame:] = 220, 220
+    else:
+        raise ValueError(f"bright must be 'lungs' or 'border'; got {bright!r}")
+    labels = np.array(["covid", "opacity", "other", "normal"])[np.arange(n) % 4]
+    manifest = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "label": labels,
+                             "source": "a", "patient_id": [f"p{i}" for i in range(n)],
+                             "view": "PA", "mask_path": ""})
+    return Dataset(manifest=manifest, images=images, masks=masks, has_mask=np.ones(n, bool),
+                   mask_origin="manifest", manifest_hash=f"lung-phantoms-{bright}-{n}-{size}-{seed}")

@@ -1,0 +1,145 @@
+"""Attention checks on fixed models with a known answer (fast), plus their helpers.
+
+``brightness_model``'s Grad-CAM for its predicted class is the image's brightness, so a
+bright frame is a planted border/outside-lung shortcut and bright lungs are a clean,
+lung-focused model. Known-answer tests with trained networks are in
+``tests/test_attention_known_answer.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.stages import StageCache
+from probes.attention import (
+    BorderAttentionProbe,
+    Measurement,
+    OutsideLungAttentionProbe,
+    border_regions,
+    cam_rows,
+    measure,
+    summarize,
+)
+from probes.base import CheckResult, Status
+from tests.attention_fixtures import brightness_trained, lung_phantoms, synthetic_context
+
+
+def _run_both(tmp_path, bright: str, with_twin: bool = True) -> dict[str, CheckResult]:
+    dataset = lung_phantoms(n=16, bright=bright)
+    models = [brightness_trained("raw")] + ([brightness_trained("lung_masked")] if with_twin else [])
+    context = synthetic_context(tmp_path, dataset, models, np.arange(16), n_bootstrap=200)
+    return {probe.check_id: probe.run(context)
+            for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe())}
+
+
+def test_planted_border_attention_is_measured_as_enriched(tmp_path):
+    results = _run_both(tmp_path, bright="border")
+    border, outside = results["attention.border"], results["attention.outside_lung"]
+    assert border.status == Status.MEASURED and border.metric > 1.5
+    assert border.ci[0] > 1.5 and border.p_value < 0.01
+    assert border.details["random_enrichment"] == pytest.approx(1.0, abs=0.15)
+    assert outside.metric > 1.1 and outside.p_value < 0.01
+    assert outside.details["pointing_game"]["hit_rate"] == 0.0  # peaks on the frame
+    twin = border.details["lung_masked_comparison"]
+    assert twin["model"] == "bright/lung_masked" and twin["p_raw_greater"] < 0.01
+
+
+def test_lung_focused_attention_is_not_enriched(tmp_path):
+    results = _run_both(tmp_path, bright="lungs")
+    border, outside = results["attention.border"], results["attention.outside_lung"]
+    assert border.metric < 0.8 and border.p_value > 0.5
+    assert outside.metric < 0.8 and outside.p_value > 0.5
+    assert outside.details["pointing_game"]["hit_rate"] == 1.0
+
+
+def test_result_reports_tables_exclusions_and_gallery(tmp_path):
+    border = _run_both(tmp_path, bright="border", with_twin=False)["attention.border"]
+    assert border.details["cam_resolution"] == {"bright/raw": 8}
+    assert border.details["lung_masked_comparison"] is None
+    assert border.details["excluded_rows"] == {"no positive CAM mass": 0}
+    targets = {(row["model"], row["target"]) for row in border.tables["by_model"]}
+    assert targets == {("bright/raw", "predicted"), ("bright/raw", "true")}
+    true_row = next(row for row in border.tables["by_model"] if row["target"] == "true")
+    assert true_row["n"] == 4  # only class-0 rows: the other classes' CAMs have no mass
+    assert {row["class"] for row in border.tables["by_class"]} == {
+        "covid", "opacity", "other", "normal"}
+    gallery = border.figures["gallery"]
+    assert gallery["kind"] == "cam_gallery" and gallery["npz"] == "artifacts/attention_border_gallery.npz"
+    with np.load(tmp_path / "run" / gallery["npz"]) as stored:
+        assert stored["images"].shape[1:] == (64, 64) and stored["cams"].shape[1:] == (8, 8)
+        assert stored["masks"].shape == stored["images"].shape
+        assert len(gallery["captions"]) == len(stored["images"])
+    CheckResult.from_dict(border.to_dict())  # JSON-able round trip
+
+
+def test_both_probes_share_one_cam_stage_per_model(tmp_path):
+    dataset = lung_phantoms(n=8, bright="border")
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    BorderAttentionProbe().run(context)
+    OutsideLungAttentionProbe().run(context)
+    actions = [(event.stage, event.action) for event in context.cache.events]
+    assert actions == [("attention_cams", "computed"), ("attention_cams", "reused")]
+    rerun = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    rerun.cache = StageCache(tmp_path / "cache")
+    BorderAttentionProbe().run(rerun)
+    assert [event.action for event in rerun.cache.events] == ["reused"]
+
+
+def test_outside_lung_not_run_without_masks(tmp_path):
+    from dataclasses import replace
+
+    dataset = replace(lung_phantoms(n=8), masks=None, has_mask=None)
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    result = OutsideLungAttentionProbe().run(context)
+    assert result.status == Status.NOT_RUN and "no lung masks" in result.reason
+    assert context.cache.events == []  # nothing computed for a check that cannot run
+
+
+def test_rows_without_mask_are_excluded_and_counted(tmp_path):
+    from dataclasses import replace
+
+    dataset = lung_phantoms(n=8, bright="border")
+    has_mask = np.ones(8, bool)
+    has_mask[:3] = False
+    dataset = replace(dataset, has_mask=has_mask)
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    result = OutsideLungAttentionProbe().run(context)
+    assert result.details["excluded_rows"]["no lung mask"] == 3
+    assert result.tables["by_model"][0]["n"] == 5
+
+
+def test_cam_rows_keeps_class_proportions_and_is_deterministic():
+    labels = np.repeat([0, 1, 2, 3], [40, 20, 20, 20])
+    test = np.arange(100)
+    chosen = cam_rows(test, labels, max_images=50, seed=3)
+    assert len(chosen) == 50 and len(np.unique(chosen)) == 50
+    assert np.bincount(labels[chosen]).tolist() == [20, 10, 10, 10]
+    assert np.array_equal(chosen, cam_rows(test, labels, max_images=50, seed=3))
+    assert not np.array_equal(chosen, cam_rows(test, labels, max_images=50, seed=4))
+    assert np.array_equal(cam_rows(test[:30], labels, max_images=50, seed=0), test[:30])
+
+
+def test_border_band_is_at_least_one_cam_cell_wide():
+    assert border_regions(2, 224, 0.10, cam_resolution=7).description == "in the 14% border band"
+    wide = border_regions(2, 224, 0.10, cam_resolution=7)
+    assert wide.area[0] == pytest.approx(1 - (160 / 224) ** 2)
+    fine = border_regions(2, 200, 0.10, cam_resolution=20)
+    assert fine.area[0] == pytest.approx(1 - (160 / 200) ** 2)
+
+
+def test_uniform_maps_measure_enrichment_one_and_match_the_random_baseline():
+    regions = border_regions(3, 56, 0.10, cam_resolution=7)
+    measurement = measure(np.ones((3, 7, 7), np.float32), regions, 56, seed=0)
+    np.testing.assert_allclose(measurement.share, regions.area, rtol=1e-5)
+    np.testing.assert_allclose(measurement.random_share, regions.area, rtol=1e-5)
+    stats = summarize(measurement, regions, np.ones(3, bool), n_bootstrap=50, seed=0)
+    assert stats["enrichment"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["p_vs_random"] == 1.0
+
+
+def test_summarize_of_an_empty_subset_reports_zero_rows():
+    regions = border_regions(2, 56, 0.10, cam_resolution=7)
+    empty = Measurement(share=np.full(2, np.nan), random_share=np.full(2, np.nan),
+                        peak_in_region=np.zeros(2, bool))
+    assert summarize(empty, regions, np.ones(2, bool), n_bootstrap=10, seed=0) == {"n": 0}
