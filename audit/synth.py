@@ -47,7 +47,7 @@ from audit.stages import atomic_write, stable_hash
 CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
 _CHUNK = 64  # images rendered at once: bounds memory; part of the random-stream layout
 _ANATOMY, _SIGNAL, _SITE = 0, 1, 2  # random stream ids
-_MARKER_MARGIN = 0.10  # markers sit this fraction of the side in from the corner (off the lungs)
+_MARKER_MARGIN = 0.05  # markers sit this fraction of the side in from the corner (off the lungs)
 _GLYPHS = (  # burned-in marker shapes, 5 x 4 cells: an "L", an "R", a line of text, a box
     ("X...", "X...", "X...", "X...", "XXXX"),
     ("XXX.", "X..X", "XXX.", "X.X.", "X..X"),
@@ -55,15 +55,16 @@ _GLYPHS = (  # burned-in marker shapes, 5 x 4 cells: an "L", an "R", a line of t
     ("XXXX", "X..X", "X..X", "X..X", "XXXX"),
 )
 # Outside-lung acquisition profile per source: (gamma, gain, offset, noise sd, border style,
-# border width as a fraction of the side, border gray level).
+# border width as a fraction of the side, border gray level). Levels stay off 0 so that
+# flat clipped black does not make different patients look alike to a perceptual hash.
 _SITE_PROFILES = (
-    (0.80, 1.00, 0.0, 2.0, "letterbox", 0.06, 0),
+    (0.80, 1.00, 0.0, 2.0, "letterbox", 0.06, 12),
     (1.20, 0.90, 12.0, 8.0, "frame", 0.04, 170),
-    (0.95, 1.10, -10.0, 4.0, "pillarbox", 0.07, 0),
+    (0.95, 1.10, 4.0, 4.0, "pillarbox", 0.07, 20),
     (1.40, 0.85, 20.0, 11.0, "frame", 0.025, 110),
     (0.70, 1.05, 5.0, 6.0, "frame", 0.05, 230),
     (1.10, 0.80, 25.0, 3.0, "letterbox", 0.09, 40),
-    (1.30, 1.15, -15.0, 9.0, "pillarbox", 0.04, 200),
+    (1.30, 1.15, 2.0, 9.0, "pillarbox", 0.04, 200),
     (0.90, 0.95, 8.0, 13.0, "frame", 0.07, 60),
 )
 # Peak intensity (0..255 units) each disease adds at signal_strength 1.
@@ -240,6 +241,10 @@ def _render_chunk(config: SynthConfig, start: int, labels: np.ndarray, sources: 
 def _anatomy(rng: np.random.Generator, n: int, size: int) -> _Anatomy:
     """Body, lungs, mediastinum, heart, ribs, vessels and noise; one distribution for all."""
     y, x = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    # Patient positioning: every body shifted, tilted and scaled a little, so no two alike.
+    x, y = x - 0.5 - _uniform(rng, n, -0.04, 0.04), y - 0.5 - _uniform(rng, n, -0.04, 0.04)
+    tilt, scale = np.deg2rad(_uniform(rng, n, -4, 4)), _uniform(rng, n, 0.94, 1.06)
+    x, y = (np.cos(tilt) * x - np.sin(tilt) * y) / scale + 0.5, (np.sin(tilt) * x + np.cos(tilt) * y) / scale + 0.5
     body_r = ((x - _uniform(rng, n, 0.48, 0.52)) / _uniform(rng, n, 0.40, 0.46)) ** 2 + (
         (y - 0.62) / _uniform(rng, n, 0.58, 0.64)) ** 2
     body = _sigmoid((1 - body_r) * 12)
@@ -265,7 +270,8 @@ def _anatomy(rng: np.random.Generator, n: int, size: int) -> _Anatomy:
     hilum = np.exp(-((midline - 0.11) ** 2 / 0.003 + (y - center_y) ** 2 / 0.02))
     image = image + lungs * (25 * hilum + 8 * (_smooth_noise(rng, n, size, 12) - 0.5))
     image = image + body * _ribs(rng, n, x, y)
-    image = image + rng.normal(0, 3, (n, size, size)).astype(np.float32)
+    image = image * (0.7 + 0.6 * _smooth_noise(rng, n, size, 6))  # uneven exposure
+    image = image + 3 * rng.standard_normal((n, size, size), dtype=np.float32)
     return _Anatomy(image=image, mask=mask, u=np.stack(u), v=np.stack(v))
 
 
@@ -313,31 +319,33 @@ def _site_traits(
     n, size = len(sources), image.shape[-1]
     profiles = np.array([_SITE_PROFILES[j % len(_SITE_PROFILES)][:4] for j in sources], dtype=np.float32)
     gamma, gain, offset, noise_sd = (profiles[:, i, None, None] for i in range(4))
-    noise = rng.standard_normal((n, size, size)).astype(np.float32)  # drawn even when unused
+    noise = rng.standard_normal((n, size, size), dtype=np.float32)  # drawn even when unused
     jitter = rng.integers(-2, 3, (n, 2))
     outside = image
     if traits.intensity:
         outside = 255 * gain * (np.clip(image, 0, 255) / 255) ** gamma + offset + noise_sd * noise
     if traits.borders:
-        outside = _paint_borders(outside, sources)
+        outside = _paint_borders(outside, sources, noise)
     if traits.markers:
         outside = _paint_markers(outside, sources, jitter)
     return np.where(mask, image, outside)
 
 
-def _paint_borders(image: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    image, size = image.copy(), image.shape[-1]
+def _paint_borders(image: np.ndarray, sources: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Each source's bars or frame, with a little noise as on a real detector."""
+    size = image.shape[-1]
+    bars = np.zeros(image.shape, dtype=bool)
+    levels = np.zeros((len(sources), 1, 1), dtype=np.float32)
     for j in np.unique(sources):
         _, _, _, _, style, fraction, level = _SITE_PROFILES[j % len(_SITE_PROFILES)]
         width = max(1, int(round(fraction * size)))
         rows = sources == j
         if style in ("letterbox", "frame"):
-            image[rows, :width, :] = level
-            image[rows, size - width :, :] = level
+            bars[rows, :width, :] = bars[rows, size - width :, :] = True
         if style in ("pillarbox", "frame"):
-            image[rows, :, :width] = level
-            image[rows, :, size - width :] = level
-    return image
+            bars[rows, :, :width] = bars[rows, :, size - width :] = True
+        levels[rows] = level
+    return np.where(bars, levels + 3 * noise, image)
 
 
 def _paint_markers(image: np.ndarray, sources: np.ndarray, jitter: np.ndarray) -> np.ndarray:

@@ -174,7 +174,7 @@ def test_plant_marker_burns_a_square_off_the_lungs_of_the_chosen_rows():
     marked = plant_marker(phantoms.images, rows, corner="bottom_left", size_fraction=0.1, value=255)
     changed = marked != phantoms.images
     assert marked is not phantoms.images and not changed[np.setdiff1d(np.arange(32), rows)].any()
-    square = marked[rows, 52:58, 6:12]  # 6 px (10%) in from the corner, 6 px side at 64 px
+    square = marked[rows, 55:61, 3:9]  # 3 px (5%) in from the corner, 6 px side at 64 px
     assert (square == 255).all()
     assert not (changed & (phantoms.masks == 1)).any()
     assert (phantoms.images == make_phantoms(small()).images).all()  # input untouched
@@ -182,7 +182,7 @@ def test_plant_marker_burns_a_square_off_the_lungs_of_the_chosen_rows():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"corner": "middle"}, "corner must be one of top_left, .*got 'middle'"),
-    ({"size_fraction": 0.6}, r"size_fraction must be in \(0, 0.4\); got 0.6"),
+    ({"size_fraction": 0.6}, r"size_fraction must be in \(0, 0.45\); got 0.6"),
 ])
 def test_plant_marker_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
