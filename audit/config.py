@@ -61,8 +61,7 @@ class DataConfig(_Section):
     synth: SynthConfig = SynthConfig()
     label_map: dict[str, Literal["covid", "opacity", "other", "normal"]] = {}
     image_size: Annotated[int, Field(ge=32, le=1024)] = 224
-    test_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0.0, le=0.5)] = 0.15  # held-out test patients
     n_folds: Annotated[int, Field(ge=2, le=20)] = 5
     seed: int = 0
 
