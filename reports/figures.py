@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from audit.progress import log
 _DPI = 110
 _GALLERY_COLUMNS = 4
 _GALLERY_MAX_PANELS = 12
+_CAPTION_WIDTH = 34  # characters per caption line under a 2.6-inch panel
 _CAM_ALPHA = 0.45
 _BAR_COLOR = "#3b6ea8"
 _REFERENCE_COLOR = "#c0392b"
@@ -161,7 +163,7 @@ def cam_gallery_png(spec: dict[str, Any], run_dir: Path) -> bytes:
         mask = masks[index] if masks is not None else None
         _draw_overlay(ax, images[index], cams[index], mask)
         if index < len(captions):
-            ax.set_title(_plain(captions[index]), fontsize=8)
+            ax.set_title(textwrap.fill(_plain(captions[index]), _CAPTION_WIDTH), fontsize=8)
     figure.suptitle(_plain(spec.get("title", "")), fontsize=11)
     return _png(figure)
 

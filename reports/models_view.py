@@ -122,10 +122,10 @@ def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None)
 
 
 def _fold_rows(folds: list[Any]) -> list[dict[str, Any]]:
-    """One table row per fold with its scalar metrics (matrices and per-class rows stay in
-    summary.json)."""
-    return [{"fold": number, **{k: v for k, v in fold.items()
-                                if isinstance(v, (int, float, str)) or v is None}}
+    """One table row per fold with its scalar metrics (intervals, matrices and per-class
+    rows stay in summary.json)."""
+    return [{"fold": number, **{k: v for k, v in fold.items() if not k.endswith("_ci")
+                                and (isinstance(v, (int, float, str)) or v is None)}}
             for number, fold in enumerate(folds, start=1) if isinstance(fold, dict)]
 
 
