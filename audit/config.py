@@ -84,6 +84,13 @@ class SegmentationConfig(_Section):
     seed: int = 0
 
 
+class SweepStep(_Section):
+    """One hyper-parameter of the paper's one-after-the-other optimisation (Tables 3-5)."""
+
+    param: Literal["learning_rate", "dropout", "unfreeze_blocks"]
+    values: list[Annotated[float, Field(ge=0)]]
+
+
 class ModelsConfig(_Section):
     """The paper's classifiers. Defaults are its Table 2."""
 
@@ -103,6 +110,8 @@ class ModelsConfig(_Section):
     training_path: Literal["auto", "cached", "end_to_end"] = "auto"
     cross_validate: bool = True
     seeds: list[int] = [0]
+    sweep: list[SweepStep] = []  # `cxr-audit train`: examined in order, best value kept
+    final_sizes: list[PositiveInt] = []  # `cxr-audit train`: images per non-COVID class, test runs
 
 
 class ProbesConfig(_Section):

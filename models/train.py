@@ -191,7 +191,7 @@ def fit_best_epoch(model: keras.Model, train: tf.data.Dataset, val: tf.data.Data
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                          patience=spec.epochs, restore_best_weights=True)
     history = model.fit(train, validation_data=val, epochs=spec.epochs,
-                        class_weight=class_weight, callbacks=[best], verbose=0)
+                        class_weight=class_weight, callbacks=[best], shuffle=False, verbose=0)
     return ({name: [float(v) for v in values] for name, values in history.history.items()},
             int(best.best_epoch) + 1)
 
