@@ -1,0 +1,74 @@
+"""ablation.class_size: size scaling, a planted size-dependent model, and clean phantoms."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from probes.ablation import ClassSizeProbe, planned_sizes
+from probes.base import Status
+from tests.probe_fixtures import make_context, synth_data
+
+THRESHOLD = 0.10  # proposed default: a 10-point rise in COVID recall
+ALPHA = 0.05
+
+
+def test_planned_sizes_used_as_given_when_the_data_has_them():
+    plans, notes = planned_sizes({"normal": 3000, "other": 2500}, [2000, 1000])
+    assert plans == [{"normal": 1000, "other": 1000}, {"normal": 2000, "other": 2000}]
+    assert notes == []
+
+
+def test_planned_sizes_scaled_to_small_data_with_a_note():
+    plans, notes = planned_sizes({"normal": 40, "other": 30}, [1000, 2000])
+    assert plans == [{"normal": 20, "other": 15}, {"normal": 40, "other": 30}]
+    assert "mapped to fractions [0.5, 1.0]" in notes[0]
+
+
+@dataclass
+class ExclusionModel:
+    """Calls a COVID image COVID with a probability that grows with the other classes' size:
+    the paper's pattern, planted without any images."""
+
+    n_others: int
+    seed: int
+
+    def predict_proba(self, dataset, idx):
+        rng = np.random.default_rng([self.seed, self.n_others])
+        hit = rng.random(len(idx)) < 0.5 + 0.45 * min(1.0, self.n_others / 60)
+        proba = np.zeros((len(idx), 4))
+        proba[np.arange(len(idx)), np.where(hit, 0, 1)] = 1
+        return proba
+
+
+def _exclusion_context(tmp_path):
+    dataset, splits = synth_data(0.0, False, seed=0, n_per_class=15)
+    context = make_context(dataset, splits, tmp_path, ablation_sizes=[500, 1000, 2000])
+
+    def train_variant(train_idx, val_idx, *, input_mode="raw", seed=0, backbone=None):
+        return ExclusionModel(int(np.sum(dataset.labels[train_idx] != 0)), seed)
+
+    context.train_variant = train_variant
+    return context
+
+
+def test_fires_on_a_planted_size_dependence(tmp_path):
+    result = ClassSizeProbe().run(_exclusion_context(tmp_path))
+    assert result.metric > 0.2 and result.p_value < ALPHA and result.ci[0] > 0
+    assert len(result.tables["runs"]) == 9  # 3 sizes x 3 seeds
+    assert "mapped to fractions" in result.notes[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_quiet_on_clean_phantoms(tmp_path, seed):
+    dataset, splits = synth_data(0.0, False, seed=seed, n_per_class=15)
+    result = ClassSizeProbe().run(make_context(dataset, splits, tmp_path))
+    assert result.status == Status.MEASURED
+    assert not (result.metric > THRESHOLD and result.p_value < ALPHA)
+
+
+def test_not_run_without_retraining(tmp_path):
+    context = make_context(*synth_data(0.0, False, seed=0, n_per_class=3), tmp_path)
+    context.train_variant = None
+    result = ClassSizeProbe().run(context)
+    assert result.status == Status.NOT_RUN and "needs retraining" in result.reason
