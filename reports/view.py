@@ -14,7 +14,7 @@ from typing import Any
 
 from audit.gate import CHECK_DESCRIPTIONS
 from audit.result import AuditResult
-from probes.base import CheckResult
+from probes.base import CheckResult, Status
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number
 from reports.gating import blocks_verdict
@@ -64,6 +64,8 @@ class ReportView:
     models: list[ModelView]
     model_figures: list[RenderedFigure]
     data_extra: dict[str, Any]
+    status_counts: dict[str, int]
+    """Status -> number of checks, in ``Status`` order, only statuses that occur."""
 
 
 def build_view(result: AuditResult, run_dir: Path) -> ReportView:
@@ -83,6 +85,8 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
         models=model_views(result.models, run_dir, classes=result.data.get("classes")),
         model_figures=model_overview_figures(result.models, run_dir),
         data_extra={k: v for k, v in result.data.items() if k not in _DATA_SHOWN_ABOVE},
+        status_counts={str(status): count for status in Status
+                       if (count := sum(view.check.status == status for view in checks))},
     )
 
 

@@ -31,6 +31,8 @@ def rich(tmp_path_factory):
 def test_page_has_verdict_reasons_and_every_check(rich):
     result, page = rich
     assert 'class="verdict-word">FAIL<' in page
+    tally = page.split('<p class="tally">', 1)[1].split("</p>", 1)[0]
+    assert tally.startswith("9 checks:") and "FAIL</span> 2," in tally and "ERROR</span> 1" in tally
     for check in result.checks:
         assert f'id="{check_anchor(check.check_id)}"' in page
         assert check.check_id in page
