@@ -192,3 +192,39 @@ def mass_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
     total = positive.sum(axis=(1, 2))
     inside = (positive * regions).sum(axis=(1, 2))
     return np.divide(inside, total, out=np.full_like(total, np.nan), where=total > 0)
+
+
+ZONES = ("top-left", "top", "top-right", "left", "centre", "right",
+         "bottom-left", "bottom", "bottom-right")
+"""The 3x3 zones of ``zone_enrichment``, row by row."""
+
+
+def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
+    """Per image, each zone's share of positive CAM mass divided by its share of the cells.
+
+    The map is cut into corners, edges and centre by a band of ``width`` cells along every
+    side (corners are ``width`` x ``width``), at the CAM's own resolution, so "where" is
+    read without interpolation. 1 means the zone got the attention its size would get.
+
+    Args:
+        cams: ``(n, h, w)`` maps, ``h, w > 2 * width``.
+        width: band width in cells. Defaults to 1.
+
+    Returns:
+        ``(n, 9)`` float64 in ``ZONES`` order; NaN rows for maps without positive mass.
+    """
+    positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
+    n, h, w = positive.shape
+    if min(h, w) <= 2 * width:
+        raise ValueError(f"zone_enrichment: maps of {h}x{w} cells are too small for a "
+                         f"{width}-cell band; need more than {2 * width} cells a side")
+    total = positive.sum(axis=(1, 2))
+    out = np.full((n, 9), np.nan)
+    bounds = [((0, width), (width, side - width), (side - width, side)) for side in (h, w)]
+    for zone, ((top, bottom), (left, right)) in enumerate(
+        (rows, cols) for rows in bounds[0] for cols in bounds[1]
+    ):
+        block = positive[:, top:bottom, left:right]
+        area = block.shape[1] * block.shape[2] / (h * w)
+        np.divide(block.sum(axis=(1, 2)) / area, total, out=out[:, zone], where=total > 0)
+    return out

@@ -26,9 +26,9 @@ from tests.attention_fixtures import brightness_trained, lung_phantoms, syntheti
 
 
 def _run_both(tmp_path, bright: str, with_twin: bool = True) -> dict[str, CheckResult]:
-    dataset = lung_phantoms(n=16, bright=bright)
+    dataset = lung_phantoms(n=48, bright=bright)
     models = [brightness_trained("raw")] + ([brightness_trained("lung_masked")] if with_twin else [])
-    context = synthetic_context(tmp_path, dataset, models, np.arange(16), n_bootstrap=200)
+    context = synthetic_context(tmp_path, dataset, models, np.arange(48), n_bootstrap=200)
     return {probe.check_id: probe.run(context)
             for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe())}
 
@@ -38,9 +38,14 @@ def test_planted_border_attention_is_measured_as_enriched(tmp_path):
     border, outside = results["attention.border"], results["attention.outside_lung"]
     assert border.status == Status.MEASURED and border.metric > 1.5
     assert border.ci[0] > 1.5 and border.p_value < 0.01
-    assert border.details["random_enrichment"] == pytest.approx(1.0, abs=0.15)
+    assert border.details["all_images"]["random_enrichment"] == pytest.approx(1.0, abs=0.15)
+    assert border.details["classes_tested"] == 4  # p is Bonferroni-corrected over them
+    assert border.p_value == pytest.approx(min(1.0, 4 * border.details["p_uncorrected"]))
     assert outside.metric > 1.1 and outside.p_value < 0.01
     assert outside.details["pointing_game"]["hit_rate"] == 0.0  # peaks on the frame
+    covid_zones = border.tables["zones_by_class"][0]
+    assert covid_zones["class"] == "covid" and covid_zones["centre"] < 0.5
+    assert min(covid_zones[zone] for zone in ("top-left", "top", "right")) > 1.5
     twin = border.details["lung_masked_comparison"]
     assert twin["model"] == "bright/lung_masked" and twin["p_raw_greater"] < 0.01
 
@@ -49,6 +54,7 @@ def test_lung_focused_attention_is_not_enriched(tmp_path):
     results = _run_both(tmp_path, bright="lungs")
     border, outside = results["attention.border"], results["attention.outside_lung"]
     assert border.metric < 0.8 and border.p_value > 0.5
+    assert border.tables["zones_by_class"][0]["centre"] > 1.3
     assert outside.metric < 0.8 and outside.p_value > 0.5
     assert outside.details["pointing_game"]["hit_rate"] == 1.0
 
@@ -61,7 +67,7 @@ def test_result_reports_tables_exclusions_and_gallery(tmp_path):
     targets = {(row["model"], row["target"]) for row in border.tables["by_model"]}
     assert targets == {("bright/raw", "predicted"), ("bright/raw", "true")}
     true_row = next(row for row in border.tables["by_model"] if row["target"] == "true")
-    assert true_row["n"] == 4  # only class-0 rows: the other classes' CAMs have no mass
+    assert true_row["n"] == 12  # only class-0 rows: the other classes' CAMs have no mass
     assert {row["class"] for row in border.tables["by_class"]} == {
         "covid", "opacity", "other", "normal"}
     gallery = border.figures["gallery"]
@@ -99,14 +105,22 @@ def test_outside_lung_not_run_without_masks(tmp_path):
 def test_rows_without_mask_are_excluded_and_counted(tmp_path):
     from dataclasses import replace
 
-    dataset = lung_phantoms(n=8, bright="border")
-    has_mask = np.ones(8, bool)
-    has_mask[:3] = False
+    dataset = lung_phantoms(n=24, bright="border")
+    has_mask = np.ones(24, bool)
+    has_mask[:4] = False  # one image of each class
     dataset = replace(dataset, has_mask=has_mask)
-    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(24))
     result = OutsideLungAttentionProbe().run(context)
-    assert result.details["excluded_rows"]["no lung mask"] == 3
-    assert result.tables["by_model"][0]["n"] == 5
+    assert result.details["excluded_rows"]["no lung mask"] == 4
+    assert result.tables["by_model"][0]["n"] == 20
+
+
+def test_not_run_when_no_class_has_enough_images(tmp_path):
+    dataset = lung_phantoms(n=8, bright="border")  # two images per class
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    result = BorderAttentionProbe().run(context)
+    assert result.status == Status.NOT_RUN
+    assert result.reason.startswith("no class has 5 test images with a usable region")
 
 
 def test_cam_rows_keeps_class_proportions_and_is_deterministic():

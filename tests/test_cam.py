@@ -6,7 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from probes.cam import GradCam, mass_fraction, reference_gradcam, upsample_cams
+from probes.cam import (
+    ZONES,
+    GradCam,
+    mass_fraction,
+    reference_gradcam,
+    upsample_cams,
+    zone_enrichment,
+)
 from tests.attention_fixtures import MOBILENET_V2_035, flat_mobilenet_v2, tiny_cnn
 
 
@@ -98,3 +105,20 @@ def test_mass_fraction_counts_positive_mass_in_region():
 def test_mass_fraction_rejects_mismatched_regions():
     with pytest.raises(ValueError, match=r"regions shape \(3, 3\) does not match"):
         mass_fraction(np.ones((2, 4, 4)), np.ones((3, 3)))
+
+
+def test_zone_enrichment_locates_a_corner_and_is_one_when_uniform():
+    cams = np.zeros((3, 7, 7))
+    cams[0, 0, 6] = 1.0  # all mass in the top-right corner cell
+    cams[1] = 1.0
+    zones = zone_enrichment(cams)
+    assert zones[0, ZONES.index("top-right")] == pytest.approx(49.0)
+    assert np.nansum(zones[0]) == pytest.approx(49.0)
+    np.testing.assert_allclose(zones[1], 1.0)
+    assert np.isnan(zones[2]).all()
+    assert zone_enrichment(cams, width=2)[0, ZONES.index("top-right")] == pytest.approx(49 / 4)
+
+
+def test_zone_enrichment_rejects_a_band_wider_than_the_map():
+    with pytest.raises(ValueError, match=r"maps of 3x3 cells are too small for a 2-cell band"):
+        zone_enrichment(np.ones((1, 3, 3)), width=2)
