@@ -13,7 +13,13 @@ Backends (``runtime.backend`` in the config):
   an existing cluster (``runtime.ray_address``).
 
 All backends return results in payload order. When jobs fail, every other job still runs
-to completion and the first failure is raised as ``JobError`` naming its payload.
+to completion (their stages are kept, so a rerun reuses them) and the first failure in
+payload order is raised as ``JobError`` naming its payload. A job whose process dies
+(killed, out of memory) is a failure too: in a local pool it takes the pool down, so the
+jobs not yet finished fail with it; Ray retries a task whose worker died (its default
+``max_retries``; jobs are safe to rerun, as they write through the stage cache) before
+reporting it. On a cluster, the job functions (``audit.jobs``) must be importable on every
+node and the cache folder shared by all of them.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class JobError(RuntimeError):
 
 
 class Runner(Protocol):
+    """Runs ``func(payload)`` for every payload; results in payload order."""
+
     name: str
 
     def map(self, func: Job, payloads: list[dict[str, Any]]) -> list[Any]: ...
@@ -50,7 +58,12 @@ def _collect(payloads: list[dict[str, Any]], outcomes: list[tuple[bool, Any]]) -
 
 
 class LocalRunner:
-    """Runs jobs in this process, or in ``workers`` spawned processes."""
+    """Runs jobs in this process, or in ``workers`` spawned processes.
+
+    Args:
+        workers: 1 runs the jobs one after the other in this process; more starts a pool
+            of that many processes with the ``spawn`` method. Defaults to 1.
+    """
 
     name = "local"
 
@@ -64,9 +77,12 @@ class LocalRunner:
             outcomes = [_attempt(func, payload) for payload in payloads]
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            try:
                 futures = [pool.submit(func, payload) for payload in payloads]
                 outcomes = [_outcome(future) for future in futures]
+            finally:  # on Ctrl-C, drop the queued jobs instead of waiting for all of them
+                pool.shutdown(wait=True, cancel_futures=True)
         return _collect(payloads, outcomes)
 
 
@@ -85,7 +101,17 @@ def _outcome(future: Any) -> tuple[bool, Any]:
 
 
 class RayRunner:
-    """Runs each job as a Ray task (local instance, or the cluster at ``address``)."""
+    """Runs each job as a Ray task (local instance, or the cluster at ``address``).
+
+    Ray is imported and started (``ray.init``) on the first ``map``, unless it is already
+    running in this process, in which case that instance is used.
+
+    Args:
+        address: an existing Ray cluster; None starts a local instance. Defaults to None.
+        num_cpus: CPUs of the local instance; None lets Ray count them. Defaults to None.
+        cpus_per_job: CPUs each task declares. Defaults to 1.
+        gpus_per_job: GPUs each task declares. Defaults to 0.
+    """
 
     name = "ray"
 
@@ -116,13 +142,17 @@ class RayRunner:
         for ref in refs:
             try:
                 outcomes.append((True, ray.get(ref)))
-            except ray.exceptions.RayTaskError as error:
+            except ray.exceptions.RayTaskError as error:  # the job raised
                 outcomes.append((False, error.as_instanceof_cause()))
+            except ray.exceptions.RayError as error:  # its worker died, even after retries
+                outcomes.append((False, error))
         return _collect(payloads, outcomes)
 
 
 def get_runner(runtime: RuntimeConfig) -> Runner:
     """The backend the config asks for."""
     if runtime.backend == "ray":
-        return RayRunner(address=runtime.ray_address, num_cpus=runtime.workers if not runtime.ray_address else None)
+        # ``workers`` sizes a local Ray instance; a cluster brings its own CPUs.
+        num_cpus = None if runtime.ray_address else runtime.workers
+        return RayRunner(address=runtime.ray_address, num_cpus=num_cpus)
     return LocalRunner(workers=runtime.workers)

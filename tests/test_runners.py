@@ -4,7 +4,7 @@ import pytest
 
 from audit.config import RuntimeConfig
 from audit.runners import JobError, LocalRunner, RayRunner, get_runner
-from tests.runner_jobs import fail_on_odd, seeded_draw
+from tests.runner_jobs import die_on_odd, fail_on_odd, seeded_draw
 
 PAYLOADS = [{"seed": s} for s in range(5)]
 
@@ -33,9 +33,18 @@ def test_failure_names_the_payload_after_all_jobs_ran(workers):
     assert caught.value.payload == {"seed": 1}
 
 
+def test_a_worker_killed_mid_job_fails_the_map_instead_of_hanging():
+    with pytest.raises(JobError, match=r"failed: BrokenProcessPool") as caught:
+        LocalRunner(workers=2).map(die_on_odd, [{"seed": 0}, {"seed": 1}, {"seed": 2}])
+    assert caught.value.payload in ({"seed": 0}, {"seed": 1}, {"seed": 2})
+
+
 def test_get_runner_follows_the_config():
     assert get_runner(RuntimeConfig()).name == "local"
-    assert get_runner(RuntimeConfig(backend="ray")).name == "ray"
+    ray = get_runner(RuntimeConfig(backend="ray", workers=2))
+    assert (ray.name, ray.num_cpus, ray.address) == ("ray", 2, None)
+    cluster = get_runner(RuntimeConfig(backend="ray", workers=2, ray_address="ray://head:10001"))
+    assert (cluster.num_cpus, cluster.address) == (None, "ray://head:10001")
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         LocalRunner(workers=0)
 
@@ -57,3 +66,9 @@ def test_ray_failure_names_the_payload(local_ray):
     with pytest.raises(JobError, match=r"\{'seed': 3\} failed") as caught:
         RayRunner().map(fail_on_odd, [{"seed": 0}, {"seed": 3}])
     assert caught.value.payload == {"seed": 3}
+
+
+def test_ray_worker_death_names_the_payload(local_ray):
+    with pytest.raises(JobError, match=r"\{'seed': 1\} failed") as caught:
+        RayRunner().map(die_on_odd, [{"seed": 0}, {"seed": 1}])
+    assert caught.value.payload == {"seed": 1}
