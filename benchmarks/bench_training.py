@@ -1,0 +1,139 @@
+"""Cached-feature training against plain Keras ``fit`` of the full frozen model.
+
+Measured side by side in one run on the real set (``../shared/data/cxr-real``):
+
+- **cached**: ``models.train.cross_validate`` over all folds with ``training_path: cached``
+  starting from an empty cache, so the time includes building the models, computing the
+  backbone features once (and the rotated views' features, with augmentation), fitting the
+  head for every fold, metrics and saving.
+- **plain**: Keras ``fit`` of the whole frozen classifier on images (``training_path:
+  end_to_end``), timed for ``--plain-epochs`` epochs on the first fold; the fastest epoch
+  is extrapolated to ``epochs x folds`` (stated in the output), so the plain figure
+  leaves out model building and per-fold overhead: it is a lower bound.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_training            # 224 px, 60 epochs, 5 folds
+    .venv/bin/python -m benchmarks.bench_training --limit 300 --epochs 10 --plain-epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall time."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def load_real(data: Path, limit: int | None, n_folds: int, seed: int):
+    from audit.data.images import load_dataset
+    from audit.data.splits import make_splits
+
+    dataset = load_dataset(data / "metadata.csv", image_size=256)
+    if limit is not None and limit < len(dataset):
+        rows = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
+        dataset = replace(dataset, manifest=dataset.manifest.iloc[rows].reset_index(drop=True),
+                                 images=dataset.images[rows], masks=None, has_mask=None)
+    return dataset, make_splits(dataset, test_fraction=0.15, n_folds=n_folds, seed=seed)
+
+
+def time_cached(dataset, splits, spec) -> float:
+    from audit.stages import StageCache
+    from models.train import cross_validate
+
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        started = time.perf_counter()
+        result = cross_validate(dataset, splits, spec, cache=StageCache(tmp))
+        seconds = time.perf_counter() - started
+    print(f"  cached {spec.augmented_views if spec.rotates else 0} views: {seconds:.1f} s "
+          f"for {len(splits.folds)} folds x {spec.epochs} epochs "
+          f"(mean CV accuracy {result['mean']['accuracy']:.3f})")
+    return seconds
+
+
+def time_plain_epoch(dataset, splits, spec, plain_epochs: int) -> float:
+    """Fastest epoch of plain ``fit`` of the full frozen model on fold 0."""
+    from models.head import build_classifier
+    from models.train import balanced_class_weights, fit_best_epoch, image_batches
+
+    train_idx, val_idx = splits.folds[0]
+    labels = dataset.labels
+    model, *_ = build_classifier(spec.backbone, spec.image_size, spec.weights, spec.alpha,
+                                 spec.dropout, spec.dense_units,
+                                 weights_dirs=[Path(p) for p in spec.weights_dirs])
+    train = image_batches(dataset.images[train_idx], labels[train_idx], spec, shuffle=True,
+                          rotate=spec.rotates)
+    val = image_batches(dataset.images[val_idx], labels[val_idx], spec, shuffle=False,
+                        rotate=False)
+    timer = EpochTimer()
+    fit_best_epoch(model, train, val, replace(spec, epochs=plain_epochs),
+                   balanced_class_weights(labels[train_idx], 4), callbacks=[timer])
+    print(f"  plain fit epochs: {', '.join(f'{s:.1f}' for s in timer.seconds)} s")
+    return min(timer.seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "cxr-real")
+    parser.add_argument("--weights-dir", type=Path, default=SHARED / "weights")
+    parser.add_argument("--backbone", default="mobilenetv2")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--views", type=int, default=2, help="rotated views (augmented run)")
+    parser.add_argument("--plain-epochs", type=int, default=3, help="plain-fit epochs timed")
+    parser.add_argument("--repeats", type=int, default=1, help="best of N cached runs")
+    parser.add_argument("--limit", type=int, default=None, help="use N random images")
+    args = parser.parse_args(argv)
+    if not (args.data / "metadata.csv").is_file():
+        raise SystemExit(f"{args.data}/metadata.csv not found: pass --data")
+
+    from audit.progress import configure
+    from models.train import ClassifierSpec
+
+    configure(quiet=True)  # no progress bars between the printed timings
+    dataset, splits = load_real(args.data, args.limit, args.folds, seed=0)
+    n_train = len(splits.folds[0][0])
+    print(f"{args.backbone} alpha {args.alpha} at {args.size} px, {len(dataset)} images "
+          f"({n_train} training images in fold 0), {args.folds} folds x {args.epochs} epochs")
+    base = ClassifierSpec(backbone=args.backbone, image_size=args.size, weights="imagenet",
+                          weights_dirs=(str(args.weights_dir),), alpha=args.alpha,
+                          epochs=args.epochs)
+    for label, views in (("no augmentation", 0), (f"rotation, {args.views} views", args.views)):
+        spec = replace(base, augmented_views=views, rotation_degrees=10.0 if views else 0.0)
+        print(f"{label}:")
+        cached = min(time_cached(dataset, splits, replace(spec, training_path="cached"))
+                     for _ in range(args.repeats))
+        epoch = time_plain_epoch(dataset, splits, replace(spec, training_path="end_to_end"),
+                                 args.plain_epochs)
+        plain = epoch * args.epochs * args.folds
+        print(f"  plain fit: fastest epoch {epoch:.1f} s x {args.epochs} epochs x {args.folds} "
+              f"folds = {plain:.0f} s (extrapolated)")
+        print(f"  speed-up ({label}): {plain / cached:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

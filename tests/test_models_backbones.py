@@ -1,0 +1,113 @@
+"""Backbones, weights resolution and the flat classifier (models.backbones, models.head)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.errors import WeightsUnavailableError
+from models.backbones import BACKBONES, block_cut_layer, keras_weights_file_name, resolve_weights
+from models.head import EMBEDDING_LAYER, build_classifier
+from tests.models_fixtures import MOBILENET_025, MOBILENET_V2_035, WEIGHTS_DIR
+
+keras = pytest.importorskip("keras")
+needs_weights = pytest.mark.skipif(not MOBILENET_V2_035.is_file(),
+                                   reason="../shared/weights not available")
+
+
+@pytest.mark.parametrize(("backbone", "alpha", "size", "name"), [
+    ("mobilenet", 0.25, 224, "mobilenet_2_5_224_tf_no_top.h5"),
+    ("mobilenet", 1.0, 100, "mobilenet_1_0_224_tf_no_top.h5"),
+    ("mobilenetv2", 0.35, 160, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_160_no_top.h5"),
+    ("mobilenetv2", 1.0, 64, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    ("resnet50", 1.0, 224, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+])
+def test_keras_cache_file_names(backbone, alpha, size, name):
+    assert keras_weights_file_name(backbone, alpha, size) == name
+
+
+def test_resolve_weights_none_and_missing_file(tmp_path):
+    assert resolve_weights("none", "xception") == (None, "none")
+    with pytest.raises(WeightsUnavailableError, match="models.weights: .*no such file"):
+        resolve_weights(str(tmp_path / "absent.h5"), "mobilenetv2")
+    with pytest.raises(ValueError, match="Unknown backbone 'vgg16'; expected one of mobilenet"):
+        resolve_weights("none", "vgg16")
+
+
+def test_resolve_imagenet_prefers_local_cache_named_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    assert resolve_weights("imagenet", "resnet50", weights_dirs=[tmp_path]) == (
+        "imagenet", "imagenet (keras download)")
+    local = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    local.write_bytes(b"weights")
+    keras_weights, origin = resolve_weights("imagenet", "resnet50", weights_dirs=[tmp_path])
+    assert keras_weights == str(local)
+    assert origin.startswith(f"imagenet (local file {local}, sha256 ")
+
+
+def test_failed_download_says_which_file_to_fetch(tmp_path, monkeypatch):
+    """Offline, Keras fails with "URL fetch failure"; we name the file and the config keys."""
+    from models import backbones
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x: None")
+
+    monkeypatch.setattr(keras.applications, "Xception", offline)
+    with pytest.raises(WeightsUnavailableError,
+                       match=r"xception_weights_tf_dim_ordering_tf_kernels_notop\.h5.*"
+                             r"models\.weights_dirs"):
+        backbones.build_backbone("xception", 71, "imagenet")
+
+
+def test_too_small_input_is_refused():
+    with pytest.raises(ValueError, match="inceptionv3 needs an input size of at least 75 pixels, got 64"):
+        build_classifier("inceptionv3", 64, "none")
+
+
+@needs_weights
+@pytest.mark.parametrize(("backbone", "alpha", "path"), [
+    ("mobilenetv2", 0.35, MOBILENET_V2_035), ("mobilenet", 0.25, MOBILENET_025)])
+def test_real_imagenet_files_load_at_other_sizes(backbone, alpha, path):
+    """The local file, found under its Keras cache name, gives the genuine ImageNet network."""
+    model, last_conv, _, origin = build_classifier(backbone, 64, "imagenet", alpha,
+                                                   weights_dirs=[WEIGHTS_DIR])
+    assert origin.startswith(f"imagenet (local file {path}")
+    constructor = getattr(keras.applications, BACKBONES[backbone].constructor)
+    reference = constructor(input_shape=(64, 64, 3), include_top=False, alpha=alpha,
+                            weights=str(path))
+    preprocess = getattr(keras.applications, backbone.replace("mobilenetv2", "mobilenet_v2"))
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+    expected = np.asarray(reference(preprocess.preprocess_input(x.copy())))
+    ours = np.asarray(keras.Model(model.inputs[0], model.get_layer(last_conv).output)(x))
+    assert np.abs(ours - expected).max() < 1e-3
+
+
+def test_classifier_is_flat_and_reloads_with_gradcam_reachable(tmp_path):
+    model, last_conv, embedding, origin = build_classifier("mobilenetv2", 32, "none", 0.35,
+                                                           dense_units=8)
+    assert origin == "none" and embedding == EMBEDDING_LAYER
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert [layer.name for layer in model.layers[:2]] == ["image", "preprocess"]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(1).uniform(0, 255, size=(3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    conv_and_output = keras.Model(loaded.inputs[0], [loaded.get_layer(last_conv).output,
+                                                      loaded.output])
+    maps, proba = conv_and_output(x)
+    assert maps.shape[0] == 3 and proba.shape == (3, 4)
+
+
+def test_unfreezing_trains_top_blocks_but_never_batchnorm():
+    frozen, *_ = build_classifier("mobilenet", 32, "none", 0.25, dense_units=8)
+    assert [w.name for w in frozen.trainable_weights] == ["kernel", "bias", "kernel", "bias"]
+    top2, *_ = build_classifier("mobilenet", 32, "none", 0.25, dense_units=8, unfreeze_blocks=2)
+    trainable = [layer.name for layer in top2.layers if layer.trainable_weights]
+    assert trainable == ["conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13",
+                         "head_dense", "predictions"]
+    assert block_cut_layer(top2, "mobilenet", 2) == "conv_pw_11_relu"
+    with pytest.raises(ValueError, match="models.unfreeze_blocks: mobilenet has 12 blocks that "
+                                         "can be unfrozen, got 13"):
+        block_cut_layer(top2, "mobilenet", 13)

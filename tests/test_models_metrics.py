@@ -1,0 +1,53 @@
+"""Classification metrics with confidence intervals (models.metrics)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.metrics import classification_metrics, wilson
+
+CLASSES = ("covid", "opacity", "other", "normal")
+
+
+def _one_hot(labels, n=4, confidence=0.7):
+    proba = np.full((len(labels), n), (1 - confidence) / (n - 1))
+    proba[np.arange(len(labels)), labels] = confidence
+    return proba
+
+
+def test_perfect_predictions():
+    y = np.repeat(np.arange(4), 5)
+    result = classification_metrics(y, _one_hot(y), CLASSES, n_bootstrap=50)
+    assert result["accuracy"] == 1.0 and result["macro_f1"] == 1.0 and result["auroc"] == 1.0
+    assert result["confusion_matrix"] == (np.eye(4, dtype=int) * 5).tolist()
+    low, high = result["accuracy_ci"]
+    assert 0.8 < low < 1.0 and high == pytest.approx(1.0)
+    json.dumps(result)  # plain JSON-able data
+
+
+def test_counts_recall_and_wilson_interval():
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    predicted = np.array([0, 0, 1, 3, 1, 1, 2, 3])
+    result = classification_metrics(y, _one_hot(predicted), CLASSES, n_bootstrap=200, seed=1)
+    assert result["accuracy"] == pytest.approx(6 / 8)
+    assert result["per_class"]["covid"] == {"recall": 0.5, "recall_ci": wilson(2, 4), "support": 4}
+    assert result["confusion_matrix"][0] == [2, 1, 0, 1]
+    low, high = result["macro_f1_ci"]
+    assert low <= result["macro_f1"] <= high
+    # statsmodels' Wilson interval for 2/4, checked by hand: 0.15 .. 0.85
+    assert wilson(2, 4) == pytest.approx((0.1500, 0.8500), abs=1e-3)
+
+
+def test_absent_class_gives_none_not_nan():
+    y = np.array([0, 0, 1, 1])
+    result = classification_metrics(y, _one_hot(y), CLASSES, n_bootstrap=20)
+    assert result["per_class"]["other"] == {"recall": None, "recall_ci": None, "support": 0}
+    assert result["auroc"] == 1.0
+
+
+def test_shape_mismatch_is_reported():
+    with pytest.raises(ValueError, match=r"proba must have shape \(3, 4\).*got \(3, 2\)"):
+        classification_metrics([0, 1, 2], np.zeros((3, 2)), CLASSES)

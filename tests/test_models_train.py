@@ -1,0 +1,114 @@
+"""Training: both paths agree, every backbone trains and reloads, caching, spec from config."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from audit.config import ModelsConfig
+from audit.stages import StageCache
+from models.saving import load_trained
+from models.train import ClassifierSpec, balanced_class_weights, spec_from_config, train_classifier
+from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
+
+pytest.importorskip("keras")
+
+ROWS = np.arange(16)
+TRAIN, VAL = ROWS[ROWS % 4 != 3], ROWS[ROWS % 4 == 3]
+TINY = ClassifierSpec(backbone="mobilenetv2", image_size=32, weights="none", alpha=0.35,
+                      dense_units=16, epochs=3, batch_size=4, augmented_views=0,
+                      rotation_degrees=0.0)
+
+
+def _weights() -> tuple[str, tuple[str, ...]]:
+    """Real ImageNet weights when ../shared is present (meaningful features), else none."""
+    if MOBILENET_V2_035.is_file():
+        return "imagenet", (str(WEIGHTS_DIR),)
+    return "none", ()
+
+
+def _both_paths(spec: ClassifierSpec, dataset) -> dict:
+    return {path: train_classifier(dataset, TRAIN, VAL, replace(spec, training_path=path))
+            for path in ("cached", "end_to_end")}
+
+
+@pytest.mark.slow
+def test_cached_features_path_equals_end_to_end_fit():
+    """Same data, seed, batches and initial head: the two paths give the same model."""
+    weights, dirs = _weights()
+    dataset = tiny_dataset()
+    models = _both_paths(replace(TINY, weights=weights, weights_dirs=dirs, dropout=0.0), dataset)
+    cached, end_to_end = models["cached"], models["end_to_end"]
+    assert cached.metadata["training_path"] == "cached"
+    assert end_to_end.metadata["training_path"] == "end_to_end"
+    for name in ("loss", "val_accuracy"):
+        np.testing.assert_allclose(cached.metadata["history"][name],
+                                   end_to_end.metadata["history"][name], atol=1e-4)
+    difference = np.abs(cached.predict_proba(dataset, ROWS) - end_to_end.predict_proba(dataset, ROWS))
+    assert difference.max() < 1e-4
+
+
+@pytest.mark.slow
+def test_paths_stay_close_with_dropout_and_unfrozen_blocks():
+    """Seeded dropout draws the same masks in both paths; unfrozen blocks are trained on
+    cached activations at the cut. Float noise only: close, not bit-equal."""
+    dataset = tiny_dataset()
+    models = _both_paths(replace(TINY, dropout=0.3, unfreeze_blocks=1), dataset)
+    assert models["cached"].metadata["cut_layer"] == "block_16_project_BN"
+    difference = np.abs(models["cached"].predict_proba(dataset, ROWS)
+                        - models["end_to_end"].predict_proba(dataset, ROWS))
+    assert difference.max() < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backbone", "size"), [
+    ("mobilenet", 32), ("mobilenetv2", 32), ("resnet50", 32), ("inceptionv3", 75),
+    ("xception", 71)])
+def test_every_backbone_trains_saves_and_reloads(backbone, size, tmp_path):
+    dataset = tiny_dataset(n_per_class=2, size=size)
+    rows = np.arange(len(dataset))
+    spec = replace(TINY, backbone=backbone, image_size=size, alpha=1.0, epochs=1,
+                   augmented_views=1, rotation_degrees=10.0)
+    trained = train_classifier(dataset, rows[rows % 2 == 0], rows[rows % 2 == 1], spec,
+                               out_dir=tmp_path)
+    assert trained.key == f"{backbone}/raw" and trained.metadata["n_train_examples"] == 8
+    loaded = load_trained(tmp_path)
+    assert loaded.last_conv_layer == trained.last_conv_layer
+    assert loaded.metadata["weights_origin"] == "none"
+    np.testing.assert_allclose(loaded.predict_proba(dataset, rows),
+                               trained.predict_proba(dataset, rows), atol=1e-5)
+    assert loaded.embed(dataset, rows).shape == (len(rows), 16)
+
+
+@pytest.mark.slow
+def test_trained_model_is_cached_and_masks_change_the_key(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    dataset = tiny_dataset()
+    spec = replace(TINY, input_mode="lung_masked", epochs=1)
+    first = train_classifier(dataset, TRAIN, VAL, spec, cache)
+    again = train_classifier(dataset, TRAIN, VAL, spec, cache)
+    assert cache.summary()["reused"] >= 1
+    np.testing.assert_allclose(again.predict_proba(dataset, VAL), first.predict_proba(dataset, VAL))
+    other_masks = dataset.with_masks(1 - dataset.masks, dataset.has_mask, "manifest")
+    computed = cache.summary()["computed"]
+    train_classifier(other_masks, TRAIN, VAL, spec, cache)
+    assert cache.summary()["computed"] > computed
+
+
+def test_balanced_class_weights_give_absent_classes_one():
+    weights = balanced_class_weights(np.array([0, 0, 0, 1, 1, 1, 1, 1, 1]), 4)
+    assert weights == pytest.approx({0: 1.5, 1: 0.75, 2: 1.0, 3: 1.0})
+
+
+def test_spec_from_config_copies_table2_defaults():
+    spec = spec_from_config(ModelsConfig(), "xception", "lung_masked", 299, 3, 0.2)
+    assert (spec.learning_rate, spec.dropout, spec.epochs, spec.unfreeze_blocks) == (1e-3, 0.3, 60, 0)
+    assert (spec.backbone, spec.image_size, spec.seed, spec.border_fraction) == ("xception", 299, 3, 0.2)
+    assert spec.path == "cached" and replace(spec, training_path="end_to_end").path == "end_to_end"
+
+
+def test_empty_validation_rows_are_refused():
+    with pytest.raises(ValueError, match="needs training and validation rows, got 12 and 0"):
+        train_classifier(tiny_dataset(), TRAIN, np.array([], dtype=int), TINY)
