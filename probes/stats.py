@@ -95,21 +95,36 @@ def permutation_p_value(observed: float, null_values: Sequence[float]) -> float:
 
 
 def permute_within_groups(
-    values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
+    values: np.ndarray,
+    groups: np.ndarray | None,
+    rng: np.random.Generator,
+    units: np.ndarray | None = None,
 ) -> np.ndarray:
     """A copy of ``values`` shuffled only among rows sharing a group (all rows when None).
 
     Used to test "source beyond class": permuting sources within each label keeps the
     label-source confounding intact under the null, so confounding alone cannot fire.
+
+    Args:
+        values: ``(n,)`` values to shuffle.
+        groups: ``(n,)`` group per row, or None for one group.
+        rng: the random generator.
+        units: ``(n,)`` exchangeable unit per row (e.g. patient), or None for rows. With
+            units, whole units swap values: a unit's rows get another unit's value (its
+            first row's), so images of one patient stay together as they do under the
+            null. ``values`` and ``groups`` should be constant within a unit. Defaults to
+            None.
     """
     values = np.asarray(values)
-    if groups is None:
-        return rng.permutation(values)
-    shuffled = values.copy()
-    for group in np.unique(groups):
-        rows = np.flatnonzero(groups == group)
-        shuffled[rows] = values[rng.permutation(rows)]
-    return shuffled
+    if units is None:
+        units = np.arange(len(values))
+    first, inverse = np.unique(units, return_index=True, return_inverse=True)[1:]
+    unit_groups = np.zeros(len(first)) if groups is None else np.asarray(groups)[first]
+    unit_values = values[first].copy()
+    for group in np.unique(unit_groups):
+        members = np.flatnonzero(unit_groups == group)
+        unit_values[members] = unit_values[rng.permutation(members)]
+    return unit_values[inverse]
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:

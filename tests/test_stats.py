@@ -58,6 +58,16 @@ def test_permute_within_groups_keeps_group_composition():
         assert sorted(shuffled[groups == g]) == sorted(values[groups == g])
 
 
+def test_permute_within_groups_moves_whole_units():
+    values = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    units = np.array([1, 1, 2, 3, 3, 3, 4])
+    for seed in range(5):
+        shuffled = permute_within_groups(values, None, np.random.default_rng(seed), units=units)
+        for unit in np.unique(units):
+            assert len(set(shuffled[units == unit])) == 1
+        assert sorted(set(shuffled)) == ["a", "b", "c", "d"]
+
+
 def test_mcnemar_exact_detects_one_sided_disagreement():
     a = np.array([True] * 30 + [True] * 12)
     b = np.array([True] * 30 + [False] * 12)
