@@ -38,9 +38,40 @@ def format_ci(ci: Any) -> str:
 
 
 def format_estimate(value: Any) -> str:
-    """A metric as written by the models layer (a number or ``{value, ci}``) with its CI."""
-    if isinstance(value, dict):
-        text = format_number(value.get("value"))
-        interval = format_ci(value.get("ci"))
-        return f"{text} {interval}" if interval else text
-    return NOT_AVAILABLE if value is None else format_number(value)
+    """A metric (a number, ``{value, ci}`` or ``{mean, ci_low, ci_high}``) with its CI."""
+    if value is None:
+        return NOT_AVAILABLE
+    if not isinstance(value, dict):
+        return format_number(value)
+    text = format_number(metric_value(value))
+    interval = format_ci(metric_ci(value))
+    return f"{text} {interval}" if interval else text
+
+
+def is_estimate(value: Any) -> bool:
+    """Whether ``value`` is a metric dict: ``{value[, ci]}`` or ``{mean[, ci_low, ci_high]}``."""
+    if not isinstance(value, dict):
+        return False
+    return ("value" in value and set(value) <= _VALUE_KEYS) or (
+        "mean" in value and set(value) <= _MEAN_KEYS)
+
+
+def metric_value(metric: Any) -> float | None:
+    """The number of a metric written as a number or as an estimate dict (see ``is_estimate``)."""
+    if isinstance(metric, dict):
+        metric = metric.get("value", metric.get("mean"))
+    if isinstance(metric, bool) or not isinstance(metric, (int, float)):
+        return None
+    return float(metric)
+
+
+def metric_ci(metric: Any) -> tuple[float | None, float | None]:
+    """The CI of an estimate dict, ``(None, None)`` when it has none."""
+    if not isinstance(metric, dict):
+        return None, None
+    ci = metric.get("ci", (metric.get("ci_low"), metric.get("ci_high")))
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+
+
+_VALUE_KEYS = {"value", "ci", "support"}
+_MEAN_KEYS = {"mean", "ci_low", "ci_high"}

@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from audit.result import SCHEMA_VERSION, AuditResult
 from audit.stages import atomic_write
-from reports.formatting import format_estimate, format_number, format_p
+from reports.formatting import format_estimate, format_number, format_p, is_estimate
 from reports.view import build_view
 
 TEMPLATE = "report.html"
@@ -75,6 +75,8 @@ def _environment() -> Environment:
                               trim_blocks=True, lstrip_blocks=True)
     environment.filters.update(num=format_number, pval=format_p, estimate=format_estimate,
                                columns=_columns, pretty_json=_pretty_json)
+    environment.filters["as_rows"] = _as_rows
+    environment.tests.update(estimate=is_estimate, record_map=_is_record_map)
     return environment
 
 
@@ -88,6 +90,19 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         seen.update(dict.fromkeys(row))
     return list(seen)
+
+
+def _is_record_map(value: Any) -> bool:
+    """A mapping of names to flat records (e.g. per-source quality): shown as one table."""
+    return (isinstance(value, dict) and bool(value) and all(
+        isinstance(row, dict) and not is_estimate(row)
+        and not any(isinstance(cell, (dict, list)) and not is_estimate(cell)
+                    for cell in row.values())
+        for row in value.values()))
+
+
+def _as_rows(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": name, **row} for name, row in records.items()]
 
 
 def _pretty_json(value: Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.figures import RenderedFigure, render_figure
+from reports.formatting import metric_ci, metric_value
 
 _HEADLINE_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("auroc", "AUROC"))
 _IDENTITY_KEYS = ("backbone", "input_mode", "weights_origin", "training_path")
@@ -92,19 +93,6 @@ def normalise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return normal
 
 
-def metric_value(metric: Any) -> float | None:
-    """The number of a metric written as a number or as ``{"value", "ci"}``."""
-    if isinstance(metric, dict):
-        metric = metric.get("value")
-    return float(metric) if isinstance(metric, (int, float)) else None
-
-
-def metric_ci(metric: Any) -> tuple[float | None, float | None]:
-    """The CI of a ``{"value", "ci"}`` metric, ``(None, None)`` when it has none."""
-    ci = metric.get("ci") if isinstance(metric, dict) else None
-    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-
-
 def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None) -> ModelView:
     metrics = normalise_metrics(model.get("metrics") or {})
     cv = model.get("cv") or {}
@@ -132,10 +120,10 @@ def _fold_rows(folds: list[Any]) -> list[dict[str, Any]]:
 def _accuracy_bars(models: tuple[dict[str, Any], ...], title: str,
                    pick: Any) -> dict[str, Any] | None:
     rows = {str(m.get("key", "?")): pick(m) for m in models}
-    return _bars_spec(title, rows, ylabel="accuracy")
+    return bars_spec(title, rows, ylabel="accuracy")
 
 
-def _bars_spec(title: str, metrics: dict[str, Any], ylabel: str) -> dict[str, Any] | None:
+def bars_spec(title: str, metrics: dict[str, Any], ylabel: str) -> dict[str, Any] | None:
     """Bars of the metrics that have a value, with CIs where any metric has one."""
     present = {name: m for name, m in metrics.items() if metric_value(m) is not None}
     if not present:
@@ -165,7 +153,7 @@ def _per_class_spec(metrics: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(recall, dict):
         return None
     labelled = {_with_support(name, value): value for name, value in recall.items()}
-    return _bars_spec("Per-class accuracy (recall) with 95% CI", labelled, ylabel="recall")
+    return bars_spec("Per-class accuracy (recall) with 95% CI", labelled, ylabel="recall")
 
 
 def _with_support(name: str, metric: Any) -> str:

@@ -18,7 +18,7 @@ from probes.base import CheckResult, Status
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number
 from reports.gating import blocks_verdict
-from reports.models_view import ModelView, model_overview_figures, model_views
+from reports.models_view import ModelView, bars_spec, model_overview_figures, model_views
 
 # The question each known check answers, for a reader who never used the tool.
 CHECK_QUESTIONS = {
@@ -64,6 +64,7 @@ class ReportView:
     models: list[ModelView]
     model_figures: list[RenderedFigure]
     data_extra: dict[str, Any]
+    segmentation_figures: list[RenderedFigure]
     status_counts: dict[str, int]
     """Status -> number of checks, in ``Status`` order, only statuses that occur."""
 
@@ -85,6 +86,7 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
         models=model_views(result.models, run_dir, classes=result.data.get("classes")),
         model_figures=model_overview_figures(result.models, run_dir),
         data_extra={k: v for k, v in result.data.items() if k not in _DATA_SHOWN_ABOVE},
+        segmentation_figures=_segmentation_figures(result.segmentation, run_dir),
         status_counts={str(status): count for status in Status
                        if (count := sum(view.check.status == status for view in checks))},
     )
@@ -127,3 +129,17 @@ def _data_figures(data: dict[str, Any], run_dir: Path) -> list[RenderedFigure]:
             "row_labels": labels, "col_labels": sources, "ylabel": "label", "xlabel": "source",
             "values": [[counts[label].get(source, 0) for source in sources] for label in labels]}
     return [render_figure(spec, run_dir)]
+
+
+def _segmentation_figures(segmentation: dict[str, Any] | None,
+                          run_dir: Path) -> list[RenderedFigure]:
+    """Dice per source with CIs, from ``segmentation["quality"]["per_source"]`` (as the
+    U-Net writes it: ``{source: {"n", "dice", "iou"}}``)."""
+    quality = (segmentation or {}).get("quality")
+    per_source = quality.get("per_source") if isinstance(quality, dict) else None
+    if not isinstance(per_source, dict):
+        return []
+    dice = {f"{source}\n(n={row.get('n', '?')})": row.get("dice")
+            for source, row in per_source.items() if isinstance(row, dict)}
+    spec = bars_spec("Lung mask Dice per source (U-Net validation images)", dice, ylabel="Dice")
+    return [render_figure(spec, run_dir)] if spec else []

@@ -62,9 +62,7 @@ def build_audit_result(run_dir: Path, source: str = "hannover",
         checks=checks,
         models=_models(classes),
         data=_data(classes, sources),
-        segmentation={"dice": {"value": 0.91, "ci": [0.89, 0.93]}, "iou": 0.84,
-                      "per_source": [{"source": s, "dice": 0.9, "iou": 0.82, "n": 12}
-                                     for s in sources]},
+        segmentation=_segmentation(sources),
         provenance=_provenance(),
         verdict="fail",
         verdict_reasons=(
@@ -206,6 +204,21 @@ def _data(classes: list[str], sources: list[str]) -> dict:
             "label_source_counts": counts,
             "quarantined": [{"path": f"images/{sources[1]}/broken.png",
                              "reason": "cannot decode PNG"}]}
+
+
+def _segmentation(sources: list[str]) -> dict:
+    """As ``models.segment`` reports it: quality with bootstrap CIs, rows without a mask."""
+    def summary(mean: float) -> dict:
+        return {"mean": mean, "ci_low": mean - 0.03, "ci_high": mean + 0.02}
+    per_source = {s: {"n": 10 + i, "dice": summary(0.9 - 0.05 * i), "iou": summary(0.8 - 0.05 * i)}
+                  for i, s in enumerate(sources)}
+    return {"source": "unet", "origin": "unet",
+            "quality": {"dice": summary(0.88), "iou": summary(0.79), "per_source": per_source,
+                        "n_val": 46, "measured_at": 64},
+            "row_origin": {"manifest": 1085, "unet": 332}, "predicted_rows": list(range(40)),
+            "rows_without_mask": [{"row": 7, "path": f"images/{sources[1]}/7.png",
+                                   "reason": "no mask in the manifest"}],
+            "flags": {"n_checked": 1417, "n_flagged": 0, "rows": []}}
 
 
 def _provenance() -> dict:
