@@ -94,7 +94,8 @@ def label_source_counts(config: SynthConfig) -> np.ndarray:
     counts = np.zeros((len(CLASSES), k), dtype=np.int64)
     for label in range(len(CLASSES)):
         home = label % k
-        counts[label, home] = int(np.floor(total * (1 / k + config.confounding * (1 - 1 / k)) + 0.5))
+        home_share = 1 / k + config.confounding * (1 - 1 / k)
+        counts[label, home] = int(np.floor(total * home_share + 0.5))  # round half up
         others = [(home + step) % k for step in range(1, k)]
         share, remainder = divmod(total - counts[label, home], max(len(others), 1))
         for rank, source in enumerate(others):
@@ -176,11 +177,11 @@ def plant_marker(
         value: gray level of the square. Defaults to 255.
     """
     if corner not in CORNERS:
-        raise ValueError(f"plant_marker: corner must be one of {', '.join(CORNERS)}; got {corner!r}")
-    if not 0 < size_fraction < 0.5 - _MARKER_MARGIN:
         raise ValueError(
-            f"plant_marker: size_fraction must be in (0, {0.5 - _MARKER_MARGIN}); got {size_fraction}"
-        )
+            f"plant_marker: corner must be one of {', '.join(CORNERS)}; got {corner!r}")
+    if not 0 < size_fraction < 0.5 - _MARKER_MARGIN:
+        raise ValueError(f"plant_marker: size_fraction must be in (0, {0.5 - _MARKER_MARGIN}); "
+                         f"got {size_fraction}")
     marked = np.array(images, copy=True)
     side = max(1, int(round(size_fraction * marked.shape[-1])))
     ys, xs = _corner_box(marked.shape[-1], corner, side, side)
@@ -244,7 +245,8 @@ def _anatomy(rng: np.random.Generator, n: int, size: int) -> _Anatomy:
     # Patient positioning: every body shifted, tilted and scaled a little, so no two alike.
     x, y = x - 0.5 - _uniform(rng, n, -0.04, 0.04), y - 0.5 - _uniform(rng, n, -0.04, 0.04)
     tilt, scale = np.deg2rad(_uniform(rng, n, -4, 4)), _uniform(rng, n, 0.94, 1.06)
-    x, y = (np.cos(tilt) * x - np.sin(tilt) * y) / scale + 0.5, (np.sin(tilt) * x + np.cos(tilt) * y) / scale + 0.5
+    cos, sin = np.cos(tilt) / scale, np.sin(tilt) / scale
+    x, y = cos * x - sin * y + 0.5, sin * x + cos * y + 0.5
     body_r = ((x - _uniform(rng, n, 0.48, 0.52)) / _uniform(rng, n, 0.40, 0.46)) ** 2 + (
         (y - 0.62) / _uniform(rng, n, 0.58, 0.64)) ** 2
     body = _sigmoid((1 - body_r) * 12)
@@ -264,7 +266,8 @@ def _anatomy(rng: np.random.Generator, n: int, size: int) -> _Anatomy:
     lungs = _sigmoid((1 - np.minimum(*lung_r)) * 14) * (1 - heart)
     midline = np.abs(x - 0.5)
     image = 8 + body * _uniform(rng, n, 100, 125)
-    image = image + body * (70 * _sigmoid((0.07 - midline) * 80) + 25 * _sigmoid((0.025 - midline) * 150))
+    spine = 25 * _sigmoid((0.025 - midline) * 150)
+    image = image + body * (70 * _sigmoid((0.07 - midline) * 80) + spine)
     image = image + 40 * heart
     image = image * (1 - _uniform(rng, n, 0.55, 0.65) * lungs)
     hilum = np.exp(-((midline - 0.11) ** 2 / 0.003 + (y - center_y) ** 2 / 0.02))
@@ -280,7 +283,8 @@ def _ribs(rng: np.random.Generator, n: int, x: np.ndarray, y: np.ndarray) -> np.
     spacing, phase = _uniform(rng, n, 0.065, 0.08), _uniform(rng, n, 0, 1)
     arch = (y - 1.8 * (x - 0.5) ** 2) / spacing + phase
     bands = np.clip(np.cos(2 * np.pi * arch) - 0.35, 0, None) / 0.65
-    thorax = _sigmoid((y - 0.12) * 40) * _sigmoid((0.85 - y) * 40) * _sigmoid((0.44 - np.abs(x - 0.5)) * 60)
+    thorax = _sigmoid((y - 0.12) * 40) * _sigmoid((0.85 - y) * 40)
+    thorax = thorax * _sigmoid((0.44 - np.abs(x - 0.5)) * 60)
     return _uniform(rng, n, 22, 32) * bands * thorax
 
 
@@ -290,8 +294,8 @@ def _class_signal(rng: np.random.Generator, labels: np.ndarray, anatomy: _Anatom
     rows = np.arange(n)
     # Every image draws the same parameters whatever its label, so the stream stays aligned.
     texture = _smooth_noise(rng, n, size, 8)
-    blob_side, blob_u, blob_v = rng.integers(0, 2, n), rng.uniform(-0.4, 0.5, n), rng.uniform(-0.5, 0.6, n)
-    blob_radius = rng.uniform(0.22, 0.35, n)
+    blob_side, blob_radius = rng.integers(0, 2, n), rng.uniform(0.22, 0.35, n)
+    blob_u, blob_v = rng.uniform(-0.4, 0.5, n), rng.uniform(-0.5, 0.6, n)
     effusion_side, effusion_level = rng.integers(0, 2, n), rng.uniform(0.35, 0.6, n)
     signal = np.zeros((n, size, size), dtype=np.float32)
     for name in _SIGNAL_AMPLITUDE:
@@ -301,23 +305,29 @@ def _class_signal(rng: np.random.Generator, labels: np.ndarray, anatomy: _Anatom
             zone = (_sigmoid((v - 0.05) * 5) * _sigmoid((u - 0.2) * 6)).sum(axis=0)
             pattern = zone * (0.3 + 0.7 * texture[picked])
         elif name == "opacity":  # one dense blob at a random place in one lung
-            u, v = anatomy.u[blob_side[picked], picked], anatomy.v[blob_side[picked], picked]
+            side = blob_side[picked]
+            u, v = anatomy.u[side, picked], anatomy.v[side, picked]
             distance = (u - blob_u[picked, None, None]) ** 2 + (v - blob_v[picked, None, None]) ** 2
             pattern = np.exp(-distance / (2 * blob_radius[picked, None, None] ** 2))
             pattern = pattern * (0.7 + 0.3 * texture[picked])
         else:  # other: a basal effusion in one lung, its meniscus rising laterally
-            u, v = anatomy.u[effusion_side[picked], picked], anatomy.v[effusion_side[picked], picked]
+            side = effusion_side[picked]
+            u, v = anatomy.u[side, picked], anatomy.v[side, picked]
             pattern = _sigmoid((v - effusion_level[picked, None, None] + 0.35 * u) * 12)
         signal[picked] = _SIGNAL_AMPLITUDE[name] * pattern
     return signal
 
 
 def _site_traits(
-    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, sources: np.ndarray, traits: SiteTraits
+    rng: np.random.Generator,
+    image: np.ndarray,
+    mask: np.ndarray,
+    sources: np.ndarray,
+    traits: SiteTraits,
 ) -> np.ndarray:
     """Apply each source's acquisition traits to the pixels outside the lungs."""
     n, size = len(sources), image.shape[-1]
-    profiles = np.array([_SITE_PROFILES[j % len(_SITE_PROFILES)][:4] for j in sources], dtype=np.float32)
+    profiles = np.array([_site_profile(j)[:4] for j in sources], dtype=np.float32)
     gamma, gain, offset, noise_sd = (profiles[:, i, None, None] for i in range(4))
     noise = rng.standard_normal((n, size, size), dtype=np.float32)  # drawn even when unused
     jitter = rng.integers(-2, 3, (n, 2))
@@ -331,13 +341,17 @@ def _site_traits(
     return np.where(mask, image, outside)
 
 
+def _site_profile(source: int) -> tuple:
+    return _SITE_PROFILES[source % len(_SITE_PROFILES)]
+
+
 def _paint_borders(image: np.ndarray, sources: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Each source's bars or frame, with a little noise as on a real detector."""
     size = image.shape[-1]
     bars = np.zeros(image.shape, dtype=bool)
     levels = np.zeros((len(sources), 1, 1), dtype=np.float32)
     for j in np.unique(sources):
-        _, _, _, _, style, fraction, level = _SITE_PROFILES[j % len(_SITE_PROFILES)]
+        _, _, _, _, style, fraction, level = _site_profile(j)
         width = max(1, int(round(fraction * size)))
         rows = sources == j
         if style in ("letterbox", "frame"):

@@ -98,7 +98,8 @@ def _per_source_rows(counts: pd.DataFrame) -> list[dict[str, Any]]:
             "n_labels": n_labels,
             "majority_label": str(column.idxmax()),
             "majority_share": float(column.max() / column.sum()),
-            "per_source_metrics": "estimable" if n_labels > 1 else f"{NOT_ESTIMABLE} (single label)",
+            "per_source_metrics": ("estimable" if n_labels > 1
+                                   else f"{NOT_ESTIMABLE} (single label)"),
         })
     return rows
 
@@ -112,7 +113,8 @@ class LeakageProbe:
     def run(self, context: ProbeContext) -> CheckResult:
         dataset, splits = context.dataset, context.splits
         train, test = np.asarray(splits.train), np.asarray(splits.test)
-        pairs = _patient_pairs(dataset.groups, train, test) + _duplicate_pairs(dataset.images, train, test)
+        pairs = (_patient_pairs(dataset.groups, train, test)
+                 + _duplicate_pairs(dataset.images, train, test))
         paths = dataset.manifest["path"].astype(str).to_numpy()
         leaking = sorted({t for t, _, _ in pairs})
         by_patient = len({t for t, _, reason in pairs if reason == "same patient"})

@@ -1,4 +1,4 @@
-"""data.confounding and data.leakage: planted cases fire, clean cases do not, odd data never crashes."""
+"""data.confounding and data.leakage: planted cases fire, clean ones do not, odd data never crashes."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from probes.registry import get_probe
 
 
 def context_for(dataset: Dataset, splits: Splits, tmp_path) -> ProbeContext:
-    return ProbeContext(dataset=dataset, splits=splits, models={}, audited="", params=ProbesConfig(),
-                        cache=StageCache(tmp_path / "cache"), artifacts_dir=tmp_path)
+    return ProbeContext(dataset=dataset, splits=splits, models={}, audited="",
+                        params=ProbesConfig(), cache=StageCache(tmp_path / "cache"),
+                        artifacts_dir=tmp_path)
 
 
 def phantoms(confounding: float, seed: int = 0, n_per_class: int = 4) -> Dataset:
@@ -124,7 +125,8 @@ def clean():
 @pytest.mark.parametrize("seed", range(3))
 def test_grouped_splits_of_distinct_phantoms_do_not_leak(tmp_path, seed):
     dataset = phantoms(0.0, seed=seed, n_per_class=3)
-    result = leakage(dataset, make_splits(dataset, test_fraction=0.25, n_folds=3, seed=seed), tmp_path)
+    splits = make_splits(dataset, test_fraction=0.25, n_folds=3, seed=seed)
+    result = leakage(dataset, splits, tmp_path)
     assert result.metric == 0 and result.p_value is None
     assert result.tables["leaking_pairs"] == []
     assert result.summary.startswith("0 of ")

@@ -80,7 +80,8 @@ def test_masks_are_binary_and_plausible_lungs():
 def test_anatomy_is_the_same_whatever_the_label_source_signal_or_traits():
     # Masks depend only on the seed and row, so silhouettes cannot carry label or source.
     reference = make_phantoms(small()).masks
-    for changed in (small(confounding=1.0), small(signal_strength=2.0), small(site_traits=TRAITS_OFF)):
+    changes = ({"confounding": 1.0}, {"signal_strength": 2.0}, {"site_traits": TRAITS_OFF})
+    for changed in (small(**change) for change in changes):
         np.testing.assert_array_equal(make_phantoms(changed).masks, reference)
 
 
@@ -158,10 +159,12 @@ def test_generate_phantoms_round_trips_through_png(tmp_path):
     manifest = pd.read_csv(manifest_path)
     phantoms = make_phantoms(config)
     pd.testing.assert_frame_equal(manifest, phantoms.manifest)
+    def read(relative: str) -> np.ndarray:
+        return np.asarray(Image.open(tmp_path / "out" / relative))
+
     for row, (path, mask_path) in enumerate(zip(manifest["path"], manifest["mask_path"], strict=True)):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / path)), phantoms.images[row])
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / mask_path)),
-                                      phantoms.masks[row] * 255)
+        np.testing.assert_array_equal(read(path), phantoms.images[row])
+        np.testing.assert_array_equal(read(mask_path), phantoms.masks[row] * 255)
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
     assert len(written) == 2 * len(manifest) and all(w.startswith("out/") for w in written)
     generate_phantoms(config, tmp_path / "out")  # overwrites its own files
