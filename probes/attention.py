@@ -43,6 +43,7 @@ import numpy as np
 from audit.stages import atomic_write, hash_array, stable_hash
 from models.inputs import border_band
 from probes.base import CheckResult, ProbeContext
+from probes.cam import RANDOM_CAM_DRAWS, ZONES, GradCam, Measurement, measure, zone_enrichment
 from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
 
 if TYPE_CHECKING:
@@ -50,9 +51,7 @@ if TYPE_CHECKING:
 
 CAM_STAGE = "attention_cams"
 TARGETS = ("predicted", "true")  # which class each CAM explains
-RANDOM_CAM_DRAWS = 8
 GALLERY_PER_END = 4  # most focused and worst images in the gallery
-MEASURE_CHUNK = 32  # images upsampled at a time (bounds memory at large image sizes)
 MIN_CLASS_IMAGES = 5  # a class needs this many usable images to enter the headline
 
 
@@ -77,15 +76,6 @@ class Regions:
     area: np.ndarray  # (n,) region's share of the image area
     usable: np.ndarray  # (n,) rows where the region is defined
     excluded: dict[str, int]  # reason -> rows not usable
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Per-image shares of one model's CAMs in the region (NaN: no positive mass)."""
-
-    share: np.ndarray
-    random_share: np.ndarray
-    peak_in_region: np.ndarray
 
 
 def cam_rows(test_rows: np.ndarray, labels: np.ndarray, max_images: int, seed: int) -> np.ndarray:
@@ -132,8 +122,6 @@ def _model_identity(trained: TrainedModel) -> str:
 
 
 def _write_cams(folder, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
-    from probes.cam import GradCam  # TensorFlow only when CAMs are actually computed
-
     x = trained.model_inputs(context.dataset, rows)
     predicted = np.asarray(trained.keras_model.predict(x, batch_size=64, verbose=0)).argmax(1)
     labels = context.dataset.labels[rows]
@@ -145,33 +133,6 @@ def _write_cams(folder, trained: TrainedModel, context: ProbeContext, rows: np.n
         cam_true[wrong] = gradcam(x[wrong], labels[wrong])
     np.savez(folder / "cams.npz", predicted_class=predicted, cam_predicted=cam_predicted,
              cam_true=cam_true)
-
-
-def measure(cams: np.ndarray, regions: Regions, size: int, seed: int) -> Measurement:
-    """Shares of positive CAM mass in ``regions`` at image side ``size``, and their random-CAM
-    baseline (the mean over ``RANDOM_CAM_DRAWS`` cell shuffles of each map)."""
-    from probes.cam import mass_fraction, upsample_cams
-
-    rng = np.random.default_rng(seed)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start in range(0, len(cams), MEASURE_CHUNK):
-        chunk = slice(start, start + MEASURE_CHUNK)
-        region = regions.masks if regions.masks.ndim == 2 else regions.masks[chunk]
-        maps = upsample_cams(cams[chunk], size)
-        peaks = maps.reshape(len(maps), -1).argmax(axis=1)
-        flat_region = np.broadcast_to(region, maps.shape).reshape(len(maps), -1)
-        random = [mass_fraction(upsample_cams(_shuffle_cells(cams[chunk], rng), size), region)
-                  for _ in range(RANDOM_CAM_DRAWS)]
-        parts.append((mass_fraction(maps, region), np.mean(random, axis=0),
-                      flat_region[np.arange(len(maps)), peaks]))
-    share, random_share, peak = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return Measurement(share=share, random_share=random_share, peak_in_region=peak)
-
-
-def _shuffle_cells(cams: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each map's cells in a random order: same mass and values, random position."""
-    flat = cams.reshape(len(cams), -1)
-    return rng.permuted(flat, axis=1).reshape(cams.shape)
 
 
 def summarize(
@@ -257,7 +218,7 @@ class _AttentionProbe:
         cams = {key: model_cams(context, key, rows) for key in keys}
         regions = self.regions(context, rows, min(c.resolution for c in cams.values()))
         size = context.dataset.image_size
-        measured = {(key, target): measure(cams[key].cams[target], regions, size, context.seed)
+        measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)
                     for key in keys for target in TARGETS}
         return self._result(context, rows, cams, regions, measured)
 
@@ -395,8 +356,6 @@ class BorderAttentionProbe(_AttentionProbe):
     def extras(self, context: ProbeContext, rows: np.ndarray, cams: ModelCams,
                measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
         """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
-        from probes.cam import ZONES, zone_enrichment
-
         width = max(1, round(context.params.border_fraction * cams.resolution))
         zones = zone_enrichment(cams.cams["predicted"], width)
         labels = context.dataset.labels[rows]

@@ -14,14 +14,13 @@ import pytest
 from audit.stages import StageCache
 from probes.attention import (
     BorderAttentionProbe,
-    Measurement,
     OutsideLungAttentionProbe,
     border_regions,
     cam_rows,
-    measure,
     summarize,
 )
 from probes.base import CheckResult, Status
+from probes.cam import Measurement, measure
 from tests.attention_fixtures import brightness_trained, lung_phantoms, synthetic_context
 
 
@@ -144,7 +143,7 @@ def test_border_band_is_at_least_one_cam_cell_wide():
 
 def test_uniform_maps_measure_enrichment_one_and_match_the_random_baseline():
     regions = border_regions(3, 56, 0.10, cam_resolution=7)
-    measurement = measure(np.ones((3, 7, 7), np.float32), regions, 56, seed=0)
+    measurement = measure(np.ones((3, 7, 7), np.float32), regions.masks, 56, seed=0)
     np.testing.assert_allclose(measurement.share, regions.area, rtol=1e-5)
     np.testing.assert_allclose(measurement.random_share, regions.area, rtol=1e-5)
     stats = summarize(measurement, regions, np.ones(3, bool), n_bootstrap=50, seed=0)
