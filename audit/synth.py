@@ -45,7 +45,7 @@ from audit.data.dataset import Dataset
 from audit.stages import atomic_write, stable_hash
 
 CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
-_CHUNK = 64  # images rendered at once: bounds memory; part of the random-stream layout
+_CHUNK_PIXELS = 64 * 224 * 224  # pixels rendered at once: bounds memory (random-stream layout)
 _ANATOMY, _SIGNAL, _SITE = 0, 1, 2  # random stream ids
 _MARKER_MARGIN = 0.05  # markers sit this fraction of the side in from the corner (off the lungs)
 _GLYPHS = (  # burned-in marker shapes, 5 x 4 cells: an "L", an "R", a line of text, a box
@@ -67,8 +67,10 @@ _SITE_PROFILES = (
     (1.30, 1.15, 2.0, 9.0, "pillarbox", 0.04, 200),
     (0.90, 0.95, 8.0, 13.0, "frame", 0.07, 60),
 )
-# Peak intensity (0..255 units) each disease adds at signal_strength 1.
-_SIGNAL_AMPLITUDE = {"covid": 40.0, "opacity": 60.0, "other": 55.0}
+# Peak intensity (0..255 units) each disease adds at signal_strength 1, calibrated so that a
+# frozen ImageNet MobileNetV2 + logistic regression on lung-masked 224 px phantoms (60 per
+# class, confounding 0) reaches a 4-class balanced accuracy of about 0.75: learnable, not trivial.
+_SIGNAL_AMPLITUDE = {"covid": 56.0, "opacity": 84.0, "other": 77.0}
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,9 @@ def make_phantoms(config: SynthConfig) -> Phantoms:
     size = config.image_size
     images = np.empty((len(labels), size, size), dtype=np.uint8)
     masks = np.empty_like(images)
-    for start in range(0, len(labels), _CHUNK):
-        rows = slice(start, start + _CHUNK)
+    chunk = max(1, _CHUNK_PIXELS // size**2)
+    for start in range(0, len(labels), chunk):
+        rows = slice(start, start + chunk)
         images[rows], masks[rows] = _render_chunk(config, start, labels[rows], sources[rows])
     return Phantoms(images=images, masks=masks, manifest=_manifest(labels, sources, config))
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy.stats import f_oneway
 
 from audit.config import CLASSES, SiteTraits, SynthConfig
 from audit.stages import stable_hash
@@ -121,16 +122,17 @@ def test_each_trait_switch_changes_only_its_own_part(trait):
         assert share > 0.3
 
 
-def test_sources_differ_outside_the_lungs_only_when_traits_are_on():
-    def edge_profile(config):
-        phantoms = make_phantoms(config)
-        edges = phantoms.images[:, :4, :].mean(axis=(1, 2))
-        return pd.Series(edges).groupby(phantoms.manifest["source"]).mean()
+@pytest.mark.parametrize("seed", range(3))
+def test_sources_differ_outside_the_lungs_only_when_traits_are_on(seed):
+    def source_effect_p_value(traits: SiteTraits) -> float:
+        """One-way ANOVA of each image's mean gray level outside the lungs, by source."""
+        phantoms = make_phantoms(small(n_per_class=8, seed=seed, site_traits=traits))
+        outside = np.where(phantoms.masks == 0, phantoms.images, np.nan).reshape(32 * 4, -1)
+        means = pd.Series(np.nanmean(outside, axis=1))
+        return f_oneway(*[group for _, group in means.groupby(phantoms.manifest["source"])]).pvalue
 
-    more = {"n_per_class": 8}  # 32 images per source
-    on, off = edge_profile(small(**more)), edge_profile(small(site_traits=TRAITS_OFF, **more))
-    assert on.max() - on.min() > 30
-    assert off.max() - off.min() < 5
+    assert source_effect_p_value(SiteTraits()) < 1e-10
+    assert source_effect_p_value(TRAITS_OFF) > 0.05
 
 
 def test_deterministic_by_seed():
