@@ -36,6 +36,7 @@ so the second check and reruns reuse it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,7 +122,7 @@ def _model_identity(trained: TrainedModel) -> str:
     return stable_hash([trained.input_mode, trained.input_size, trained.last_conv_layer, weights])
 
 
-def _write_cams(folder, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
+def _write_cams(folder: Path, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
     x = trained.model_inputs(context.dataset, rows)
     predicted = np.asarray(trained.keras_model.predict(x, batch_size=64, verbose=0)).argmax(1)
     labels = context.dataset.labels[rows]
