@@ -8,7 +8,9 @@ NOT_AVAILABLE = "not available"
 
 
 def format_number(value: Any, digits: int = 3) -> str:
-    """A number for humans: ints as is, floats to ``digits`` significant digits.
+    """A number for humans: ints with thousands separators, floats to ``digits``
+    significant digits kept (``1.00``, ``0.500``), large floats rounded, tiny ones in
+    scientific notation.
 
     Args:
         value: Number (or anything else, shown as text). None means missing.
@@ -20,7 +22,11 @@ def format_number(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}g}"
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:#.{digits}g}".rstrip(".")  # '#' keeps 1.00 and 0.500 at 3 digits
 
 
 def format_p(value: float | None) -> str:

@@ -44,7 +44,8 @@ def test_messages_carry_summaries_and_reasons(tmp_path):
     _, cases = _cases(write_junit(build_audit_result(tmp_path), tmp_path / "junit.xml"))
     failure = cases["data.confounding"].find("failure")
     assert failure.get("message").startswith("Cramér's V between label and source is 0.86")
-    assert "threshold = 0.3" in failure.text
+    assert "cramers_v = 0.860 [0.830, 0.890]; p = <0.001" in failure.text
+    assert "threshold = 0.300" in failure.text
     assert cases["ablation.class_size"].find("system-out").text.startswith("WARNING: COVID")
     assert "needs at least two sources" in cases[
         "generalization.leave_one_source_out"].find("failure").get("message")

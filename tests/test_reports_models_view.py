@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.metrics import classification_metrics
+from reports.formatting import format_estimate, format_number, format_p
 from reports.models_view import model_overview_figures, model_views, normalise_metrics
 
 CLASSES = ["covid", "opacity", "other", "normal"]
@@ -54,3 +55,11 @@ def test_model_with_flat_metrics_draws_confusion_and_per_class(tmp_path):
                                 "auroc": folds[1]["auroc"]}
     titles = [figure.title for figure in model_overview_figures((model,), tmp_path)]
     assert titles == ["Cross-validated accuracy per model", "Test accuracy per model"]
+
+
+def test_numbers_keep_their_significant_digits():
+    assert [format_number(v) for v in (1.0, 0.5, 0.8391, 240.0, 12345.6, 0.0001234, 3, 1417)] == [
+        "1.00", "0.500", "0.839", "240", "12,346", "1.23e-04", "3", "1,417"]
+    assert format_p(0.0004) == "<0.001" and format_p(0.0312) == "0.031" and format_p(None) == "–"
+    assert format_estimate({"mean": 0.9, "ci_low": 0.85, "ci_high": 0.95}) == "0.900 [0.850, 0.950]"
+    assert format_estimate({"value": 0.9}) == "0.900" and format_estimate(None) == "not available"
