@@ -32,6 +32,7 @@ def write_reports(result: AuditResult, run_dir: Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Machine-readable files first: the gate's record survives even if rendering breaks.
     return {
         "json": write_summary(result, run_dir / REPORT_FILES["json"]),
         "junit": write_junit(result, run_dir / REPORT_FILES["junit"]),
