@@ -243,7 +243,8 @@ def _fit(dataset: Dataset, rows: np.ndarray, config: SegmentationConfig) -> tupl
     keras.utils.set_random_seed(config.seed)  # weight init; Keras has no per-model seed
     model = build_unet(config.encoder, config.encoder_weights, size)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=sm.losses.bce_dice_loss, metrics=[sm.metrics.f1_score])
+                  loss=sm.losses.bce_dice_loss, metrics=[sm.metrics.f1_score],
+                  jit_compile=False)  # XLA compiling the U-Net on CPU takes minutes
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                          restore_best_weights=True)
     history = model.fit(train, validation_data=monitor, epochs=config.epochs,
