@@ -536,7 +536,9 @@ def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin) -
     }
 
 
-def segment_manifest(manifest_path: str | Path, out_dir: str | Path, config: AuditConfig) -> Path:
+def segment_manifest(
+    manifest_path: str | Path, out_dir: str | Path, config: AuditConfig | SegmentationConfig
+) -> Path:
     """``cxr-audit segment``: write a lung mask for every image of a manifest.
 
     Images are decoded at ``config.data.image_size`` (through the image store in
@@ -550,7 +552,8 @@ def segment_manifest(manifest_path: str | Path, out_dir: str | Path, config: Aud
     Args:
         manifest_path: CSV/Parquet manifest.
         out_dir: Output folder (created; files in it are overwritten).
-        config: The whole audit config (data, segmentation and runtime sections are used).
+        config: The whole audit config (its data, segmentation and runtime sections are
+            used), or only the segmentation section (default data and runtime settings).
 
     Returns:
         The path of the written ``manifest.csv``.
@@ -560,8 +563,11 @@ def segment_manifest(manifest_path: str | Path, out_dir: str | Path, config: Aud
     import pandas as pd
     from PIL import Image
 
+    from audit.config import AuditConfig, SegmentationConfig
     from audit.data.images import load_dataset
 
+    if isinstance(config, SegmentationConfig):
+        config = AuditConfig(segmentation=config)
     out_dir = Path(out_dir)
     cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
     dataset = load_dataset(manifest_path, config.data.image_size, cache, config.data.label_map)
