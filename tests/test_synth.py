@@ -9,6 +9,7 @@ from PIL import Image
 from scipy.stats import f_oneway
 
 from audit.config import CLASSES, SiteTraits, SynthConfig
+from audit.data.images import load_dataset
 from audit.stages import stable_hash
 from audit.synth import (
     generate_phantoms,
@@ -171,6 +172,16 @@ def test_generate_phantoms_round_trips_through_png(tmp_path):
     assert len(written) == 2 * len(manifest) and all(w.startswith("out/") for w in written)
     generate_phantoms(config, tmp_path / "out")  # overwrites its own files
     assert len(list(tmp_path.rglob("*.png"))) == 2 * len(manifest)
+
+
+def test_generated_folder_loads_through_the_image_store_unchanged(tmp_path):
+    config = small(n_per_class=1, confounding=0.5)
+    dataset = load_dataset(generate_phantoms(config, tmp_path), config.image_size)
+    phantoms = make_phantoms(config)
+    assert dataset.quarantined.empty and dataset.has_mask.all()
+    np.testing.assert_array_equal(dataset.images, phantoms.images)
+    np.testing.assert_array_equal(dataset.masks, phantoms.masks)
+    assert dataset.manifest["label"].tolist() == phantoms.manifest["label"].tolist()
 
 
 def test_plant_marker_burns_a_square_off_the_lungs_of_the_chosen_rows():
