@@ -80,6 +80,11 @@ def _glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     return change, (change - 1.96 * se, change + 1.96 * se), float(fit.pvalues[1])
 
 
+def _plan_fraction(plan: dict, plans: list[dict]) -> float:
+    """A plan's total size as a fraction of the largest plan's: the GLM's covariate."""
+    return sum(plan.values()) / sum(plans[-1].values())
+
+
 class ClassSizeProbe:
     """``ablation.class_size``: predicted COVID recall change, smallest -> largest other classes."""
 
@@ -114,7 +119,7 @@ class ClassSizeProbe:
                                               seed=seed)
                 correct = model.predict_proba(context.dataset, covid_test).argmax(1) == covid
                 runs.append({"seed": seed, "per_class": plan, "correct": correct,
-                             "fraction": plan_fraction(plan, plans)})
+                             "fraction": _plan_fraction(plan, plans)})
         return runs
 
     def _result(self, context, plans, runs, covid_test, notes) -> CheckResult:
@@ -147,7 +152,3 @@ class ClassSizeProbe:
             tables={"runs": table}, figures={"covid_recall_vs_size": figure}, notes=notes,
         )
 
-
-def plan_fraction(plan: dict, plans: list[dict]) -> float:
-    """A plan's total size as a fraction of the largest plan's: the GLM's covariate."""
-    return sum(plan.values()) / sum(plans[-1].values())

@@ -85,13 +85,18 @@ class LeaveOneSourceOutProbe:
                                          np.ones(len(p["external"]), bool)] for p in usable])
         source = np.concatenate([[p["source"]] * (len(p["internal"]) + len(p["external"]))
                                  for p in usable])
+        rows = np.concatenate([np.r_[p["internal"], p["external"]] for p in usable])
+        # a patient's images swap sides together (per held-out block), as under the null
+        units = np.char.add(np.char.add(source.astype(str), "|"),
+                            context.dataset.groups[rows].astype(str))
         params = context.params
         gap = _gap(correct, external, source)
         ci = bootstrap_ci(_gap, correct, external, source, n_bootstrap=params.n_bootstrap,
                           seed=params.seed,
                           strata=np.char.add(source.astype(str), external.astype(str)))
         rng = np.random.default_rng(params.seed)
-        null = [_gap(correct, permute_within_groups(external, source, rng), source)
+        null = [_gap(correct, permute_within_groups(external, source, rng, units=units),
+                     source)
                 for _ in range(params.n_permutations)]
         p_value = permutation_p_value(gap, null)
         table = [_table_row(p) for p in plans]

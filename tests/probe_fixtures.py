@@ -133,8 +133,11 @@ def make_context(
     models: dict | None = None,
     **params,
 ) -> ProbeContext:
-    """A ProbeContext with pixel-model training; ``params`` override ``ProbesConfig``."""
-    probe_params = ProbesConfig(**{"n_permutations": 49, "n_bootstrap": 200, **params})
+    """A ProbeContext with pixel-model training; ``params`` override ``ProbesConfig``.
+
+    39 permutations by default: the fewest for which p < 0.05 is possible (1/40).
+    """
+    probe_params = ProbesConfig(**{"n_permutations": 39, "n_bootstrap": 200, **params})
     return ProbeContext(
         dataset=dataset, splits=splits, models=dict(models or {}), audited="pixels/raw",
         params=probe_params, cache=StageCache(tmp_path / "cache"), artifacts_dir=tmp_path,
