@@ -8,6 +8,7 @@ conventions: cohen includes the lung behind the heart, shenzhen excludes it).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -137,13 +138,11 @@ def _fit(dataset: Dataset, rows: np.ndarray, config: SegmentationConfig) -> tupl
     sm = import_segmentation_models()
     fit_rows, monitor_rows = _group_split(dataset.groups, rows, MONITOR_FRACTION, config.seed)
     size = config.image_size
-    train = _augmented_batches(
-        resize_batch(dataset.images[fit_rows], size), resize_batch(dataset.masks[fit_rows], size, True),
-        config.batch_size, config.seed,
-    )
+    train = _augmented_batches(resize_batch(dataset.images[fit_rows], size),
+                               resize_batch(dataset.masks[fit_rows], size, binary=True),
+                               config.batch_size, config.seed)
     monitor = (resize_batch(dataset.images[monitor_rows], size)[..., None],
-               resize_batch(dataset.masks[monitor_rows], size, True)[..., None])
-    keras.utils.set_random_seed(config.seed)  # weight init; Keras has no per-model seed
+               resize_batch(dataset.masks[monitor_rows], size, binary=True)[..., None])
     model = build_unet(config.encoder, config.encoder_weights, size)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=sm.losses.bce_dice_loss, metrics=[sm.metrics.f1_score],
@@ -151,7 +150,7 @@ def _fit(dataset: Dataset, rows: np.ndarray, config: SegmentationConfig) -> tupl
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                          restore_best_weights=True)
     history = model.fit(train, validation_data=monitor, epochs=config.epochs,
-                        callbacks=[stop], verbose=2 if log.isEnabledFor(20) else 0)
+                        callbacks=[stop], verbose=2 if log.isEnabledFor(logging.INFO) else 0)
     return model, len(history.history["loss"])
 
 
