@@ -105,8 +105,10 @@ def _reapply(model: keras.Model, x):
         return x
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         raise _CannotFlatten(model.name)
-    clone = keras.models.clone_model(model, input_tensors=x, clone_function=lambda layer: layer)
-    return clone.outputs[0]
+    # Calls each layer of the graph on the new tensor (what Functional.call does), creating
+    # new nodes on the same layers; keras.models.clone_model(input_tensors=x) would start
+    # from a disconnected copy of x instead.
+    return model._run_through_graph(x, operation_fn=lambda layer: layer)
 
 
 def _rebuild(model: keras.Model, spec: ExternalSpec) -> tuple[keras.Model, bool]:
@@ -116,9 +118,14 @@ def _rebuild(model: keras.Model, spec: ExternalSpec) -> tuple[keras.Model, bool]
     inputs = keras.Input((spec.input_size, spec.input_size, spec.channels), name="image")
     scaled = keras.layers.Rescaling(**SCALINGS[spec.scaling], name="external_scaling")(inputs)
     try:
-        return keras.Model(inputs, _reapply(model, scaled)), True
+        rebuilt, flat = keras.Model(inputs, _reapply(model, scaled)), True
     except _CannotFlatten:
-        return keras.Model(inputs, model(scaled)), False
+        rebuilt, flat = keras.Model(inputs, model(scaled)), False
+    # The re-applied layers still carry their nodes in the user's graph, where
+    # ``get_layer(name).output`` would point; a clone has layers used once (same names).
+    fresh = keras.models.clone_model(rebuilt)
+    fresh.set_weights(rebuilt.get_weights())
+    return fresh, flat
 
 
 def _reorder_outputs(model: keras.Model, spec: ExternalSpec, spec_path: Path) -> tuple[str, ...]:

@@ -51,3 +51,20 @@ def test_absent_class_gives_none_not_nan():
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match=r"proba must have shape \(3, 4\).*got \(3, 2\)"):
         classification_metrics([0, 1, 2], np.zeros((3, 2)), CLASSES)
+
+
+def test_vectorised_bootstrap_scores_equal_scikit_learn():
+    """The resample scorers are closed forms of scikit-learn's metrics: same numbers."""
+    from models.metrics import _resampled_macro_auroc, _resampled_macro_f1, macro_auroc, macro_f1
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, size=(20, 30))
+    y[0] = 2  # a single-class resample: AUROC undefined
+    proba = rng.dirichlet(np.ones(4), size=(20, 30)).round(1)  # rounding makes ties
+    f1 = _resampled_macro_f1(y, proba.argmax(axis=2), 4)
+    auroc = _resampled_macro_auroc(y, proba)
+    for row in range(20):
+        assert f1[row] == pytest.approx(macro_f1(y[row], proba[row]))
+        expected = macro_auroc(y[row], proba[row])
+        assert (np.isnan(auroc[row]) and np.isnan(expected)) or auroc[row] == pytest.approx(expected)
+    assert np.isnan(auroc[0])
