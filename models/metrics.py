@@ -46,7 +46,14 @@ def _resampled_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) 
         denominator = 2 * tp + np.sum(true_k ^ pred_k, axis=1)  # 2 TP + FP + FN
         with np.errstate(invalid="ignore", divide="ignore"):
             scores.append(np.where(denominator > 0, 2 * tp / denominator, np.nan))
-    return np.nanmean(np.stack(scores), axis=0)
+    return _mean_of_defined(np.stack(scores))
+
+
+def _mean_of_defined(scores: np.ndarray) -> np.ndarray:
+    """Column means over the finite entries of ``(K, B)``; ``nan`` where none is finite."""
+    defined = np.isfinite(scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, scores, 0.0).sum(axis=0) / defined.sum(axis=0)
 
 
 def _resampled_macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
@@ -62,8 +69,7 @@ def _resampled_macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos))
         scores.append(np.where((n_pos > 0) & (n_pos < n), auc, np.nan))
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(np.stack(scores), axis=0)
+    return _mean_of_defined(np.stack(scores))
 
 
 def macro_f1(y_true: np.ndarray, proba: np.ndarray) -> float:
