@@ -11,10 +11,13 @@ nonzero inside the lungs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 INPUT_MODES = ("raw", "lung_masked", "lungs_removed", "border_only")
 BACKGROUND = 0
+_CHUNK_ROWS = 256
 
 
 def border_band(size: int, border_fraction: float) -> np.ndarray:
@@ -38,13 +41,27 @@ def apply_input_mode(
     if mode == "raw":
         return images
     if mode == "border_only":
-        keep = border_band(images.shape[-1], border_fraction)
-        return np.where(keep, images, BACKGROUND).astype(images.dtype)
+        band = border_band(images.shape[-1], border_fraction)
+        return _blank_outside(images, lambda rows: band)
     if masks is None:
         raise ValueError(f"Input mode {mode!r} needs lung masks, but none are available")
     masks = np.asarray(masks)
     if masks.shape != images.shape:
         raise ValueError(f"masks shape {masks.shape} differs from images shape {images.shape}")
-    inside = masks > 0
-    keep = inside if mode == "lung_masked" else ~inside
-    return np.where(keep, images, BACKGROUND).astype(images.dtype)
+    lungs = mode == "lung_masked"
+    return _blank_outside(images, lambda rows: (masks[rows] > 0) == lungs)
+
+
+def _blank_outside(images: np.ndarray, keep: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """A copy of ``images`` with background wherever ``keep(rows)`` is False.
+
+    Works ``_CHUNK_ROWS`` images at a time, so besides the one output array only a chunk's
+    temporaries are in memory (a whole-array ``np.where`` over 20,000 memory-mapped
+    images at 224 px held 3 GB of temporaries).
+    """
+    out = np.empty(images.shape, dtype=images.dtype)
+    step = _CHUNK_ROWS if images.ndim == 3 else max(len(images), 1)  # one 2-D image: whole
+    for start in range(0, len(images), step):
+        rows = slice(start, start + step)
+        out[rows] = np.where(keep(rows), images[rows], BACKGROUND)
+    return out
