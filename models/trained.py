@@ -15,6 +15,8 @@ import numpy as np
 
 from models.inputs import apply_input_mode
 
+_PREDICT_ROWS = 512  # rows turned into float32 model input at a time (bounds memory)
+
 if TYPE_CHECKING:
     import keras
 
@@ -46,15 +48,23 @@ class TrainedModel:
         return to_model_array(images, self.input_size, self.channels)
 
     def predict_proba(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        x = self.model_inputs(dataset, idx)
-        return np.asarray(self.keras_model.predict(x, batch_size=batch_size, verbose=0))
+        return self._predict(self.keras_model, dataset, idx, batch_size)
 
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
         import keras
 
         sub = keras.Model(self.keras_model.inputs, self.keras_model.get_layer(self.embedding_layer).output)
-        x = self.model_inputs(dataset, idx)
-        return np.asarray(sub.predict(x, batch_size=batch_size, verbose=0))
+        return self._predict(sub, dataset, idx, batch_size)
+
+    def _predict(self, model: keras.Model, dataset: Dataset, idx: np.ndarray,
+                 batch_size: int) -> np.ndarray:
+        """``model`` over rows ``idx``, building the float32 inputs ``_PREDICT_ROWS`` rows at
+        a time (all 3,400 rows of a fold at 224 px would be 2 GB of input at once)."""
+        idx = np.asarray(idx)
+        parts = [model.predict(self.model_inputs(dataset, idx[start:start + _PREDICT_ROWS]),
+                               batch_size=batch_size, verbose=0)
+                 for start in range(0, max(len(idx), 1), _PREDICT_ROWS)]
+        return np.concatenate([np.asarray(part) for part in parts])
 
 
 def to_model_array(images: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
