@@ -43,7 +43,16 @@ class SiteTraits(_Section):
 
 
 class SynthConfig(_Section):
-    """The synthetic phantom generator (``audit.synth``)."""
+    """The synthetic phantom generator (``audit.synth``, whose docstring has the details).
+
+    Every class has ``n_per_class * n_sources`` images. Label ``i`` (``CLASSES`` order) has
+    the home source ``i mod n_sources``; at ``confounding`` c a share ``1/k + c (1 - 1/k)``
+    of each class (k sources) comes from its home source and the rest is spread evenly over
+    the others: 0 gives ``n_per_class`` in every label x source cell, 1 puts each label in
+    its home source only. ``signal_strength`` scales the disease signal (inside the lungs
+    only; 1.0 is calibrated to be learnable but not trivial); site traits are drawn outside
+    the lungs only. One image per synthetic patient, view PA, deterministic by ``seed``.
+    """
 
     n_per_class: PositiveInt = 60  # images per class per source at confounding 0
     n_sources: Annotated[int, Field(ge=1, le=8)] = 4
