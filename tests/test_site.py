@@ -37,6 +37,7 @@ def test_site_image_quiet_on_clean_control(tmp_path, seed):
     assert result.metric < THRESHOLD
 
 
+@pytest.mark.slow
 def test_site_image_on_real_mobilenet_features(tmp_path):
     features = mobilenet_features()
     if features is None:
