@@ -9,6 +9,13 @@ from PIL import Image
 from scipy.stats import f_oneway
 
 from audit.config import CLASSES, SiteTraits, SynthConfig
+from audit.data.hashing import (
+    NEAR_DUPLICATE_DISTANCE,
+    NEAR_DUPLICATE_HASH_SIZE,
+    dhash,
+    near_duplicate_pairs,
+    pack_hashes,
+)
 from audit.data.images import load_dataset
 from audit.stages import stable_hash
 from audit.synth import (
@@ -134,6 +141,14 @@ def test_sources_differ_outside_the_lungs_only_when_traits_are_on(seed):
 
     assert source_effect_p_value(SiteTraits()) < 1e-10
     assert source_effect_p_value(TRAITS_OFF) > 0.05
+
+
+def test_no_two_phantoms_are_perceptual_near_duplicates():
+    # Otherwise data.leakage would flag distinct synthetic patients as leaking.
+    images = make_phantoms(small(n_per_class=8, confounding=0.5)).images
+    hashes = pack_hashes([dhash(image, NEAR_DUPLICATE_HASH_SIZE) for image in images],
+                         NEAR_DUPLICATE_HASH_SIZE)
+    assert near_duplicate_pairs(hashes, NEAR_DUPLICATE_DISTANCE) == []
 
 
 def test_deterministic_by_seed():
