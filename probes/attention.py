@@ -26,8 +26,8 @@ total mass, peakedness and the interpolation's edge effects, so only *where* the
 differs; the bare area share would ignore those. p is a one-sided Wilcoxon signed-rank
 test of the per-image region share vs its random-CAM share within the headline class,
 Bonferroni-corrected for the number of classes tested. The lung-masked model of the
-same backbone is compared on the same images with a paired signed-rank test (same images,
-so a paired test; Mann-Whitney would ignore the pairing).
+same backbone is compared on the headline class's images with a paired signed-rank test
+(same images, so a paired test; Mann-Whitney would ignore the pairing).
 
 Both checks share one CAM computation per model, cached as the ``attention_cams`` stage,
 so the second check and reruns reuse it.
@@ -263,7 +263,9 @@ class _AttentionProbe:
             "excluded_rows": {**regions.excluded, "no positive CAM mass": no_mass},
             "null": f"per-image cell-shuffled CAM ({RANDOM_CAM_DRAWS} draws), one-sided Wilcoxon "
                     "signed-rank, Bonferroni over the classes tested",
-            "lung_masked_comparison": _masked_comparison(context, measured, regions),
+            "lung_masked_comparison": _masked_comparison(
+                context, measured, regions, labels == context.dataset.classes.index(worst["class"]),
+                worst["class"]),
         }
         extras = self.extras(context, rows, cams[audited], measured[audited, "predicted"], regions)
         gallery = _write_gallery(context, self.check_id, rows, cams[audited],
@@ -287,18 +289,21 @@ class _AttentionProbe:
         )
 
 
-def _masked_comparison(context: ProbeContext, measured, regions: Regions) -> dict[str, Any] | None:
-    """Paired test that the raw model's enrichment exceeds its lung-masked twin's."""
+def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset: np.ndarray,
+                       class_name: str) -> dict[str, Any] | None:
+    """Paired test, on the ``subset`` rows (the headline class's images), that the raw model's
+    enrichment exceeds its lung-masked twin's."""
     backbone = context.models[context.audited].backbone
     twin = f"{backbone}/lung_masked"
     if twin == context.audited or twin not in context.models:
         return None
     raw, masked = measured[context.audited, "predicted"], measured[twin, "predicted"]
-    ok = regions.usable & np.isfinite(raw.share) & np.isfinite(masked.share)
+    ok = subset & regions.usable & np.isfinite(raw.share) & np.isfinite(masked.share)
     if ok.sum() < 2:
-        return {"model": twin, "n": int(ok.sum())}
+        return {"model": twin, "class": class_name, "n": int(ok.sum())}
     raw_ratio, masked_ratio = raw.share[ok] / regions.area[ok], masked.share[ok] / regions.area[ok]
-    return {"model": twin, "n": int(ok.sum()), "raw_enrichment": float(raw_ratio.mean()),
+    return {"model": twin, "class": class_name, "n": int(ok.sum()),
+            "raw_enrichment": float(raw_ratio.mean()),
             "masked_enrichment": float(masked_ratio.mean()),
             "p_raw_greater": wilcoxon_signed_rank(raw_ratio, masked_ratio)}
 

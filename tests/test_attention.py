@@ -46,7 +46,8 @@ def test_planted_border_attention_is_measured_as_enriched(tmp_path):
     assert covid_zones["class"] == "covid" and covid_zones["centre"] < 0.5
     assert min(covid_zones[zone] for zone in ("top-left", "top", "right")) > 1.5
     twin = border.details["lung_masked_comparison"]
-    assert twin["model"] == "bright/lung_masked" and twin["p_raw_greater"] < 0.01
+    assert twin["model"] == "bright/lung_masked" and twin["class"] == border.details["worst_class"]
+    assert twin["p_raw_greater"] < 0.01
 
 
 def test_lung_focused_attention_is_not_enriched(tmp_path):
