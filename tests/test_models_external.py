@@ -1,0 +1,79 @@
+"""Bringing an external Keras classifier (models.external)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.errors import InputError
+from models.external import load_external_model
+from tests.models_fixtures import tiny_dataset
+
+keras = pytest.importorskip("keras")
+
+ROWS = np.arange(16)
+
+
+def _user_model(nested: bool) -> keras.Model:
+    """A small user model taking 0..1 input, outputs in the order normal/covid/opacity/other."""
+    backbone_in = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="user_conv1")(backbone_in)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="user_conv2")(x)
+    features = keras.layers.Add(name="user_add")([x, y])
+    if nested:
+        backbone = keras.Model(backbone_in, features, name="user_backbone")
+        inputs = keras.Input((32, 32, 3))
+        features = backbone(inputs)
+    else:
+        inputs = backbone_in
+    pooled = keras.layers.GlobalAveragePooling2D(name="user_pool")(features)
+    outputs = keras.layers.Dense(4, activation="softmax", name="user_out")(pooled)
+    return keras.Model(inputs, outputs)
+
+
+def _write(tmp_path, model, spec_text):
+    model.save(tmp_path / "user.keras")
+    (tmp_path / "spec.yaml").write_text(spec_text)
+    return tmp_path / "user.keras", tmp_path / "spec.yaml"
+
+
+SPEC = """input_size: 32
+scaling: "0-1"
+classes: [normal, covid, opacity, other]
+"""
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_external_model_is_rescaled_reordered_and_flat(tmp_path, nested):
+    user = _user_model(nested)
+    model_path, spec_path = _write(tmp_path, user, SPEC)
+    wrapped = load_external_model(model_path, spec_path)
+    dataset = tiny_dataset()
+    x = wrapped.model_inputs(dataset, ROWS)
+    expected = user.predict(x / 255.0, verbose=0)[:, [1, 2, 3, 0]]  # into CLASSES order
+    np.testing.assert_allclose(wrapped.predict_proba(dataset, ROWS), expected, atol=1e-5)
+    assert wrapped.classes == ("covid", "opacity", "other", "normal")
+    assert wrapped.last_conv_layer == "user_add" and wrapped.metadata["gradcam_available"]
+    assert not any(isinstance(layer, keras.Model) for layer in wrapped.keras_model.layers)
+    km = wrapped.keras_model
+    keras.Model(km.inputs[0], [km.get_layer(wrapped.last_conv_layer).output, km.output])
+
+
+@pytest.mark.parametrize(("spec_text", "message"), [
+    (SPEC.replace("classes: [normal, covid, opacity, other]", "classes: [covid, normal]"),
+     "classes lists 2 classes but the model .* has 4 outputs"),
+    (SPEC.replace('"0-1"', '"0-2"'), r"invalid model spec \(scaling: "),
+    (SPEC + "last_conv_layer: conv9\n", "last_conv_layer 'conv9' is not a layer of"),
+    (SPEC.replace("normal, covid", "covid, covid"), "classes must not repeat"),
+])
+def test_bad_specs_name_the_file_and_the_problem(tmp_path, spec_text, message):
+    model_path, spec_path = _write(tmp_path, _user_model(False), spec_text)
+    with pytest.raises(InputError, match=f"spec.yaml: {message}"):
+        load_external_model(model_path, spec_path)
+
+
+def test_unreadable_model_file(tmp_path):
+    (tmp_path / "broken.keras").write_bytes(b"not a model")
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    with pytest.raises(InputError, match="broken.keras: cannot load the Keras model"):
+        load_external_model(tmp_path / "broken.keras", tmp_path / "spec.yaml")
