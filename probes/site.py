@@ -160,7 +160,7 @@ def _label_plan(source: np.ndarray, label: np.ndarray, patients: np.ndarray, see
     cannot be cross-validated); a label with fewer than 2 such sources is not estimable.
     """
     plan = []
-    for value in np.unique(label):
+    for value in map(str, np.unique(label)):
         rows = np.flatnonzero(label == value)
         kept = [s for s in np.unique(source[rows])
                 if len(np.unique(patients[rows][source[rows] == s])) >= 2]
@@ -168,7 +168,7 @@ def _label_plan(source: np.ndarray, label: np.ndarray, patients: np.ndarray, see
         rows = rows[np.isin(source[rows], kept)]
         folds = _folds(source[rows], patients[rows], seed) if len(kept) >= 2 else []
         reason = "" if folds else (
-            f"label {str(value)!r} has a single usable source ({', '.join(kept) or 'none'}): "
+            f"label {value!r} has a single usable source ({', '.join(kept) or 'none'}): "
             "site and label cannot be told apart here")
         plan.append({"label": value, "rows": rows, "folds": folds, "sources": kept,
                      "dropped": dropped, "reason": reason})
