@@ -2,8 +2,8 @@
 
 MobileNetV2 (alpha 1.0, ImageNet weights from ``../shared/weights`` when present, else
 random) at 224 px with the paper's head, saved and reloaded as the models layer does.
-Each way is timed best-of-N on the same images in one run; the printed ratio compares
-those best times. Also checks that the raw maps agree (max relative difference).
+Each way is timed best-of-N on the same images in one run, the ways taking turns in every
+round; the printed ratio compares those best times. Also checks that the raw maps agree (max relative difference).
 
 Run: ``.venv/bin/python -m benchmarks.bench_gradcam [--images 64] [--repeats 3]``
 """
@@ -43,21 +43,27 @@ def build_model(folder: Path) -> tuple[keras.Model, str]:
     return keras.models.load_model(folder / "model.keras"), "imagenet" if weights else "random"
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (tracing, first allocations)."""
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each run over ``repeats`` rounds, after one warm-up call each.
+
+    The runs take turns within every round, so a burst of load from other processes hits
+    all of them alike instead of skewing the ratio.
+    """
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: min(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--single-images", type=int, default=8,
+    parser.add_argument("--single-images", type=int, default=4,
                         help="images for the slow one-at-a-time tf-keras-vis timing")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -87,9 +93,10 @@ def main() -> None:
         for i in range(args.single_images):
             reference_maps(x[i : i + 1], classes[i : i + 1])
 
-    ours_s = best_seconds(lambda: ours(x, classes), args.repeats) / len(x)
-    batched_s = best_seconds(reference_batched, args.repeats) / len(x)
-    single_s = best_seconds(reference_single, max(1, args.repeats - 1)) / args.single_images
+    best = best_seconds({"ours": lambda: ours(x, classes), "batched": reference_batched,
+                         "single": reference_single}, args.repeats)
+    ours_s, batched_s = best["ours"] / len(x), best["batched"] / len(x)
+    single_s = best["single"] / args.single_images
     ours_maps, reference_maps_all = ours(x, classes), reference_batched()
     scale = float(reference_maps_all.max())
     max_rel = float(np.abs(ours_maps - reference_maps_all).max() / scale)

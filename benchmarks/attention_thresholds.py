@@ -1,0 +1,69 @@
+"""Measure the attention checks on synthetic sets with a known answer, to set thresholds.
+
+For each seed: a confounded set (confounding 1, site traits on), a clean control
+(confounding 0, no site traits) and the control with a square burned into the top-right
+corner of the COVID images only (``audit.synth.plant_marker``). A frozen ImageNet
+MobileNetV2 0.35 (224 px) gets a trained head on raw and on lung-masked images
+(``tests.attention_fixtures.train_flat_mobilenet_v2``); both attention checks run and one
+line per check prints the headline (most enriched class), its Bonferroni p, the
+all-images value and the lung-masked twin's value. Needs ``../shared/weights``.
+
+Run: ``.venv/bin/python -m benchmarks.attention_thresholds --seeds 1 2 3``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from audit.config import SiteTraits, SynthConfig
+from audit.synth import plant_marker, synthetic_dataset
+from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
+from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
+
+KINDS = ("confounded", "control", "marker")
+
+
+def dataset_for(kind: str, seed: int, n_per_class: int, marker_size: float):
+    if kind == "confounded":
+        return synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
+                                             confounding=1.0, seed=seed))
+    no_traits = SiteTraits(markers=False, borders=False, intensity=False)
+    clean = synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
+                                          confounding=0.0, site_traits=no_traits, seed=seed))
+    if kind == "control":
+        return clean
+    marked = plant_marker(clean.images, clean.labels == 0, size_fraction=marker_size)
+    return dataclasses.replace(clean, images=marked)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--n-per-class", type=int, default=10)
+    parser.add_argument("--marker-size", type=float, default=0.12)
+    args = parser.parse_args()
+    for seed in args.seeds:
+        for kind in args.kinds:
+            dataset = dataset_for(kind, seed, args.n_per_class, args.marker_size)
+            train, test = half_split(dataset, seed)
+            models = [train_flat_mobilenet_v2(dataset, train, mode, seed=seed)
+                      for mode in ("raw", "lung_masked")]
+            with tempfile.TemporaryDirectory() as folder:
+                context = synthetic_context(Path(folder), dataset, models, test, seed=seed,
+                                            n_bootstrap=200)
+                for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe()):
+                    result = probe.run(context)
+                    twin = result.details["lung_masked_comparison"] or {}
+                    print(f"seed {seed} {kind:10s} {probe.check_id:22s} "
+                          f"{result.metric:.3f} ({result.details['worst_class']}) "
+                          f"p={result.p_value:.2g} all={result.details['all_images']['enrichment']:.3f}"
+                          f" lung-masked={twin.get('masked_enrichment', float('nan')):.3f}",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
