@@ -101,6 +101,7 @@ def frozen_features(
     weights_dirs: list[Path] | None = None,
     cache: StageCache | None = None,
     cut: str = POOLED,
+    extractor: keras.Model | None = None,
 ) -> np.ndarray:
     """Frozen-backbone features of each image, cached by image content and backbone.
 
@@ -113,6 +114,9 @@ def frozen_features(
         weights_dirs: folders searched for local ImageNet files. Defaults to none.
         cache: stage cache; ``None`` computes without caching. Defaults to None.
         cut: ``"pooled"`` or a backbone layer name. Defaults to "pooled".
+        extractor: an already built model from pixels to ``cut`` with these weights (e.g.
+            part of the classifier being trained), used instead of building the backbone
+            again. Defaults to None.
 
     Returns:
         float32 ``(N, D)`` for ``"pooled"``, else ``(N, h, w, c)``.
@@ -120,8 +124,9 @@ def frozen_features(
     key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
 
     def compute() -> np.ndarray:
-        extractor, _ = feature_extractor(backbone, weights, alpha, input_size, weights_dirs, cut)
-        return extract(extractor, images_uint8, input_size)
+        model = extractor or feature_extractor(backbone, weights, alpha, input_size,
+                                               weights_dirs, cut)[0]
+        return extract(model, images_uint8, input_size)
 
     return _cached(cache, "features", key, compute)
 
@@ -138,6 +143,7 @@ def view_features(
     weights_dirs: list[Path] | None = None,
     cache: StageCache | None = None,
     cut: str = POOLED,
+    extractor: keras.Model | None = None,
 ) -> np.ndarray:
     """Features of ``n_views`` fixed rotated copies of each image: ``(n_views, N, ...)``.
 
@@ -150,8 +156,9 @@ def view_features(
     def compute() -> np.ndarray:
         views = rotated_views(images_uint8, n_views, degrees, seed)
         flat = views.reshape(-1, *images_uint8.shape[1:])
-        extractor, _ = feature_extractor(backbone, weights, alpha, input_size, weights_dirs, cut)
-        features = extract(extractor, flat, input_size)
+        model = extractor or feature_extractor(backbone, weights, alpha, input_size,
+                                               weights_dirs, cut)[0]
+        features = extract(model, flat, input_size)
         return features.reshape(n_views, len(images_uint8), *features.shape[1:])
 
     return _cached(cache, "view_features", key, compute)

@@ -168,12 +168,20 @@ def _image_transform(spec: ClassifierSpec, rotate: bool):
     return transform
 
 
-def _feature_arrays(images: np.ndarray, labels: np.ndarray, train_idx: np.ndarray,
-                    spec: ClassifierSpec, cut: str, cache: StageCache | None):
-    """Cached features at the cut for all rows, and the training arrays (with views)."""
+def _feature_arrays(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+                    train_idx: np.ndarray, spec: ClassifierSpec, cut: str,
+                    cache: StageCache | None):
+    """Cached features at the cut for all rows, and the training arrays (with views).
+
+    Computed (when not cached) by the classifier's own layers below the cut.
+    """
+    import keras
+
+    extractor = keras.Model(model.inputs[0], model.get_layer(cut).output)
     kwargs = {"backbone": spec.backbone, "weights": spec.weights, "alpha": spec.alpha,
               "input_size": spec.image_size, "weights_dirs": list(spec.weights_dirs),
-              "cache": cache, "cut": POOLED if cut == HEAD_POOL else cut}
+              "cache": cache, "cut": POOLED if cut == HEAD_POOL else cut,
+              "extractor": extractor}
     features = frozen_features(images, **kwargs)
     x_train, y_train = [features[train_idx]], [labels[train_idx]]
     if spec.rotates:
@@ -223,7 +231,8 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
     cut = cut_layer_name(model, spec.backbone, spec.unfreeze_blocks)
     if spec.path == "cached":
         trainable = keras.Model(model.get_layer(cut).output, model.output)
-        features, x_train, y_train = _feature_arrays(images, labels, train_idx, spec, cut, cache)
+        features, x_train, y_train = _feature_arrays(model, images, labels, train_idx, spec,
+                                                     cut, cache)
         train = array_batches(x_train, y_train, spec, shuffle=True)
         val = array_batches(features[val_idx], labels[val_idx], spec, shuffle=False)
     else:
@@ -295,10 +304,16 @@ def train_classifier(
     if cache is None:
         trained = _train(dataset, train_idx, val_idx, spec, cache)
     else:
-        inputs = _stage_inputs(dataset, train_idx, val_idx, spec)
-        folder = cache.run("classifier", inputs, lambda tmp: save_trained(
-            _train(dataset, train_idx, val_idx, spec, cache), tmp))
-        trained = load_trained(folder)
+        computed: list[TrainedModel] = []  # filled when this call trains (not on reuse)
+
+        def compute(tmp: Path) -> None:
+            computed.append(_train(dataset, train_idx, val_idx, spec, cache))
+            save_trained(computed[0], tmp)
+
+        folder = cache.run("classifier", _stage_inputs(dataset, train_idx, val_idx, spec),
+                           compute)
+        trained = computed[0] if computed else load_trained(folder)
+        trained.path = folder
     if out_dir is not None:
         save_trained(trained, out_dir)
         trained.path = Path(out_dir)
