@@ -188,7 +188,7 @@ def _fires(check: CheckResult, threshold: float, alpha: float) -> tuple[bool, st
         return True, f"{name} {metric:.3g} > threshold {threshold:g}"
     if p_value >= alpha:
         return False, ""
-    return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_value:.2g} < {alpha:g})"
+    return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_value:.3g} < {alpha:g})"
 
 
 def exit_code(result: AuditResult) -> int:
