@@ -123,10 +123,9 @@ def gate(
 def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")],
           out: Out) -> None:
     """Train the config's classifiers (experiments, no checks); write results.json."""
-    from models.experiments import run_training
-
     from audit.jobs import prepare_data, split_data
     from audit.stages import StageCache, atomic_write
+    from models.experiments import run_training
 
     settings = load_config(config)
     out.mkdir(parents=True, exist_ok=True)
