@@ -61,23 +61,36 @@ def _training_rows(context: ProbeContext, plans: list[dict], seed: int) -> list[
 def _glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     """Binomial GLM of correctness on ``x``; predicted change from min(x) to max(x).
 
-    Returns ``(change, (low, high), p_value)``; the CI is the delta method on the fitted
-    coefficients with image-clustered covariance.
+    Returns ``(change, (low, high), p_value, notes)``; the CI is the delta method on the
+    fitted coefficients with image-clustered covariance. When every test image is judged
+    the same way by every model, the clustered variance collapses to zero (or rounds below
+    it) and says nothing; the model-based covariance is used instead, and a note says so.
     """
     if correct.all() or not correct.any():
-        return 0.0, (0.0, 0.0), 1.0  # nothing varies: the fit is undefined, the change is 0
+        return 0.0, (0.0, 0.0), 1.0, []  # nothing varies: the fit is undefined, the change is 0
     design = sm.add_constant(x)
+    model = sm.GLM(correct.astype(float), design, family=sm.families.Binomial())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
-        fit = sm.GLM(correct.astype(float), design, family=sm.families.Binomial()).fit(
-            cov_type="cluster", cov_kwds={"groups": image})
+        fit = model.fit(cov_type="cluster", cov_kwds={"groups": image})
     ends = np.array([[1.0, x.min()], [1.0, x.max()]])
     prob = 1 / (1 + np.exp(-ends @ fit.params))
     gradient = (prob * (1 - prob))[:, None] * ends
     slope_of_change = gradient[1] - gradient[0]
-    se = float(np.sqrt(slope_of_change @ fit.cov_params() @ slope_of_change))
+    variance = float(slope_of_change @ fit.cov_params() @ slope_of_change)
+    notes = []
+    judged_alike = all(len(np.unique(correct[image == i])) == 1 for i in np.unique(image))
+    if judged_alike or not (variance > 0 and np.isfinite(fit.pvalues[1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PerfectSeparationWarning)
+            fit = model.fit()
+        variance = float(slope_of_change @ fit.cov_params() @ slope_of_change)
+        notes.append("Every COVID test image was judged the same way by every model, so the "
+                     "image-clustered variance is degenerate; the CI and p-value use the "
+                     "GLM's model-based covariance instead.")
+    se = float(np.sqrt(max(variance, 0.0)))
     change = float(prob[1] - prob[0])
-    return change, (change - 1.96 * se, change + 1.96 * se), float(fit.pvalues[1])
+    return change, (change - 1.96 * se, change + 1.96 * se), float(fit.pvalues[1]), notes
 
 
 def _plan_fraction(plan: dict, plans: list[dict]) -> float:
@@ -126,7 +139,8 @@ class ClassSizeProbe:
         x = np.concatenate([np.full(len(covid_test), r["fraction"]) for r in runs])
         correct = np.concatenate([r["correct"] for r in runs])
         image = np.tile(np.arange(len(covid_test)), len(runs))
-        change, ci, p_value = _glm_change(x, correct, image)
+        change, ci, p_value, fit_notes = _glm_change(x, correct, image)
+        notes = notes + fit_notes
         table = [{"seed": r["seed"], **{f"n_{k}": v for k, v in r["per_class"].items()},
                   "covid_recall": float(r["correct"].mean())} for r in runs]
         seeds = sorted({r["seed"] for r in runs})

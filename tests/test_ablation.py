@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from probes.ablation import ClassSizeProbe, planned_sizes
+from probes.ablation import ClassSizeProbe, _glm_change, planned_sizes
 from probes.base import Status
 from tests.probe_fixtures import make_context, synth_data
 
@@ -72,3 +72,17 @@ def test_not_run_without_retraining(tmp_path):
     context.train_variant = None
     result = ClassSizeProbe().run(context)
     assert result.status == Status.NOT_RUN and "needs retraining" in result.reason
+
+
+def test_glm_change_has_a_finite_ci_when_every_image_is_judged_the_same_way():
+    # 12 COVID test images, 4 models (2 sizes x 2 seeds); each image is always right or
+    # always wrong, so the image-clustered variance is degenerate (the demo hit this: nan CI).
+    always_right = np.arange(12) < 8
+    x = np.repeat([0.5, 0.5, 1.0, 1.0], 12)
+    correct = np.tile(always_right, 4)
+    image = np.tile(np.arange(12), 4)
+    change, (low, high), p_value, notes = _glm_change(x, correct, image)
+    assert change == pytest.approx(0.0, abs=1e-9)
+    assert np.isfinite([low, high, p_value]).all()
+    assert low < 0 < high and p_value > 0.5
+    assert "model-based covariance" in notes[0]
