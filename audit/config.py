@@ -167,7 +167,6 @@ class RuntimeConfig(_Section):
     ray_address: str | None = None
     cache_dir: Path | None = None  # default: <out>/cache
     quiet: bool = False
-    seed: int = 0
 
 
 class AuditConfig(_Section):
@@ -179,7 +178,7 @@ class AuditConfig(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -222,7 +221,7 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>", base: Pat
     try:
         return AuditConfig.model_validate(raw)
     except ValidationError as error:
-        raise InputError(_format_validation_error(error, source)) from None
+        raise InputError(format_validation_error(error, source)) from None
 
 
 def load_config(path: str | Path) -> AuditConfig:

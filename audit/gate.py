@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from audit.config import CheckPolicy, PolicyConfig, _format_validation_error
+from audit.config import CheckPolicy, PolicyConfig, format_validation_error
 from audit.errors import InputError
 from audit.result import AuditResult
 from probes.base import CheckResult, Status
@@ -79,7 +79,7 @@ def policy_from_dict(raw: object, source: str) -> PolicyConfig:
     try:
         policy = PolicyConfig.model_validate(raw or {})
     except ValidationError as error:
-        raise InputError(_format_validation_error(error, source)) from None
+        raise InputError(format_validation_error(error, source)) from None
     _check_ids_known(policy, source)
     return policy
 

@@ -53,7 +53,9 @@ class TrainedModel:
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
         import keras
 
-        sub = keras.Model(self.keras_model.inputs, self.keras_model.get_layer(self.embedding_layer).output)
+        # inputs[0], not the list: a one-element list makes Keras 3 expect list inputs and warn.
+        sub = keras.Model(self.keras_model.inputs[0],
+                          self.keras_model.get_layer(self.embedding_layer).output)
         return self._predict(sub, dataset, idx, batch_size)
 
     def _predict(self, model: keras.Model, dataset: Dataset, idx: np.ndarray,
