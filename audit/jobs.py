@@ -10,6 +10,8 @@ process then loads the trained models from that cache.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import numpy as np
 from audit.config import AuditConfig
 from audit.data.dataset import Dataset, Splits
 from audit.progress import log
-from audit.stages import StageCache
+from audit.stages import StageCache, atomic_write, hash_array
+
+JOB_RESULT_FILE = "result.json"
 
 
 def load_data(config: AuditConfig, cache: StageCache) -> Dataset:
@@ -91,22 +95,50 @@ def fold_rows(splits: Splits, fold: int | None) -> tuple[np.ndarray, np.ndarray,
 def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one classifier of the grid into the cache; return its small metadata.
 
+    The job's result (metrics on its evaluation rows and the model's metadata) is a stage
+    of its own, keyed on the classifier's stage inputs, the evaluation rows and the
+    bootstrap settings: an unchanged rerun reads it back without loading the model or
+    predicting again.
+
     Returns:
         ``key``, ``backbone``, ``input_mode``, ``seed``, ``fold``, ``path`` (the trained
         model's folder), ``weights_origin``, ``training_path``, ``best_epoch``, ``metrics``
         (on the evaluation rows) and ``events`` (this job's stage events, so the main
         process can report what was reused and computed).
     """
-    from models.metrics import classification_metrics
-    from models.train import train_classifier
+    from models.train import classifier_stage_inputs
 
     config = AuditConfig.model_validate(payload["config"])
     cache = StageCache(payload["cache"])
     dataset, _ = prepare_data(config, cache)
     train, val, evaluate = fold_rows(split_data(config, dataset), payload["fold"])
     spec = classifier_spec(config, payload["backbone"], payload["input_mode"], payload["seed"])
-    out_dir = Path(payload["out_dir"]) if payload["out_dir"] else None
-    model = train_classifier(dataset, train, val, spec, cache=cache, out_dir=out_dir)
+    inputs = {"classifier": classifier_stage_inputs(dataset, train, val, spec),
+              "evaluate": hash_array(evaluate), "n_bootstrap": config.probes.n_bootstrap}
+
+    def compute(tmp: Path) -> None:
+        record = _train_and_evaluate(config, cache, dataset, (train, val, evaluate), spec,
+                                     payload)
+        with atomic_write(tmp / JOB_RESULT_FILE) as handle:
+            json.dump(record, handle, indent=1)
+
+    folder = cache.run("grid_job", inputs, compute)
+    record = json.loads((folder / JOB_RESULT_FILE).read_text())
+    if payload["out_dir"]:
+        # The stage folder already holds model.keras + metadata.json: copy, do not re-save.
+        shutil.copytree(record["path"], payload["out_dir"], dirs_exist_ok=True)
+        record["path"] = payload["out_dir"]
+    return {**record, "events": [asdict(event) for event in cache.events]}
+
+
+def _train_and_evaluate(config: AuditConfig, cache: StageCache, dataset: Dataset,
+                        rows: tuple[np.ndarray, np.ndarray, np.ndarray], spec: Any,
+                        payload: dict[str, Any]) -> dict[str, Any]:
+    from models.metrics import classification_metrics
+    from models.train import train_classifier
+
+    train, val, evaluate = rows
+    model = train_classifier(dataset, train, val, spec, cache=cache)
     metrics = classification_metrics(dataset.labels[evaluate],
                                      model.predict_proba(dataset, evaluate), dataset.classes,
                                      n_bootstrap=config.probes.n_bootstrap, seed=payload["seed"])
@@ -117,5 +149,4 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
             "seed": payload["seed"], "fold": payload["fold"], "path": str(model.path),
             "weights_origin": model.metadata.get("weights_origin"),
             "training_path": model.metadata.get("training_path"),
-            "best_epoch": model.metadata.get("best_epoch"),
-            "metrics": metrics, "events": [asdict(event) for event in cache.events]}
+            "best_epoch": model.metadata.get("best_epoch"), "metrics": metrics}

@@ -262,7 +262,7 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
         border_fraction=spec.border_fraction, input_size=spec.image_size)
 
 
-def _stage_inputs(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
+def classifier_stage_inputs(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
                   spec: ClassifierSpec) -> dict[str, Any]:
     _, origin = resolve_weights(spec.weights, spec.backbone, spec.alpha, spec.image_size,
                                 [Path(p) for p in spec.weights_dirs])
@@ -310,7 +310,7 @@ def train_classifier(
             computed.append(_train(dataset, train_idx, val_idx, spec, cache))
             save_trained(computed[0], tmp)
 
-        folder = cache.run("classifier", _stage_inputs(dataset, train_idx, val_idx, spec),
+        folder = cache.run("classifier", classifier_stage_inputs(dataset, train_idx, val_idx, spec),
                            compute)
         trained = computed[0] if computed else load_trained(folder)
         trained.path = folder

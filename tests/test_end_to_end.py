@@ -95,6 +95,11 @@ def test_rerun_reuses_every_stage_and_gives_the_same_result(confounded_run, monk
     config, run, code = confounded_run
     before = AuditResult.load_json(run / "summary.json")
     capsys.readouterr()
+
+    def no_grid_work(*args, **kwargs):
+        raise AssertionError("an unchanged rerun loaded or trained a classifier of the grid")
+
+    monkeypatch.setattr("audit.jobs._train_and_evaluate", no_grid_work)
     assert cxr_audit(monkeypatch, "run", str(config), "--out", str(run)) == code
     assert ", 0 computed" in capsys.readouterr().out
     after = AuditResult.load_json(run / "summary.json")
