@@ -22,6 +22,8 @@ def format_number(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
+    if abs(value) < 1e-12:
+        value = 0.0  # floating-point residue (a difference of equal estimates), not a value
     if abs(value) >= 10 ** digits:
         return f"{value:,.0f}"
     if value != 0 and abs(value) < 10 ** -digits:

@@ -60,6 +60,7 @@ def test_model_with_flat_metrics_draws_confusion_and_per_class(tmp_path):
 def test_numbers_keep_their_significant_digits():
     assert [format_number(v) for v in (1.0, 0.5, 0.8391, 240.0, 12345.6, 0.0001234, 3, 1417)] == [
         "1.00", "0.500", "0.839", "240", "12,346", "1.23e-04", "3", "1,417"]
+    assert format_number(-1.1102230246251565e-16) == "0.00" == format_number(0.0)  # round-off, not a tiny value
     assert format_p(0.0004) == "<0.001" and format_p(0.0312) == "0.031" and format_p(None) == "–"
     assert format_estimate({"mean": 0.9, "ci_low": 0.85, "ci_high": 0.95}) == "0.900 [0.850, 0.950]"
     assert format_estimate({"value": 0.9}) == "0.900" and format_estimate(None) == "not available"
