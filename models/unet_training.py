@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "unet.weights.h5"
 QUALITY_FILE = "quality.json"
 MONITOR_FRACTION = 0.15  # share of training patients held back for early stopping
+POOR_DICE = 0.7  # held-out Dice below this gets a warning: masks this poor mislead every probe
 
 
 @dataclass
@@ -91,7 +92,12 @@ def train_unet(
     model = build_unet(config.encoder, "none", config.image_size)
     model.load_weights(folder / WEIGHTS_FILE)
     quality = _read_json(folder / QUALITY_FILE)
-    log.info("U-Net held-out Dice %.3f (n=%d)", quality["dice"]["mean"], quality["n_val"])
+    dice = quality["dice"]["mean"]
+    log.info("U-Net held-out Dice %.3f (n=%d)", dice, quality["n_val"])
+    if dice < POOR_DICE:
+        log.warning("U-Net held-out Dice %.3f is below %.2f: its masks are unreliable and so "
+                    "is every lung-masked result built on them. Use ImageNet encoder weights "
+                    "(segmentation.encoder_weights) or more epochs.", dice, POOR_DICE)
     return SegmenterResult(model=model, quality=quality, val_rows=val_rows)
 
 
