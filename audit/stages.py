@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 """Bumped when a change alters what any stage computes, so old cache entries are not reused."""
 
 

@@ -20,9 +20,11 @@ from scipy.stats.contingency import association
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
+    NEAR_DUPLICATE_MIN_CORRELATION,
     dhash,
     near_duplicate_pairs,
     pack_hashes,
+    thumbnail_correlation,
 )
 from probes.base import CheckResult, ProbeContext
 
@@ -139,7 +141,10 @@ class LeakageProbe:
                 "picture rather than the disease, and the test score overstates how it would do "
                 "on new patients. Near-duplicates are found with a perceptual difference hash "
                 f"({NEAR_DUPLICATE_HASH_SIZE ** 2} bits, at most {NEAR_DUPLICATE_DISTANCE} bits "
-                "apart), which survives re-encoding, resizing and small exposure changes."),
+                "apart), which survives re-encoding, resizing and small exposure changes, and "
+                "confirmed by a thumbnail correlation of at least "
+                f"{NEAR_DUPLICATE_MIN_CORRELATION}, which look-alike images of different "
+                "patients do not reach."),
             details={"n_test": int(len(test)), "n_train": int(len(train)),
                      "same_patient": by_patient, "near_duplicate": by_image,
                      "leaking_rows": leaking},
@@ -166,5 +171,8 @@ def _duplicate_pairs(images: np.ndarray, train: np.ndarray, test: np.ndarray) ->
     for i, j, distance in near_duplicate_pairs(hashes, NEAR_DUPLICATE_DISTANCE):
         if in_test[i] != in_test[j]:
             t, r = (rows[j], rows[i]) if in_test[j] else (rows[i], rows[j])
-            pairs.append((int(t), int(r), f"near-duplicate ({distance} bits)"))
+            correlation = thumbnail_correlation(np.asarray(images[t]), np.asarray(images[r]))
+            if correlation >= NEAR_DUPLICATE_MIN_CORRELATION:
+                pairs.append((int(t), int(r), f"near-duplicate ({distance} bits, thumbnail "
+                                              f"correlation {correlation:.3f})"))
     return pairs

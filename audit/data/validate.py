@@ -24,6 +24,7 @@ from audit.data.hashing import (
     NEAR_DUPLICATE_HASH_SIZE,
     content_hash,
     dhash,
+    is_near_duplicate,
     near_duplicate_pairs,
     pack_hashes,
 )
@@ -147,7 +148,8 @@ def _near_duplicates(rows: pd.DataFrame, hashes: list[int | None], max_distance:
     problems = []
     for a, b, distance in near_duplicate_pairs(packed, max_distance):
         first, second = positions[a], positions[b]
-        if (first, second) not in exact:
+        if (first, second) not in exact and is_near_duplicate(
+                decode_image(rows["path"].iloc[first]), decode_image(rows["path"].iloc[second])):
             what = f"near-duplicate (dhash distance {distance}) of"
             problems.append((second, _pair_reason(rows, first, second, what)))
     return problems
