@@ -149,6 +149,7 @@ def _fit(dataset: Dataset, rows: np.ndarray, config: SegmentationConfig) -> tupl
                                config.batch_size, config.seed)
     monitor = (resize_batch(dataset.images[monitor_rows], size)[..., None],
                resize_batch(dataset.masks[monitor_rows], size, binary=True)[..., None])
+    keras.utils.set_random_seed(config.seed)  # the encoder's random init, when it has one
     model = build_unet(config.encoder, config.encoder_weights, size)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=sm.losses.bce_dice_loss, metrics=[sm.metrics.f1_score],
