@@ -174,9 +174,10 @@ def test_predict_masks_resizes_to_the_images_side(shared_cache):
 def test_a_few_epochs_segment_phantoms_well(tmp_path):
     config = SegmentationConfig(image_size=64, epochs=8, batch_size=4, patience=8)
     result = train_unet(phantom_dataset(n=48), config, StageCache(tmp_path))
-    # Predicting every pixel as lung scores Dice ~0.4 here; one run measured 0.77 (random
-    # encoder, 8 epochs of 7 steps), so 0.65 tests learning with a margin.
-    assert result.quality["dice"]["mean"] > 0.65
+    # Predicting every pixel as lung scores Dice ~0.4 here. A random encoder, 8 epochs of 7
+    # steps: 0.985 and 0.986 at seeds 0 and 1 (0.51-0.77 before batch-norm momentum 0.9,
+    # when inference statistics lagged), so 0.9 tests learning with a margin.
+    assert result.quality["dice"]["mean"] > 0.9
 
 
 # --------------------------------------------------------------------------- modes
