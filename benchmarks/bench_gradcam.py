@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras  # imports TensorFlow first (before h5py, see notes/stack.md)
 import numpy as np
+import tensorflow as tf
 
 from probes.cam import GradCam
 
@@ -93,8 +94,17 @@ def main() -> None:
         for i in range(args.single_images):
             reference_maps(x[i : i + 1], classes[i : i + 1])
 
+    # The floor: the same forward pass to the conv layer with no gradient at all, so the
+    # printout says how much of the CAM time the network itself takes on this machine.
+    to_maps = keras.Model(model.inputs, model.get_layer(LAYER).output)
+    forward = tf.function(lambda batch: to_maps(batch, training=False))
+
+    def forward_only() -> None:
+        for i in range(0, len(x), 32):
+            forward(x[i : i + 32]).numpy()
+
     best = best_seconds({"ours": lambda: ours(x, classes), "batched": reference_batched,
-                         "single": reference_single}, args.repeats)
+                         "single": reference_single, "forward": forward_only}, args.repeats)
     ours_s, batched_s = best["ours"] / len(x), best["batched"] / len(x)
     single_s = best["single"] / args.single_images
     ours_maps, reference_maps_all = ours(x, classes), reference_batched()
@@ -106,6 +116,9 @@ def main() -> None:
     print(f"  ours (tf.function, batch 32):   {ours_s * 1e3:7.1f} ms/img  {1 / ours_s:7.1f} CAM/s")
     print(f"  tf-keras-vis Gradcam, batch 16: {batched_s * 1e3:7.1f} ms/img  {1 / batched_s:7.1f} CAM/s")
     print(f"  tf-keras-vis Gradcam, 1 by 1:   {single_s * 1e3:7.1f} ms/img  {1 / single_s:7.1f} CAM/s")
+    forward_s = best["forward"] / len(x)
+    print(f"  forward pass only (no gradient):  {forward_s * 1e3:7.1f} ms/img  {1 / forward_s:7.1f} img/s"
+          f"  (ours costs {ours_s / forward_s:.2f}x a bare forward pass)")
     print(f"  speed-up vs tf-keras-vis batched: {batched_s / ours_s:.1f}x, "
           f"vs one by one: {single_s / ours_s:.1f}x")
     print(f"  max |ours - tf-keras-vis| / max map: {max_rel:.2e} (max map {scale:.3g})")
