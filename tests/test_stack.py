@@ -25,6 +25,9 @@ def test_tf_keras_vis_gradcam_runs_on_a_flat_cnn():
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
 
+    # Seeded: with some random inits every map of this 4-channel CNN is cut to zero by the
+    # ReLU, which failed one CI run.
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
     conv = keras.layers.Conv2D(4, 3, activation="relu", name="last_conv")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(conv)
