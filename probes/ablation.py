@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
@@ -68,26 +69,22 @@ def _glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     """
     if correct.all() or not correct.any():
         return 0.0, (0.0, 0.0), 1.0, []  # nothing varies: the fit is undefined, the change is 0
-    design = sm.add_constant(x)
-    model = sm.GLM(correct.astype(float), design, family=sm.families.Binomial())
+    # Known before fitting: when no image's correctness varies across the models, the
+    # clustered variance is degenerate, so fit once with the model-based covariance.
+    judged_alike = pd.Series(correct).groupby(image).nunique().eq(1).all()
+    covariance = {} if judged_alike else {"cov_type": "cluster", "cov_kwds": {"groups": image}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
-        fit = model.fit(cov_type="cluster", cov_kwds={"groups": image})
+        fit = sm.GLM(correct.astype(float), sm.add_constant(x),
+                     family=sm.families.Binomial()).fit(**covariance)
     ends = np.array([[1.0, x.min()], [1.0, x.max()]])
     prob = 1 / (1 + np.exp(-ends @ fit.params))
     gradient = (prob * (1 - prob))[:, None] * ends
     slope_of_change = gradient[1] - gradient[0]
     variance = float(slope_of_change @ fit.cov_params() @ slope_of_change)
-    notes = []
-    judged_alike = all(len(np.unique(correct[image == i])) == 1 for i in np.unique(image))
-    if judged_alike or not (variance > 0 and np.isfinite(fit.pvalues[1])):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PerfectSeparationWarning)
-            fit = model.fit()
-        variance = float(slope_of_change @ fit.cov_params() @ slope_of_change)
-        notes.append("Every COVID test image was judged the same way by every model, so the "
-                     "image-clustered variance is degenerate; the CI and p-value use the "
-                     "GLM's model-based covariance instead.")
+    notes = ["Every COVID test image was judged the same way by every model, so the "
+             "image-clustered variance is degenerate; the CI and p-value use the GLM's "
+             "model-based covariance instead."] if judged_alike else []
     se = float(np.sqrt(max(variance, 0.0)))
     change = float(prob[1] - prob[0])
     return change, (change - 1.96 * se, change + 1.96 * se), float(fit.pvalues[1]), notes
