@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -125,7 +126,9 @@ def growth(sizes: list[int], image_size: int | None, root: Path) -> None:
     for n_images in sizes:
         config, exact = sized_config(n_images, image_size, root)
         run = run_cli(["run", str(config)], root / f"growth-{n_images}")
-        print_run(f"demo settings on {exact} images", run)
+        # The load average says how much other work shared the machine during this run.
+        print_run(f"demo settings on {exact} images (load average {os.getloadavg()[1]:.1f})",
+                  run)
         runs.append((exact, run["seconds"]))
     print("growth (exponent 1.0 = linear; target <= 1):")
     for (n0, t0), (n1, t1) in zip(runs, runs[1:], strict=False):
@@ -139,7 +142,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"growth on {QUICK_SIZES} images at {QUICK_IMAGE_SIZE} px, no real set")
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
-    parser.add_argument("--skip-demo", action="store_true", help="only the growth series")
+    parser.add_argument("--skip-demo", action="store_true",
+                        help="only the growth series (no demo, no real set)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
         root = Path(folder)
@@ -150,7 +154,7 @@ def main() -> None:
             print_run("demo, unchanged rerun", rerun)
             print(f"rerun / first run: {rerun['seconds'] / first['seconds']:.1%} "
                   "(target under 5%)")
-        if not args.quick and REAL_DATA.is_dir():
+        if not args.quick and not args.skip_demo and REAL_DATA.is_dir():
             print_run("real-set example (examples/cxr-real.yaml)",
                       run_cli(["run", str(REAL_CONFIG)], root / "real"))
         if args.quick:
