@@ -19,7 +19,8 @@ Measured, in one run of this script:
 ``--quick`` runs the growth series on 125/250/500 images at 96 px instead and skips the
 real set, for a check in minutes rather than hours.
 
-Run: ``.venv/bin/python -m benchmarks.bench_pipeline [--quick] [--sizes 500 2000 8000]``
+Run: ``.venv/bin/python -m benchmarks.bench_pipeline [--quick] [--sizes 500 2000 8000]
+[--image-size 96] [--skip-demo]``
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"growth on {QUICK_SIZES} images at {QUICK_IMAGE_SIZE} px, no real set")
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="phantom side for the growth series (default: the demo's)")
     parser.add_argument("--skip-demo", action="store_true",
                         help="only the growth series (no demo, no real set)")
     args = parser.parse_args()
@@ -160,7 +163,7 @@ def main() -> None:
         if args.quick:
             growth(list(QUICK_SIZES), QUICK_IMAGE_SIZE, root)
         else:
-            growth(args.sizes, None, root)
+            growth(args.sizes, args.image_size, root)
 
 
 if __name__ == "__main__":
