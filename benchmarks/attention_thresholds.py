@@ -1,7 +1,8 @@
 """Measure the attention checks on synthetic sets with a known answer, to set thresholds.
 
-For each seed: a confounded set (confounding 1, site traits on), the same with no disease
-signal (``shortcut_only``: every right answer is a shortcut), a clean control
+For each seed: a confounded set (confounding 1, site traits on), the same with only the
+placed traits (``placed_traits``: markers and borders, no outside-lung exposure profile),
+the confounded set with no disease signal (``shortcut_only``: every right answer is a shortcut), a clean control
 (confounding 0, no site traits) and the control with a square burned into the top-right
 corner of the COVID images only (``audit.synth.plant_marker``). A frozen ImageNet
 MobileNetV2 0.35 (224 px) gets a trained head on raw and on lung-masked images
@@ -24,15 +25,17 @@ from audit.synth import plant_marker, synthetic_dataset
 from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
 from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
 
-KINDS = ("confounded", "shortcut_only", "control", "marker")
+KINDS = ("confounded", "placed_traits", "shortcut_only", "control", "marker")
 
 
 def dataset_for(kind: str, seed: int, n_per_class: int, marker_size: float):
-    if kind in ("confounded", "shortcut_only"):
+    if kind in ("confounded", "placed_traits", "shortcut_only"):
         signal = 0.0 if kind == "shortcut_only" else 1.0
+        # placed_traits: markers and borders only, no outside-lung exposure profile
+        traits = SiteTraits(intensity=kind != "placed_traits")
         return synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
                                              confounding=1.0, signal_strength=signal,
-                                             seed=seed))
+                                             site_traits=traits, seed=seed))
     no_traits = SiteTraits(markers=False, borders=False, intensity=False)
     clean = synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
                                           confounding=0.0, site_traits=no_traits, seed=seed))

@@ -21,10 +21,9 @@ from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
     NEAR_DUPLICATE_MIN_CORRELATION,
+    confirmed_near_duplicates,
     dhash,
-    near_duplicate_pairs,
     pack_hashes,
-    thumbnail_correlation,
 )
 from probes.base import CheckResult, ProbeContext
 
@@ -168,11 +167,10 @@ def _duplicate_pairs(images: np.ndarray, train: np.ndarray, test: np.ndarray) ->
                          NEAR_DUPLICATE_HASH_SIZE)
     in_test = np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)]
     pairs = []
-    for i, j, distance in near_duplicate_pairs(hashes, NEAR_DUPLICATE_DISTANCE):
-        if in_test[i] != in_test[j]:
-            t, r = (rows[j], rows[i]) if in_test[j] else (rows[i], rows[j])
-            correlation = thumbnail_correlation(np.asarray(images[t]), np.asarray(images[r]))
-            if correlation >= NEAR_DUPLICATE_MIN_CORRELATION:
-                pairs.append((int(t), int(r), f"near-duplicate ({distance} bits, thumbnail "
-                                              f"correlation {correlation:.3f})"))
+    for i, j, distance, correlation in confirmed_near_duplicates(
+            hashes, lambda k: np.asarray(images[rows[k]]),
+            wanted=lambda i, j: in_test[i] != in_test[j]):
+        t, r = (rows[j], rows[i]) if in_test[j] else (rows[i], rows[j])
+        pairs.append((int(t), int(r), f"near-duplicate ({distance} bits, thumbnail "
+                                      f"correlation {correlation:.3f})"))
     return pairs

@@ -12,9 +12,10 @@ from audit.config import SiteTraits, SynthConfig
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
+    NEAR_DUPLICATE_MIN_CORRELATION,
+    confirmed_near_duplicates,
     content_hash,
     dhash,
-    is_near_duplicate,
     near_duplicate_pairs,
     pack_hashes,
 )
@@ -85,6 +86,30 @@ def test_look_alike_phantoms_are_hash_candidates_but_not_near_duplicates():
     packed = pack_hashes([dhash(image, size) for image in images], size)
     candidates = near_duplicate_pairs(packed, NEAR_DUPLICATE_DISTANCE)
     assert candidates, "the look-alikes this test is about are gone; pick another seed"
-    assert not any(is_near_duplicate(images[i], images[j]) for i, j, _ in candidates)
-    # while a re-encoded, resized copy of one of them is confirmed
-    assert is_near_duplicate(images[candidates[0][0]], _reencoded(images[candidates[0][0]]))
+    assert confirmed_near_duplicates(packed, lambda i: images[i]) == []
+    # while a re-encoded, resized copy of one of them is confirmed, read once per image
+    first = candidates[0][0]
+    copies = [images[first], _reencoded(images[first]), images[candidates[0][1]]]
+    packed = pack_hashes([dhash(image, size) for image in copies], size)
+    reads = []
+
+    def image_at(row):
+        reads.append(row)
+        return copies[row]
+
+    confirmed = confirmed_near_duplicates(packed, image_at)
+    assert [(i, j) for i, j, _, _ in confirmed] == [(0, 1)]
+    assert confirmed[0][3] >= NEAR_DUPLICATE_MIN_CORRELATION
+    assert sorted(reads) == sorted(set(reads))
+
+
+def test_unwanted_candidates_are_never_read():
+    image = make_phantoms(SynthConfig(n_per_class=1, image_size=64, seed=0)).images[0]
+    packed = pack_hashes([dhash(image, 16)] * 3, 16)
+
+    def image_at(row):
+        assert row != 2, "row 2 is in no wanted pair"
+        return image
+
+    confirmed = confirmed_near_duplicates(packed, image_at, wanted=lambda i, j: j != 2)
+    assert [(i, j, distance) for i, j, distance, _ in confirmed] == [(0, 1, 0)]

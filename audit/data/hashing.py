@@ -12,13 +12,15 @@ max 12). Duplicate checks on radiographs therefore use ``NEAR_DUPLICATE_HASH_SIZ
 ``NEAR_DUPLICATE_DISTANCE`` below.
 
 A hash match is only a candidate: images of similar anatomy can fall within the distance
-(distinct synthetic phantoms come as close as 9 bits). ``is_near_duplicate`` confirms a
-candidate by the correlation of the two images' thumbnails, which separates copies from
-look-alikes cleanly (see ``NEAR_DUPLICATE_MIN_CORRELATION``).
+(distinct synthetic phantoms come as close as 9 bits). ``confirmed_near_duplicates``
+proposes candidates by hash and confirms each by the correlation of the two images'
+thumbnails, which separates copies from look-alikes cleanly (see
+``NEAR_DUPLICATE_MIN_CORRELATION``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +79,51 @@ def dhash(image: np.ndarray, hash_size: int = 8) -> int:
 def thumbnail_correlation(first: np.ndarray, second: np.ndarray) -> float:
     """Pearson correlation of two 2-D grayscale images' 64 x 64 area-averaged thumbnails
     (the images may differ in size)."""
-    thumbs = []
-    for image in (first, second):
-        thumb = _area_resize(np.asarray(image), _THUMBNAIL_SIDE, _THUMBNAIL_SIDE).ravel()
-        thumb = thumb - thumb.mean()
-        thumbs.append(thumb / (np.linalg.norm(thumb) or 1.0))
-    return float(thumbs[0] @ thumbs[1])
+    return float(_unit_thumbnail(first) @ _unit_thumbnail(second))
 
 
-def is_near_duplicate(first: np.ndarray, second: np.ndarray) -> bool:
-    """Whether two images whose hashes matched are the same picture (see the module doc)."""
-    return thumbnail_correlation(first, second) >= NEAR_DUPLICATE_MIN_CORRELATION
+def _unit_thumbnail(image: np.ndarray) -> np.ndarray:
+    """The image's thumbnail, centred and scaled to unit norm (dot product = correlation)."""
+    thumb = _area_resize(np.asarray(image), _THUMBNAIL_SIDE, _THUMBNAIL_SIDE).ravel()
+    thumb = thumb - thumb.mean()
+    return thumb / (np.linalg.norm(thumb) or 1.0)
+
+
+def confirmed_near_duplicates(
+    hashes: np.ndarray,
+    image_at: Callable[[int], np.ndarray],
+    max_distance: int = NEAR_DUPLICATE_DISTANCE,
+    wanted: Callable[[int, int], bool] | None = None,
+) -> list[tuple[int, int, int, float]]:
+    """Pairs of images that are the same picture: hash candidates confirmed by thumbnails.
+
+    Args:
+        hashes: packed hashes as ``near_duplicate_pairs`` takes them, one row per image.
+        image_at: the 2-D image of row ``i`` of ``hashes``; called at most once per row, and
+            only for rows in a wanted candidate pair (decoding is the expensive part).
+        max_distance: largest Hamming distance of a candidate. Defaults to
+            ``NEAR_DUPLICATE_DISTANCE``.
+        wanted: keeps only the candidate pairs ``(i, j)`` it returns true for, before any
+            image is read. Defaults to every pair.
+
+    Returns:
+        ``(i, j, distance, correlation)`` with ``i < j`` and correlation at or above
+        ``NEAR_DUPLICATE_MIN_CORRELATION``, sorted by ``i`` then ``j``.
+    """
+    thumbnails: dict[int, np.ndarray] = {}
+
+    def thumbnail(row: int) -> np.ndarray:
+        if row not in thumbnails:
+            thumbnails[row] = _unit_thumbnail(image_at(row))
+        return thumbnails[row]
+
+    confirmed = []
+    for i, j, distance in near_duplicate_pairs(hashes, max_distance):
+        if wanted is None or wanted(i, j):
+            correlation = float(thumbnail(i) @ thumbnail(j))
+            if correlation >= NEAR_DUPLICATE_MIN_CORRELATION:
+                confirmed.append((i, j, distance, correlation))
+    return confirmed
 
 
 def pack_hashes(hashes: list[int], hash_size: int = 8) -> np.ndarray:

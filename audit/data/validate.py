@@ -22,10 +22,9 @@ import pandas as pd
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
+    confirmed_near_duplicates,
     content_hash,
     dhash,
-    is_near_duplicate,
-    near_duplicate_pairs,
     pack_hashes,
 )
 from audit.data.images import ImageDecodeError, decode_image
@@ -146,12 +145,12 @@ def _near_duplicates(rows: pd.DataFrame, hashes: list[int | None], max_distance:
     positions = [i for i, value in enumerate(hashes) if value is not None]
     packed = pack_hashes([hashes[i] for i in positions], NEAR_DUPLICATE_HASH_SIZE)
     problems = []
-    for a, b, distance in near_duplicate_pairs(packed, max_distance):
+    for a, b, distance, _ in confirmed_near_duplicates(
+            packed, lambda i: decode_image(rows["path"].iloc[positions[i]]), max_distance,
+            wanted=lambda i, j: (positions[i], positions[j]) not in exact):
         first, second = positions[a], positions[b]
-        if (first, second) not in exact and is_near_duplicate(
-                decode_image(rows["path"].iloc[first]), decode_image(rows["path"].iloc[second])):
-            what = f"near-duplicate (dhash distance {distance}) of"
-            problems.append((second, _pair_reason(rows, first, second, what)))
+        what = f"near-duplicate (dhash distance {distance}) of"
+        problems.append((second, _pair_reason(rows, first, second, what)))
     return problems
 
 
