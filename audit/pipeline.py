@@ -34,7 +34,7 @@ from audit.jobs import classifier_spec, prepare_data, split_data, train_job, tra
 from audit.progress import log, progress
 from audit.result import AuditResult
 from audit.runners import Runner, get_runner
-from audit.stages import StageCache, atomic_write, hash_array, stable_hash
+from audit.stages import StageCache, atomic_write, stable_hash
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import CHECK_IDS, get_probe
 
@@ -208,8 +208,8 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
     """What a probe's result depends on: data, masks, splits, models and probe settings."""
     dataset = context.dataset
     return {
-        "data": dataset.manifest_hash or hash_array(dataset.images),
-        "masks": hash_array(dataset.masks) if dataset.masks is not None else None,
+        "data": dataset.data_key,
+        "masks": dataset.masks_key,
         "splits": stable_hash([context.splits.train, context.splits.test,
                                [list(fold) for fold in context.splits.folds]]),
         "models": {key: (model.path.name if model.path else stable_hash(model.metadata))

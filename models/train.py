@@ -266,11 +266,10 @@ def classifier_stage_inputs(dataset: Dataset, train_idx: np.ndarray, val_idx: np
                   spec: ClassifierSpec) -> dict[str, Any]:
     _, origin = resolve_weights(spec.weights, spec.backbone, spec.alpha, spec.image_size,
                                 [Path(p) for p in spec.weights_dirs])
-    masks = dataset.masks if spec.input_mode in MASKED_MODES else None
     return {"spec": spec.key_fields(), "weights_origin": origin,
-            "data": dataset.manifest_hash or hash_array(dataset.images),
+            "data": dataset.data_key,
             "labels": hash_array(dataset.labels),
-            "masks": hash_array(masks) if masks is not None else None,
+            "masks": dataset.masks_key if spec.input_mode in MASKED_MODES else None,
             "train": hash_array(train_idx), "val": hash_array(val_idx)}
 
 

@@ -10,11 +10,13 @@ in RAM. Rows that failed validation are not in it: they are kept, with their rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from audit.config import CLASSES
+from audit.stages import hash_array
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.manifest)
+
+    @cached_property
+    def data_key(self) -> str:
+        """The data's identity in stage keys: ``manifest_hash``, or the pixels' hash for a
+        dataset built in memory. Computed once per object (20,000 images take seconds)."""
+        return self.manifest_hash or hash_array(self.images)
+
+    @cached_property
+    def masks_key(self) -> str | None:
+        """Hash of the lung masks (None without masks), computed once per object."""
+        return hash_array(self.masks) if self.masks is not None else None
 
     @property
     def image_size(self) -> int:
