@@ -127,16 +127,10 @@ def _model_identity(trained: TrainedModel) -> str:
 
 def _write_cams(folder: Path, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
     x = trained.model_inputs(context.dataset, rows)
-    predicted = np.asarray(trained.keras_model.predict(x, batch_size=64, verbose=0)).argmax(1)
-    labels = context.dataset.labels[rows]
-    gradcam = GradCam(trained.keras_model, trained.last_conv_layer)
-    cam_predicted = gradcam(x, predicted)
-    cam_true = cam_predicted.copy()  # identical where the prediction is right
-    wrong = predicted != labels
-    if wrong.any():
-        cam_true[wrong] = gradcam(x[wrong], labels[wrong])
-    np.savez(folder / "cams.npz", predicted_class=predicted, cam_predicted=cam_predicted,
-             cam_true=cam_true)
+    explained = GradCam(trained.keras_model, trained.last_conv_layer).explain(
+        x, context.dataset.labels[rows])
+    np.savez(folder / "cams.npz", predicted_class=explained.predicted_class,
+             cam_predicted=explained.cam_predicted, cam_true=explained.cam_true)
 
 
 def summarize(

@@ -16,7 +16,8 @@ would distort. The map helpers measure them: ``upsample_cams``, ``mass_fraction`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,8 @@ class GradCam:
 
     Example::
 
-        cams = GradCam(trained.keras_model, trained.last_conv_layer)(x, predicted)
+        cams = GradCam(trained.keras_model, trained.last_conv_layer)(x, classes)
+        explained = GradCam(trained.keras_model, trained.last_conv_layer).explain(x, labels)
     """
 
     def __init__(self, model: keras.Model, layer_name: str, batch_size: int = 32):
@@ -61,13 +63,10 @@ class GradCam:
         self.input_shape = tuple(model.input_shape[1:])
         self.resolution = tuple(int(d) for d in conv_output.shape[1:3])
         self.batch_size = batch_size
-        self._compiled = tf.function(
-            self._batch_cams,
-            input_signature=[
-                tf.TensorSpec((None, *self.input_shape), tf.float32),
-                tf.TensorSpec((None,), tf.int32),
-            ],
-        )
+        signature = [tf.TensorSpec((None, *self.input_shape), tf.float32),
+                     tf.TensorSpec((None,), tf.int32)]
+        self._compiled = tf.function(self._batch_cams, input_signature=signature)
+        self._compiled_explain = tf.function(self._batch_explain, input_signature=signature)
 
     def __call__(self, x: np.ndarray, class_idx: np.ndarray) -> np.ndarray:
         """Raw Grad-CAMs ``(n, h, w)`` float32 of ``x`` ``(n, *input_shape)`` for ``class_idx``."""
@@ -78,17 +77,46 @@ class GradCam:
             cams[start:stop] = self._compiled(x[start:stop], class_idx[start:stop]).numpy()
         return cams
 
+    def explain(self, x: np.ndarray, true_class: np.ndarray) -> Explanation:
+        """Each image's predicted class and its raw Grad-CAMs for the predicted and for the
+        true class, from a single forward pass per image.
+
+        The gradient of a class score with respect to the conv maps only runs back through
+        the layers after them (the head), so the second map costs little next to the
+        forward pass; predicting first and explaining afterwards would run it twice.
+        """
+        x, true_class = self._validated(x, true_class)
+        predicted = np.empty(len(x), dtype=np.int64)
+        cams = {target: np.empty((len(x), *self.resolution), dtype=np.float32)
+                for target in ("predicted", "true")}
+        for start in range(0, len(x), self.batch_size):
+            stop = start + self.batch_size
+            batch = self._compiled_explain(x[start:stop], true_class[start:stop])
+            predicted[start:stop] = batch[0].numpy()
+            cams["predicted"][start:stop] = batch[1].numpy()
+            cams["true"][start:stop] = batch[2].numpy()
+        return Explanation(predicted_class=predicted, cam_predicted=cams["predicted"],
+                           cam_true=cams["true"])
+
     def _batch_cams(self, x: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
-        # Watching the input records every op, so the gradient can reach the intermediate
-        # maps even when the backbone's weights are frozen (not watched by default).
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            maps, pre_scores = self._maps_and_scores(x, training=False)
-            logits = self._logits(pre_scores)
-            score = tf.reduce_sum(tf.gather(logits, class_idx, axis=1, batch_dims=1))
-        grads = tape.gradient(score, maps)  # each image's score depends on its own maps only
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1))
+        with _recording(x) as tape:
+            maps, logits = self._maps_and_logits(x)
+            score = _class_score(logits, class_idx)
+        return _cam(maps, tape.gradient(score, maps))
+
+    def _batch_explain(self, x: tf.Tensor, true_class: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        with _recording(x, persistent=True) as tape:
+            maps, logits = self._maps_and_logits(x)
+            predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+            predicted_score = _class_score(logits, predicted)
+            true_score = _class_score(logits, true_class)
+        cam_predicted = _cam(maps, tape.gradient(predicted_score, maps))
+        cam_true = _cam(maps, tape.gradient(true_score, maps))
+        return predicted, cam_predicted, cam_true
+
+    def _maps_and_logits(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        maps, pre_scores = self._maps_and_scores(x, training=False)
+        return maps, self._logits(pre_scores)
 
     def _validated(self, x: np.ndarray, class_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float32)
@@ -108,6 +136,36 @@ class GradCam:
                 f"{class_idx.min()}..{class_idx.max()}"
             )
         return x, class_idx.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What ``GradCam.explain`` returns: per image, the predicted class and two raw maps."""
+
+    predicted_class: np.ndarray  # (n,) int64
+    cam_predicted: np.ndarray  # (n, h, w) float32, for the predicted class
+    cam_true: np.ndarray  # (n, h, w) float32, for the true class
+
+
+@contextmanager
+def _recording(x: tf.Tensor, persistent: bool = False) -> Iterator[tf.GradientTape]:
+    # Watching the input records every op, so the gradient can reach the intermediate
+    # maps even when the backbone's weights are frozen (not watched by default).
+    with tf.GradientTape(persistent=persistent, watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        yield tape
+
+
+def _class_score(logits: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
+    """Sum over the batch of each image's logit for its class: each image's score depends
+    on its own maps only, so one gradient of the sum gives every image's gradient."""
+    return tf.reduce_sum(tf.gather(logits, class_idx, axis=1, batch_dims=1))
+
+
+def _cam(maps: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM: ReLU of the channel sum weighted by the spatial mean of the gradient."""
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1))
 
 
 def _get_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:

@@ -57,6 +57,19 @@ def test_gradcam_depends_on_the_class():
     assert not np.allclose(gradcam(x, np.zeros(3, int)), gradcam(x, np.ones(3, int)))
 
 
+def test_explain_gives_the_prediction_and_both_maps_of_separate_calls(tmp_path):
+    model = _reloaded(tiny_cnn(size=32), tmp_path)
+    x = np.random.default_rng(3).uniform(0, 255, (10, 32, 32, 3)).astype(np.float32)
+    true = np.arange(10) % 4
+    gradcam = GradCam(model, "last_relu", batch_size=4)
+    explained = gradcam.explain(x, true)
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    np.testing.assert_array_equal(explained.predicted_class, predicted)
+    assert (predicted != true).any() and (predicted == true).any()  # both cases exercised
+    _assert_same_maps(explained.cam_predicted, gradcam(x, predicted))
+    _assert_same_maps(explained.cam_true, gradcam(x, true))
+
+
 @pytest.mark.parametrize(
     ("shape", "classes", "message"),
     [
