@@ -1,10 +1,11 @@
 """Measure the attention checks on synthetic sets with a known answer, to set thresholds.
 
-For each seed: a confounded set (confounding 1, site traits on), the same with only the
-placed traits (``placed_traits``: markers and borders, no outside-lung exposure profile),
-the confounded set with no disease signal (``shortcut_only``: every right answer is a shortcut), a clean control
+For each seed: a confounded set (confounding 1, site traits on), the same with no disease
+signal (``shortcut_only``: every right answer is a shortcut), a clean control
 (confounding 0, no site traits) and the control with a square burned into the top-right
-corner of the COVID images only (``audit.synth.plant_marker``). A frozen ImageNet
+corner of the COVID images only (``audit.synth.plant_marker``). ``--placed-only`` leaves
+the outside-lung exposure profile out of the confounded kinds, so their sources differ only
+by markers and borders: traits with a place, which attention can point at. A frozen ImageNet
 MobileNetV2 0.35 (224 px) gets a trained head on raw and on lung-masked images
 (``tests.attention_fixtures.train_flat_mobilenet_v2``); both attention checks run and one
 line per check prints the headline (most enriched class), its Bonferroni p, the
@@ -25,17 +26,17 @@ from audit.synth import plant_marker, synthetic_dataset
 from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
 from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
 
-KINDS = ("confounded", "placed_traits", "shortcut_only", "control", "marker")
+KINDS = ("confounded", "shortcut_only", "control", "marker")
 
 
-def dataset_for(kind: str, seed: int, n_per_class: int, marker_size: float):
-    if kind in ("confounded", "placed_traits", "shortcut_only"):
+def dataset_for(kind: str, seed: int, n_per_class: int, marker_size: float,
+                placed_only: bool = False):
+    if kind in ("confounded", "shortcut_only"):
         signal = 0.0 if kind == "shortcut_only" else 1.0
-        # placed_traits: markers and borders only, no outside-lung exposure profile
-        traits = SiteTraits(intensity=kind != "placed_traits")
         return synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
                                              confounding=1.0, signal_strength=signal,
-                                             site_traits=traits, seed=seed))
+                                             site_traits=SiteTraits(intensity=not placed_only),
+                                             seed=seed))
     no_traits = SiteTraits(markers=False, borders=False, intensity=False)
     clean = synthetic_dataset(SynthConfig(n_per_class=n_per_class, image_size=128,
                                           confounding=0.0, site_traits=no_traits, seed=seed))
@@ -51,10 +52,14 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--n-per-class", type=int, default=10)
     parser.add_argument("--marker-size", type=float, default=0.12)
+    parser.add_argument("--placed-only", action="store_true",
+                        help="confounded kinds carry only the placed traits (markers, borders), "
+                             "not the outside-lung exposure profile")
     args = parser.parse_args()
     for seed in args.seeds:
         for kind in args.kinds:
-            dataset = dataset_for(kind, seed, args.n_per_class, args.marker_size)
+            dataset = dataset_for(kind, seed, args.n_per_class, args.marker_size,
+                                  args.placed_only)
             train, test = half_split(dataset, seed)
             models = [train_flat_mobilenet_v2(dataset, train, mode, seed=seed)
                       for mode in ("raw", "lung_masked")]
