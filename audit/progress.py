@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 log = logging.getLogger("cxr_audit")
-_state = {"quiet": False}
+_state = {"bars": True}
 
 
 class _JsonFormatter(logging.Formatter):
@@ -22,8 +22,12 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure(quiet: bool = False, json_logs: bool = False) -> None:
-    """Set up the ``cxr_audit`` logger once per process (the CLI calls this)."""
-    _state["quiet"] = quiet
+    """Set up the ``cxr_audit`` logger once per process (the CLI calls this).
+
+    JSON logs come without progress bars: a bar redrawn while a log line is written
+    would cut that line in two, and a reader of JSON lines expects nothing else.
+    """
+    _state["bars"] = not (quiet or json_logs)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
@@ -32,6 +36,6 @@ def configure(quiet: bool = False, json_logs: bool = False) -> None:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on stderr unless quiet."""
-    return iter(tqdm(items, desc=desc, total=total, disable=_state["quiet"], leave=False,
+    """Iterate with a progress bar on stderr, unless quiet or logging JSON."""
+    return iter(tqdm(items, desc=desc, total=total, disable=not _state["bars"], leave=False,
                      file=sys.stderr, dynamic_ncols=True))

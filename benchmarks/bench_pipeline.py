@@ -49,7 +49,7 @@ QUICK_SIZES, QUICK_IMAGE_SIZE = (125, 250, 500), 96
 
 
 def log_records(stderr: str) -> list[dict[str, Any]]:
-    """The JSON log lines of a run's stderr (progress bars share the stream)."""
+    """The JSON log lines of a run's stderr (TensorFlow's own log lines share the stream)."""
     records = []
     for piece in stderr.replace("\r", "\n").splitlines():
         start = piece.find('{"time"')

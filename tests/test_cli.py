@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
-from audit import cli
+from audit import cli, progress
 from audit.config import load_config
 from audit.result import AuditResult
 from probes.base import CheckResult
@@ -115,3 +116,14 @@ def test_data_sub_app_is_mounted(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "data", "--help")
     assert code == 0
     assert all(name in out for name in ("import", "validate", "synth"))
+
+
+def test_json_logs_are_one_object_per_line_with_no_progress_bar(capsys):
+    progress.configure(json_logs=True)
+    try:
+        for step in progress.progress(range(3), "steps"):
+            progress.log.info("step %d", step)
+    finally:
+        progress.configure()
+    lines = capsys.readouterr().err.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["step 0", "step 1", "step 2"]
