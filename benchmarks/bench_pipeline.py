@@ -64,21 +64,20 @@ def log_records(stderr: str) -> list[dict[str, Any]]:
 def steps(records: list[dict[str, Any]], started: float, ended: float) -> list[tuple[str, float]]:
     """(step, seconds) from the milestones in the log: see the module docstring."""
     milestones: list[tuple[str, float]] = []
-    n_trained = 0
+    n_trained, training_end = 0, started
     for record in records:
         message = record["message"]
-        if message.startswith("training ") and " classifiers " in message:
+        check = message.split(":", 1)[0]
+        if check in CHECK_IDS:  # first: a check's summary may say ": accuracy " too
+            if n_trained:  # the grid ended at its last classifier's report
+                milestones.append((f"training grid ({n_trained} classifiers)", training_end))
+                n_trained = 0
+            milestones.append((f"check {check}", record["time"]))
+        elif message.startswith("training ") and " classifiers " in message:
             milestones.append(("data (phantoms, image store, masks)", record["time"]))
         elif ": accuracy " in message:
             n_trained += 1
             training_end = record["time"]
-        else:
-            check = message.split(":", 1)[0]
-            if check in CHECK_IDS:
-                if n_trained:  # the grid ended at its last classifier's report
-                    milestones.append((f"training grid ({n_trained} classifiers)", training_end))
-                    n_trained = 0
-                milestones.append((f"check {check}", record["time"]))
     milestones.append(("reports and gate", ended))
     durations, previous = [], started
     for name, moment in milestones:
