@@ -8,8 +8,9 @@ subprocess whose peak resident set (``resource.getrusage``) is printed:
 - ``baseline``: imports, TensorFlow and a tiny Keras model; no data (the fixed cost).
 - ``store``: ``load_dataset`` decoding every PNG and mask into the image store (cold).
 - ``training``: what a training job does with the store (cached-feature path): reopen it
-  (memory-mapped), hash the images, apply the ``lung_masked`` input mode to all rows and
-  run ``models.features.extract`` over every row in its chunks.
+  (memory-mapped), hash the masks, and compute the cached features of every row shown
+  ``lung_masked`` and of the default two rotated views of each (``frozen_features`` and
+  ``view_features`` on ``models.inputs.ModeImages``, masked and rotated a chunk at a time).
 - ``evaluation``: ``TrainedModel.predict_proba`` on the rows of one cross-validation fold
   (the default 5 folds of the non-test rows), as ``audit.jobs.train_job`` evaluates.
 
@@ -44,11 +45,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.config import DataConfig, SynthConfig
+from audit.config import DataConfig, ModelsConfig, SynthConfig
 from audit.synth import make_phantoms
 
 TARGET_GB = 4.0
 PHASES = ("baseline", "store", "training", "evaluation")
+VIEWS = ModelsConfig().augmented_views  # rotated copies per image in the training phase
 UNIQUE_PER_CLASS = 16  # phantoms per class per source actually rendered (x 4 x 4 = 256)
 
 
@@ -130,7 +132,7 @@ def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> floa
     """The work of ``phase``; its seconds (the tiny model is built before the clock)."""
     from audit.data.images import load_dataset
     from audit.progress import configure
-    from audit.stages import StageCache, hash_array
+    from audit.stages import StageCache
 
     configure(quiet=True)
     model = tiny_model(size)
@@ -138,12 +140,15 @@ def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> floa
     if phase != "baseline":
         dataset = load_dataset(manifest, size, StageCache(cache_root))
     if phase == "training":
-        from models.features import extract
-        from models.inputs import apply_input_mode
+        from models.features import frozen_features, view_features
+        from models.inputs import ModeImages
 
-        hash_array(dataset.images)
-        masked = apply_input_mode(dataset.images, "lung_masked", dataset.masks)
-        extract(model, masked, size)
+        shown = ModeImages(dataset, "lung_masked")
+        dataset.masks_key  # noqa: B018 - hashed by the classifier's stage key, as in a job
+        features = {"backbone": "mobilenetv2", "weights": "none", "input_size": size,
+                    "cache": StageCache(cache_root), "extractor": model}
+        frozen_features(shown, **features)
+        view_features(shown, VIEWS, ModelsConfig().rotation_degrees, 0, **features)
     elif phase == "evaluation":
         from models.trained import TrainedModel
 

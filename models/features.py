@@ -6,8 +6,9 @@ top blocks are trained) is computed once per image and per augmented view and ca
 content. Training then only runs the small trainable top on these arrays.
 
 Augmented views are fixed rotated copies of each image: angles drawn uniformly from
-``[-degrees, degrees]`` by ``np.random.default_rng(seed)``, so the same seed gives the same
-views and therefore the same cached features.
+``[-degrees, degrees]`` by ``np.random.default_rng(seed)`` (``view_angles``), so the same
+seed gives the same views and therefore the same cached features. Views are rotated a
+chunk at a time as the backbone reads them, never held whole.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scipy import ndimage
 
 from audit.stages import StageCache, hash_array
 from models.backbones import backbone_info, build_backbone, resolve_weights
+from models.inputs import ModeImages
 from models.trained import to_model_array
 
 if TYPE_CHECKING:
@@ -29,25 +31,35 @@ POOLED = "pooled"
 _CHUNK = 128  # images converted to float32 model input at a time (bounds memory)
 
 
-def rotated_views(images: np.ndarray, n_views: int, degrees: float, seed: int) -> np.ndarray:
-    """``n_views`` rotated copies of each image, ``(n_views, N, S, S)`` uint8.
+def view_angles(n_views: int, n_images: int, degrees: float, seed: int) -> np.ndarray:
+    """Rotation angles of the fixed augmented views, ``(n_views, n_images)`` degrees drawn
+    uniformly from ``[-degrees, degrees]`` by ``np.random.default_rng(seed)``."""
+    return np.random.default_rng(seed).uniform(-degrees, degrees, size=(n_views, n_images))
 
-    Rotation is about the centre, bilinear, corners filled with background (0).
 
-    Args:
-        images: ``(N, S, S)`` uint8.
-        n_views: copies per image.
-        degrees: largest absolute angle.
-        seed: seeds the angles.
-    """
-    angles = np.random.default_rng(seed).uniform(-degrees, degrees, size=(n_views, len(images)))
-    views = np.empty((n_views, *images.shape), dtype=np.uint8)
-    for view in range(n_views):
-        for row, image in enumerate(images):
-            rotated = ndimage.rotate(image.astype(np.float32), angles[view, row], reshape=False,
-                                     order=1, mode="constant", cval=0.0)
-            views[view, row] = np.clip(np.rint(rotated), 0, 255).astype(np.uint8)
-    return views
+def rotate_images(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Each uint8 ``(S, S)`` image rotated by its angle about the centre, bilinear, corners
+    filled with background (0); ``(N, S, S)`` uint8."""
+    rotated = np.empty(images.shape, dtype=np.uint8)
+    for row, (image, angle) in enumerate(zip(images, angles, strict=True)):
+        turned = ndimage.rotate(image.astype(np.float32), angle, reshape=False, order=1,
+                                mode="constant", cval=0.0)
+        rotated[row] = np.clip(np.rint(turned), 0, 255).astype(np.uint8)
+    return rotated
+
+
+class _RotatedView:
+    """One augmented view of ``images``, rotated a slice at a time as ``extract`` reads it:
+    a whole view of 20,000 images at 224 px would hold 1 GB."""
+
+    def __init__(self, images: np.ndarray | ModeImages, angles: np.ndarray):
+        self.images, self.angles = images, angles
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return rotate_images(np.asarray(self.images[rows]), self.angles[rows])
 
 
 def feature_extractor(backbone: str, weights: str, alpha: float, input_size: int,
@@ -67,9 +79,11 @@ def feature_extractor(backbone: str, weights: str, alpha: float, input_size: int
     return keras.Model(base.inputs[0], output), origin
 
 
-def extract(extractor: keras.Model, images: np.ndarray, input_size: int,
+def extract(extractor: keras.Model, images: np.ndarray | ModeImages | _RotatedView,
+            input_size: int,
             batch_size: int = 32) -> np.ndarray:
-    """Run ``extractor`` over uint8 ``(N, S, S)`` images in chunks; float32 output."""
+    """Run ``extractor`` over uint8 ``(N, S, S)`` images, read and converted in chunks;
+    float32 output."""
     outputs = []
     for start in range(0, len(images), _CHUNK):
         x = to_model_array(images[start : start + _CHUNK], input_size)
@@ -84,16 +98,17 @@ def _cached(cache: StageCache | None, stage: str, inputs: dict, compute) -> np.n
     return np.load(folder / "features.npy")
 
 
-def _feature_key(images: np.ndarray, backbone: str, weights: str, alpha: float,
+def _feature_key(images: np.ndarray | ModeImages, backbone: str, weights: str, alpha: float,
                  input_size: int, weights_dirs: list[Path] | None, cut: str) -> dict:
     _, origin = resolve_weights(weights, backbone, alpha, input_size, weights_dirs)
-    return {"images": hash_array(images), "backbone": backbone, "weights": origin,
+    images_key = images.key if isinstance(images, ModeImages) else hash_array(images)
+    return {"images": images_key, "backbone": backbone, "weights": origin,
             "alpha": alpha if backbone_info(backbone).has_alpha else 1.0,
             "input_size": input_size, "cut": cut}
 
 
 def frozen_features(
-    images_uint8: np.ndarray,
+    images_uint8: np.ndarray | ModeImages,
     backbone: str,
     weights: str = "imagenet",
     alpha: float = 1.0,
@@ -132,7 +147,7 @@ def frozen_features(
 
 
 def view_features(
-    images_uint8: np.ndarray,
+    images_uint8: np.ndarray | ModeImages,
     n_views: int,
     degrees: float,
     seed: int,
@@ -147,18 +162,18 @@ def view_features(
 ) -> np.ndarray:
     """Features of ``n_views`` fixed rotated copies of each image: ``(n_views, N, ...)``.
 
-    The views are ``rotated_views(images_uint8, n_views, degrees, seed)``; the other
+    View ``v`` is every image rotated by ``view_angles(n_views, N, degrees, seed)[v]``
+    (``rotate_images``), made a chunk at a time while the backbone reads it; the other
     arguments are those of ``frozen_features``.
     """
     key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
     key.update(n_views=n_views, degrees=degrees, seed=seed)
 
     def compute() -> np.ndarray:
-        views = rotated_views(images_uint8, n_views, degrees, seed)
-        flat = views.reshape(-1, *images_uint8.shape[1:])
+        angles = view_angles(n_views, len(images_uint8), degrees, seed)
         model = extractor or feature_extractor(backbone, weights, alpha, input_size,
                                                weights_dirs, cut)[0]
-        features = extract(model, flat, input_size)
-        return features.reshape(n_views, len(images_uint8), *features.shape[1:])
+        return np.stack([extract(model, _RotatedView(images_uint8, angles_of_view), input_size)
+                         for angles_of_view in angles])
 
     return _cached(cache, "view_features", key, compute)

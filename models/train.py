@@ -39,7 +39,7 @@ from audit.stages import StageCache, hash_array, stable_hash
 from models.backbones import resolve_weights
 from models.features import POOLED, frozen_features, view_features
 from models.head import HEAD_POOL, build_classifier, cut_layer_name
-from models.inputs import apply_input_mode
+from models.inputs import MASKED_MODES, ModeImages
 from models.metrics import classification_metrics
 from models.saving import library_versions, load_trained, save_trained
 from models.trained import TrainedModel
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from audit.config import ModelsConfig
     from audit.data.dataset import Dataset, Splits
 
-MASKED_MODES = ("lung_masked", "lungs_removed")
 _STEPS_PER_EXECUTION = 16
 
 
@@ -117,15 +116,15 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, floa
     return {k: float(found.get(k, 1.0)) for k in range(n_classes)}
 
 
-def mode_images(dataset: Dataset, spec: ClassifierSpec) -> np.ndarray:
-    """All dataset images with the spec's input mode applied, ``(N, S, S)`` uint8."""
+def mode_images(dataset: Dataset, spec: ClassifierSpec) -> ModeImages:
+    """All dataset images as the spec's input mode shows them (masked as they are read)."""
     if spec.input_mode in MASKED_MODES and dataset.has_mask is not None:
         missing = int(np.sum(~dataset.has_mask))
         if missing:
             log.warning("%s: %d of %d images have no lung mask; they are shown to the model "
                         "as %s", spec.input_mode, missing, len(dataset),
                         "blank images" if spec.input_mode == "lung_masked" else "unmasked")
-    return apply_input_mode(dataset.images, spec.input_mode, dataset.masks, spec.border_fraction)
+    return ModeImages(dataset, spec.input_mode, spec.border_fraction)
 
 
 def array_batches(x: np.ndarray, y: np.ndarray, spec: ClassifierSpec, shuffle: bool,

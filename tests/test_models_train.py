@@ -9,6 +9,8 @@ import pytest
 
 from audit.config import ModelsConfig
 from audit.stages import StageCache
+from models.features import extract, rotate_images, view_angles, view_features
+from models.inputs import INPUT_MODES, ModeImages, apply_input_mode
 from models.saving import load_trained
 from models.train import ClassifierSpec, balanced_class_weights, spec_from_config, train_classifier
 from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
@@ -112,3 +114,44 @@ def test_spec_from_config_copies_table2_defaults():
 def test_empty_validation_rows_are_refused():
     with pytest.raises(ValueError, match="needs training and validation rows, got 12 and 0"):
         train_classifier(tiny_dataset(), TRAIN, np.array([], dtype=int), TINY)
+
+
+def test_view_features_rotate_each_view_as_the_whole_array_would(tmp_path):
+    import keras
+
+    # More images than one extraction chunk, so views are rotated chunk by chunk.
+    images = np.random.default_rng(0).integers(0, 256, (150, 24, 24), dtype=np.uint8)
+    inputs = keras.Input((24, 24, 3))
+    extractor = keras.Model(inputs, keras.layers.Flatten()(
+        keras.layers.AveragePooling2D(4)(inputs)))  # coarse pixels: rotation shows
+    features = view_features(images, n_views=2, degrees=20.0, seed=3, backbone="mobilenetv2",
+                             weights="none", input_size=24, extractor=extractor,
+                             cache=StageCache(tmp_path))
+    angles = view_angles(2, len(images), 20.0, seed=3)
+    expected = np.stack([extract(extractor, rotate_images(images, angles[view]), 24)
+                         for view in range(2)])
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+    assert not np.allclose(features[0], features[1])
+    assert not np.allclose(features[0], extract(extractor, images, 24))
+
+
+@pytest.mark.parametrize("mode", INPUT_MODES)
+def test_mode_images_mask_the_rows_they_are_asked_for(mode):
+    dataset = tiny_dataset()
+    shown = ModeImages(dataset, mode, border_fraction=0.2)
+    rows = np.array([3, 0, 7])
+    expected = apply_input_mode(dataset.images, mode, dataset.masks, 0.2)
+    np.testing.assert_array_equal(shown[rows], expected[rows])
+    np.testing.assert_array_equal(shown[2:6], expected[2:6])
+    assert (len(shown), shown.shape) == (len(dataset), dataset.images.shape)
+
+
+def test_mode_images_key_follows_what_the_mode_shows():
+    dataset = tiny_dataset()
+    other_masks = dataset.with_masks(1 - dataset.masks, dataset.has_mask, "manifest")
+    assert ModeImages(other_masks, "raw").key == ModeImages(dataset, "raw").key
+    assert ModeImages(other_masks, "lung_masked").key != ModeImages(dataset, "lung_masked").key
+    assert ModeImages(dataset, "lung_masked").key != ModeImages(dataset, "lungs_removed").key
+    assert (ModeImages(dataset, "border_only", 0.1).key
+            != ModeImages(dataset, "border_only", 0.2).key)
+    assert ModeImages(dataset, "raw", 0.1).key == ModeImages(dataset, "raw", 0.2).key
