@@ -1,11 +1,11 @@
 """Grad-CAM throughput: our compiled ``GradCam`` vs tf-keras-vis ``Gradcam``, side by side.
 
-MobileNetV2 (alpha 1.0, ImageNet weights from ``../shared/weights`` when present, else
-random) at 224 px with the paper's head, saved and reloaded as the models layer does.
+MobileNetV2 (``--alpha`` 1.0 by default, or the demo's 0.35; ImageNet weights from
+``../shared/weights`` when present, else random) at 224 px with the paper's head, saved and reloaded as the models layer does.
 Each way is timed best-of-N on the same images in one run, the ways taking turns in every
 round; the printed ratio compares those best times. Also checks that the raw maps agree (max relative difference).
 
-Run: ``.venv/bin/python -m benchmarks.bench_gradcam [--images 64] [--repeats 3]``
+Run: ``.venv/bin/python -m benchmarks.bench_gradcam [--images 64] [--repeats 3] [--alpha 0.35]``
 """
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ import tensorflow as tf
 
 from probes.cam import GradCam
 
-WEIGHTS = (
-    Path(__file__).resolve().parents[2]
-    / "shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-)
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
 SIZE = 224
 LAYER = "out_relu"
 
 
-def build_model(folder: Path) -> tuple[keras.Model, str]:
+def build_model(folder: Path, alpha: float) -> tuple[keras.Model, str]:
     """Flat MobileNetV2 + GAP/dense/dropout/softmax head, saved and reloaded."""
-    weights = str(WEIGHTS) if WEIGHTS.exists() else None
+    file = WEIGHTS_DIR / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+    weights = str(file) if file.exists() else None
     inputs = keras.Input((SIZE, SIZE, 3))
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
-    base = keras.applications.MobileNetV2(input_tensor=scaled, include_top=False, weights=weights)
+    base = keras.applications.MobileNetV2(input_tensor=scaled, alpha=alpha, include_top=False,
+                                          weights=weights)
     x = keras.layers.GlobalAveragePooling2D()(base.output)
     x = keras.layers.Dense(256, activation="relu")(x)
     x = keras.layers.Dropout(0.3)(x)
@@ -67,6 +66,8 @@ def main() -> None:
     parser.add_argument("--single-images", type=int, default=4,
                         help="images for the slow one-at-a-time tf-keras-vis timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--alpha", type=float, default=1.0, choices=[0.35, 1.0],
+                        help="MobileNetV2 width (0.35 is the demo's)")
     args = parser.parse_args()
 
     from tf_keras_vis.gradcam import Gradcam
@@ -74,7 +75,7 @@ def main() -> None:
     from tf_keras_vis.utils.scores import CategoricalScore
 
     with tempfile.TemporaryDirectory() as folder:
-        model, weights = build_model(Path(folder))
+        model, weights = build_model(Path(folder), args.alpha)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.images, SIZE, SIZE, 3)).astype(np.float32)
     classes = rng.integers(0, 4, args.images)
@@ -124,7 +125,7 @@ def main() -> None:
     scale = float(reference_maps_all.max())
     max_rel = float(np.abs(ours_maps - reference_maps_all).max() / scale)
 
-    print(f"MobileNetV2 1.0 @ {SIZE} px ({weights} weights), {args.images} images, "
+    print(f"MobileNetV2 {args.alpha} @ {SIZE} px ({weights} weights), {args.images} images, "
           f"CAM {ours.resolution[0]}x{ours.resolution[1]}, best of {args.repeats}")
     print(f"  ours (tf.function, batch 32):   {ours_s * 1e3:7.1f} ms/img  {1 / ours_s:7.1f} CAM/s")
     print(f"  tf-keras-vis Gradcam, batch 16: {batched_s * 1e3:7.1f} ms/img  {1 / batched_s:7.1f} CAM/s")
