@@ -173,14 +173,14 @@ def _variant_trainer(config: AuditConfig, dataset: Dataset, cache: StageCache) -
 
 def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
     """``image_features`` for the probes: the first backbone, frozen, with ImageNet weights."""
-    from models.features import frozen_features
+    from models.features import FeatureSpec, frozen_features
 
     models_cfg = config.models
+    spec = FeatureSpec(models_cfg.backbones[0], models_cfg.weights, models_cfg.alpha,
+                       config.data.image_size, tuple(models_cfg.weights_dirs))
 
     def image_features(images: np.ndarray) -> np.ndarray:
-        return frozen_features(images, models_cfg.backbones[0], models_cfg.weights,
-                               models_cfg.alpha, config.data.image_size,
-                               models_cfg.weights_dirs, cache)
+        return frozen_features(images, spec, cache)
 
     return image_features
 

@@ -140,15 +140,15 @@ def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> floa
     if phase != "baseline":
         dataset = load_dataset(manifest, size, StageCache(cache_root))
     if phase == "training":
-        from models.features import frozen_features, view_features
+        from models.features import FeatureSpec, frozen_features, view_features
         from models.inputs import ModeImages
 
         shown = ModeImages(dataset, "lung_masked")
         dataset.masks_key  # noqa: B018 - hashed by the classifier's stage key, as in a job
-        features = {"backbone": "mobilenetv2", "weights": "none", "input_size": size,
-                    "cache": StageCache(cache_root), "extractor": model}
-        frozen_features(shown, **features)
-        view_features(shown, VIEWS, ModelsConfig().rotation_degrees, 0, **features)
+        spec, cache = FeatureSpec("mobilenetv2", "none", input_size=size, model=model), \
+            StageCache(cache_root)
+        frozen_features(shown, spec, cache)
+        view_features(shown, VIEWS, ModelsConfig().rotation_degrees, 0, spec, cache)
     elif phase == "evaluation":
         from models.trained import TrainedModel
 

@@ -13,6 +13,7 @@ chunk at a time as the backbone reads them, never held whole.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,82 +99,72 @@ def _cached(cache: StageCache | None, stage: str, inputs: dict, compute) -> np.n
     return np.load(folder / "features.npy")
 
 
-def _feature_key(images: np.ndarray | ModeImages, backbone: str, weights: str, alpha: float,
-                 input_size: int, weights_dirs: list[Path] | None, cut: str) -> dict:
-    _, origin = resolve_weights(weights, backbone, alpha, input_size, weights_dirs)
-    images_key = images.key if isinstance(images, ModeImages) else hash_array(images)
-    return {"images": images_key, "backbone": backbone, "weights": origin,
-            "alpha": alpha if backbone_info(backbone).has_alpha else 1.0,
-            "input_size": input_size, "cut": cut}
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which frozen network computes the features, and where it is cut.
+
+    ``backbone`` is a registry name; ``weights`` ``"imagenet"``, ``"none"`` or a weights
+    file; ``alpha`` the width multiplier (MobileNet family); ``input_size`` the model input
+    side (images are resized to it); ``weights_dirs`` the folders searched for local
+    ImageNet files; ``cut`` ``"pooled"`` or a backbone layer name. ``model`` is an already
+    built model from pixels to ``cut`` with these weights (e.g. part of the classifier
+    being trained), used instead of building the backbone again; it is not part of the key.
+    """
+
+    backbone: str
+    weights: str = "imagenet"
+    alpha: float = 1.0
+    input_size: int = 224
+    weights_dirs: tuple[Path, ...] = ()
+    cut: str = POOLED
+    model: keras.Model | None = field(default=None, compare=False)
+
+    def key(self, images: np.ndarray | ModeImages) -> dict:
+        """Stage key of these features of ``images`` (a ``ModeImages`` by its own key)."""
+        _, origin = resolve_weights(self.weights, self.backbone, self.alpha, self.input_size,
+                                    list(self.weights_dirs))
+        images_key = images.key if isinstance(images, ModeImages) else hash_array(images)
+        return {"images": images_key, "backbone": self.backbone, "weights": origin,
+                "alpha": self.alpha if backbone_info(self.backbone).has_alpha else 1.0,
+                "input_size": self.input_size, "cut": self.cut}
+
+    def extractor(self) -> keras.Model:
+        return self.model or feature_extractor(self.backbone, self.weights, self.alpha,
+                                               self.input_size, list(self.weights_dirs),
+                                               self.cut)[0]
 
 
-def frozen_features(
-    images_uint8: np.ndarray | ModeImages,
-    backbone: str,
-    weights: str = "imagenet",
-    alpha: float = 1.0,
-    input_size: int = 224,
-    weights_dirs: list[Path] | None = None,
-    cache: StageCache | None = None,
-    cut: str = POOLED,
-    extractor: keras.Model | None = None,
-) -> np.ndarray:
-    """Frozen-backbone features of each image, cached by image content and backbone.
+def frozen_features(images_uint8: np.ndarray | ModeImages, spec: FeatureSpec,
+                    cache: StageCache | None = None) -> np.ndarray:
+    """Frozen-backbone features of each image, cached by image content and ``spec``.
 
     Args:
-        images_uint8: ``(N, S, S)`` uint8 grayscale images (input mode already applied).
-        backbone: registry name.
-        weights: ``"imagenet"``, ``"none"`` or a weights file. Defaults to "imagenet".
-        alpha: width multiplier (MobileNet family). Defaults to 1.0.
-        input_size: model input side; images are resized to it. Defaults to 224.
-        weights_dirs: folders searched for local ImageNet files. Defaults to none.
+        images_uint8: ``(N, S, S)`` uint8 grayscale images (input mode already applied), or
+            a ``ModeImages`` that applies it as the rows are read.
+        spec: the network and its cut.
         cache: stage cache; ``None`` computes without caching. Defaults to None.
-        cut: ``"pooled"`` or a backbone layer name. Defaults to "pooled".
-        extractor: an already built model from pixels to ``cut`` with these weights (e.g.
-            part of the classifier being trained), used instead of building the backbone
-            again. Defaults to None.
 
     Returns:
         float32 ``(N, D)`` for ``"pooled"``, else ``(N, h, w, c)``.
     """
-    key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
-
-    def compute() -> np.ndarray:
-        model = extractor or feature_extractor(backbone, weights, alpha, input_size,
-                                               weights_dirs, cut)[0]
-        return extract(model, images_uint8, input_size)
-
-    return _cached(cache, "features", key, compute)
+    return _cached(cache, "features", spec.key(images_uint8),
+                   lambda: extract(spec.extractor(), images_uint8, spec.input_size))
 
 
-def view_features(
-    images_uint8: np.ndarray | ModeImages,
-    n_views: int,
-    degrees: float,
-    seed: int,
-    backbone: str,
-    weights: str = "imagenet",
-    alpha: float = 1.0,
-    input_size: int = 224,
-    weights_dirs: list[Path] | None = None,
-    cache: StageCache | None = None,
-    cut: str = POOLED,
-    extractor: keras.Model | None = None,
-) -> np.ndarray:
+def view_features(images_uint8: np.ndarray | ModeImages, n_views: int, degrees: float,
+                  seed: int, spec: FeatureSpec, cache: StageCache | None = None) -> np.ndarray:
     """Features of ``n_views`` fixed rotated copies of each image: ``(n_views, N, ...)``.
 
     View ``v`` is every image rotated by ``view_angles(n_views, N, degrees, seed)[v]``
     (``rotate_images``), made a chunk at a time while the backbone reads it; the other
     arguments are those of ``frozen_features``.
     """
-    key = _feature_key(images_uint8, backbone, weights, alpha, input_size, weights_dirs, cut)
-    key.update(n_views=n_views, degrees=degrees, seed=seed)
+    key = {**spec.key(images_uint8), "n_views": n_views, "degrees": degrees, "seed": seed}
 
     def compute() -> np.ndarray:
         angles = view_angles(n_views, len(images_uint8), degrees, seed)
-        model = extractor or feature_extractor(backbone, weights, alpha, input_size,
-                                               weights_dirs, cut)[0]
-        return np.stack([extract(model, _RotatedView(images_uint8, angles_of_view), input_size)
-                         for angles_of_view in angles])
+        model = spec.extractor()
+        return np.stack([extract(model, _RotatedView(images_uint8, angles_of_view),
+                                 spec.input_size) for angles_of_view in angles])
 
     return _cached(cache, "view_features", key, compute)

@@ -37,7 +37,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from audit.progress import log
 from audit.stages import StageCache, hash_array, stable_hash
 from models.backbones import resolve_weights
-from models.features import POOLED, frozen_features, view_features
+from models.features import POOLED, FeatureSpec, frozen_features, view_features
 from models.head import HEAD_POOL, build_classifier, cut_layer_name
 from models.inputs import MASKED_MODES, ModeImages
 from models.metrics import classification_metrics
@@ -177,15 +177,14 @@ def _feature_arrays(model: keras.Model, images: np.ndarray, labels: np.ndarray,
     import keras
 
     extractor = keras.Model(model.inputs[0], model.get_layer(cut).output)
-    kwargs = {"backbone": spec.backbone, "weights": spec.weights, "alpha": spec.alpha,
-              "input_size": spec.image_size, "weights_dirs": list(spec.weights_dirs),
-              "cache": cache, "cut": POOLED if cut == HEAD_POOL else cut,
-              "extractor": extractor}
-    features = frozen_features(images, **kwargs)
+    source = FeatureSpec(spec.backbone, spec.weights, spec.alpha, spec.image_size,
+                         tuple(Path(p) for p in spec.weights_dirs),
+                         POOLED if cut == HEAD_POOL else cut, extractor)
+    features = frozen_features(images, source, cache)
     x_train, y_train = [features[train_idx]], [labels[train_idx]]
     if spec.rotates:
         views = view_features(images, spec.augmented_views, spec.rotation_degrees, spec.seed,
-                              **kwargs)
+                              source, cache)
         x_train += [view[train_idx] for view in views]
         y_train += [labels[train_idx]] * len(views)
     return features, np.concatenate(x_train), np.concatenate(y_train)

@@ -9,7 +9,13 @@ import pytest
 
 from audit.config import ModelsConfig
 from audit.stages import StageCache
-from models.features import extract, rotate_images, view_angles, view_features
+from models.features import (
+    FeatureSpec,
+    extract,
+    rotate_images,
+    view_angles,
+    view_features,
+)
 from models.inputs import INPUT_MODES, ModeImages, apply_input_mode
 from models.saving import load_trained
 from models.train import ClassifierSpec, balanced_class_weights, spec_from_config, train_classifier
@@ -124,8 +130,8 @@ def test_view_features_rotate_each_view_as_the_whole_array_would(tmp_path):
     inputs = keras.Input((24, 24, 3))
     extractor = keras.Model(inputs, keras.layers.Flatten()(
         keras.layers.AveragePooling2D(4)(inputs)))  # coarse pixels: rotation shows
-    features = view_features(images, n_views=2, degrees=20.0, seed=3, backbone="mobilenetv2",
-                             weights="none", input_size=24, extractor=extractor,
+    spec = FeatureSpec("mobilenetv2", weights="none", input_size=24, model=extractor)
+    features = view_features(images, n_views=2, degrees=20.0, seed=3, spec=spec,
                              cache=StageCache(tmp_path))
     angles = view_angles(2, len(images), 20.0, seed=3)
     expected = np.stack([extract(extractor, rotate_images(images, angles[view]), 24)

@@ -30,13 +30,13 @@ def _subset(dataset, per_source: int, seed: int):
 @pytest.mark.skipif(not (REAL.exists() and MOBILENET_035.exists()),
                     reason="needs ../shared/data/cxr-real and the MobileNetV2 0.35 weights")
 def test_site_image_finds_the_sources_of_real_radiographs(tmp_path):
-    from models.features import frozen_features
+    from models.features import FeatureSpec, frozen_features
 
     dataset = _subset(load_dataset(REAL, image_size=128), per_source=60, seed=0)
+    spec = FeatureSpec("mobilenetv2", weights=str(MOBILENET_035), alpha=0.35, input_size=128)
 
     def features(images):
-        return frozen_features(np.ascontiguousarray(images), "mobilenetv2",
-                               weights=str(MOBILENET_035), alpha=0.35, input_size=128)
+        return frozen_features(np.ascontiguousarray(images), spec)
 
     context = make_context(dataset, stratified_splits(dataset, 0), tmp_path, features=features)
     result = SiteImageProbe().run(context)
