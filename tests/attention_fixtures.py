@@ -18,9 +18,7 @@ from audit.data.dataset import Dataset, Splits
 from audit.stages import StageCache
 from models.trained import TrainedModel
 from probes.base import ProbeContext
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "weights"
-MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+from tests.conftest import MOBILENET_V2_035
 
 
 def tiny_cnn(size: int = 32, n_classes: int = 4, seed: int = 0) -> keras.Model:

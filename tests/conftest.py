@@ -6,6 +6,7 @@ The shared folder (real radiographs, ImageNet weights) sits next to the reposito
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,18 @@ import pytest
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 REAL_DATA = SHARED_DIR / "data" / "cxr-real" / "metadata.csv"
 WEIGHTS_DIR = SHARED_DIR / "weights"
+MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+"""ImageNet MobileNetV2 0.35 (224 px file): the backbone of most trained-network tests."""
+
+
+def cxr_audit(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """Run the ``cxr-audit`` console command (quiet) in-process; its exit code."""
+    from audit import cli
+
+    monkeypatch.setattr(sys, "argv", ["cxr-audit", "--quiet", *args])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    return stop.value.code
 
 
 @pytest.fixture

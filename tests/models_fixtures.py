@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from audit.config import CLASSES
 from audit.data.dataset import Dataset
+from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-WEIGHTS_DIR = SHARED / "weights"
-MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+__all__ = ["MOBILENET_025", "MOBILENET_V2_035", "WEIGHTS_DIR", "tiny_dataset"]
+
 MOBILENET_025 = WEIGHTS_DIR / "mobilenet_2_5_224_tf_no_top.h5"
 
 

@@ -26,9 +26,8 @@ from audit.stages import StageCache
 from audit.synth import plant_marker, synthetic_dataset
 from models.inputs import apply_input_mode
 from probes.base import ProbeContext
+from tests.conftest import MOBILENET_V2_035
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MOBILENET_035 = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 IMAGE_SIZE = 64
 BLOCK = 4  # pixel features: mean over BLOCK x BLOCK cells
 
@@ -69,13 +68,13 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 def mobilenet_features():
     """A frozen ImageNet MobileNetV2 0.35 feature function at 96 px, or None without weights."""
-    if not MOBILENET_035.exists():
+    if not MOBILENET_V2_035.exists():
         return None
     import keras
     import tensorflow as tf
 
     base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False,
-                                          weights=str(MOBILENET_035), pooling="avg")
+                                          weights=str(MOBILENET_V2_035), pooling="avg")
 
     def features(images: np.ndarray) -> np.ndarray:
         x = tf.image.resize(np.asarray(images, np.float32)[..., None], (96, 96))

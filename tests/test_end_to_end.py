@@ -4,7 +4,6 @@ run -> reports -> verdict and exit code; rerun reuses every stage; gate re-judge
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import yaml
@@ -15,11 +14,9 @@ from audit.result import AuditResult
 from probes.base import Status
 from probes.registry import CHECK_IDS
 from reports import validate_summary
-from tests.conftest import WEIGHTS_DIR
+from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR, cxr_audit
 
 pytestmark = pytest.mark.slow
-
-MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 
 def tiny_config(confounding: float, traits: bool) -> dict:
@@ -37,13 +34,6 @@ def tiny_config(confounding: float, traits: bool) -> dict:
         "probes": {"cam_max_images": 12, "n_permutations": 20, "n_bootstrap": 50,
                    "ablation_sizes": [5, 10], "ablation_seeds": [0]},
     }
-
-
-def cxr_audit(monkeypatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["cxr-audit", "--quiet", *args])
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    return stop.value.code
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,12 @@ answers).
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
 
-from audit import cli
 from audit.result import AuditResult
 from probes.base import Status
-from tests.conftest import WEIGHTS_DIR
-
-MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR, cxr_audit
 
 pytestmark = [
     pytest.mark.slow,
@@ -52,12 +47,9 @@ SHORTCUT_ONLY = {
 def test_shortcut_only_phantoms_fail_on_confounding_site_and_attention(tmp_path, monkeypatch):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(SHORTCUT_ONLY))
-    monkeypatch.setattr(sys, "argv", ["cxr-audit", "--quiet", "run", str(config),
-                                      "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
+    code = cxr_audit(monkeypatch, "run", str(config), "--out", str(tmp_path / "run"))
     result = AuditResult.load_json(tmp_path / "run" / "summary.json")
-    assert (stop.value.code, result.verdict) == (1, "fail")
+    assert (code, result.verdict) == (1, "fail")
     status = {check.check_id: check.status for check in result.checks}
     for check_id in ("data.confounding", "site.image", "attention.border",
                      "attention.outside_lung"):

@@ -11,9 +11,9 @@ import pytest
 
 from audit.data.images import load_dataset
 from probes.site import SiteImageProbe
-from tests.probe_fixtures import MOBILENET_035, SHARED, make_context, stratified_splits
+from tests.conftest import MOBILENET_V2_035, REAL_DATA
+from tests.probe_fixtures import make_context, stratified_splits
 
-REAL = SHARED / "data" / "cxr-real" / "metadata.csv"
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
@@ -27,13 +27,13 @@ def _subset(dataset, per_source: int, seed: int):
                    has_mask=np.asarray(dataset.has_mask)[rows])
 
 
-@pytest.mark.skipif(not (REAL.exists() and MOBILENET_035.exists()),
+@pytest.mark.skipif(not (REAL_DATA.exists() and MOBILENET_V2_035.exists()),
                     reason="needs ../shared/data/cxr-real and the MobileNetV2 0.35 weights")
 def test_site_image_finds_the_sources_of_real_radiographs(tmp_path):
     from models.features import FeatureSpec, frozen_features
 
-    dataset = _subset(load_dataset(REAL, image_size=128), per_source=60, seed=0)
-    spec = FeatureSpec("mobilenetv2", weights=str(MOBILENET_035), alpha=0.35, input_size=128)
+    dataset = _subset(load_dataset(REAL_DATA, image_size=128), per_source=60, seed=0)
+    spec = FeatureSpec("mobilenetv2", weights=str(MOBILENET_V2_035), alpha=0.35, input_size=128)
 
     def features(images):
         return frozen_features(np.ascontiguousarray(images), spec)

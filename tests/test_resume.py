@@ -26,9 +26,8 @@ import yaml
 
 from audit.config import load_config
 from audit.pipeline import run_audit
-from tests.conftest import WEIGHTS_DIR
+from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR
 
-MOBILENET_V2_035 = WEIGHTS_DIR / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 TINY_AUDIT = {
     "data": {"synth": {"n_per_class": 4, "image_size": 96, "confounding": 1.0},
              "image_size": 96, "test_fraction": 0.25, "n_folds": 2},
