@@ -42,21 +42,26 @@ def apply_input_mode(
     border_fraction: float = 0.10,
 ) -> np.ndarray:
     """Return a copy of ``images`` with the input mode applied (``raw`` returns the input)."""
-    if mode not in INPUT_MODES:
-        raise ValueError(f"Unknown input mode {mode!r}; expected one of {', '.join(INPUT_MODES)}")
+    _check_input_mode(mode, has_masks=masks is not None)
     images = np.asarray(images)
     if mode == "raw":
         return images
     if mode == "border_only":
         band = border_band(images.shape[-1], border_fraction)
         return _blank_outside(images, lambda rows: band)
-    if masks is None:
-        raise ValueError(f"Input mode {mode!r} needs lung masks, but none are available")
     masks = np.asarray(masks)
     if masks.shape != images.shape:
         raise ValueError(f"masks shape {masks.shape} differs from images shape {images.shape}")
     lungs = mode == "lung_masked"
     return _blank_outside(images, lambda rows: (masks[rows] > 0) == lungs)
+
+
+def _check_input_mode(mode: str, has_masks: bool) -> None:
+    """``ValueError`` for an unknown mode, or for a masked mode without lung masks."""
+    if mode not in INPUT_MODES:
+        raise ValueError(f"Unknown input mode {mode!r}; expected one of {', '.join(INPUT_MODES)}")
+    if mode in MASKED_MODES and not has_masks:
+        raise ValueError(f"Input mode {mode!r} needs lung masks, but none are available")
 
 
 def _blank_outside(images: np.ndarray, keep: Callable[[slice], np.ndarray]) -> np.ndarray:
@@ -83,10 +88,7 @@ class ModeImages:
     """
 
     def __init__(self, dataset: Dataset, mode: str, border_fraction: float = 0.10):
-        if mode not in INPUT_MODES:
-            raise ValueError(f"Unknown input mode {mode!r}; expected one of {', '.join(INPUT_MODES)}")
-        if mode in MASKED_MODES and dataset.masks is None:
-            raise ValueError(f"Input mode {mode!r} needs lung masks, but none are available")
+        _check_input_mode(mode, has_masks=dataset.masks is not None)
         self.dataset, self.mode, self.border_fraction = dataset, mode, border_fraction
 
     @property

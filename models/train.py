@@ -167,7 +167,7 @@ def _image_transform(spec: ClassifierSpec, rotate: bool):
     return transform
 
 
-def _feature_arrays(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
                     train_idx: np.ndarray, spec: ClassifierSpec, cut: str,
                     cache: StageCache | None):
     """Cached features at the cut for all rows, and the training arrays (with views).

@@ -76,14 +76,9 @@ def dhash(image: np.ndarray, hash_size: int = 8) -> int:
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))
 
 
-def thumbnail_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Pearson correlation of two 2-D grayscale images' 64 x 64 area-averaged thumbnails
-    (the images may differ in size)."""
-    return float(_unit_thumbnail(first) @ _unit_thumbnail(second))
-
-
 def _unit_thumbnail(image: np.ndarray) -> np.ndarray:
-    """The image's thumbnail, centred and scaled to unit norm (dot product = correlation)."""
+    """The image's 64 x 64 area-averaged thumbnail, centred and scaled to unit norm: the dot
+    product of two is the Pearson correlation of the thumbnails (images may differ in size)."""
     thumb = _area_resize(np.asarray(image), _THUMBNAIL_SIDE, _THUMBNAIL_SIDE).ravel()
     thumb = thumb - thumb.mean()
     return thumb / (np.linalg.norm(thumb) or 1.0)
