@@ -67,12 +67,25 @@ def hash_array(array: np.ndarray, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def hash_file(path: str | Path, length: int = 16) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+    """SHA-256 of the file's bytes, hex, its first ``length`` characters.
+
+    Remembered for the process by path, size and modification time: a run puts the same
+    weights file (up to 100 MB for ResNet50) into the keys of every classifier and feature
+    stage, and would otherwise read it again for each.
+    """
+    stat = os.stat(path)
+    memo_key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[memo_key] = digest.hexdigest()
+    return _FILE_HASHES[memo_key][:length]
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audit.runners import LocalRunner
-from audit.stages import StageCache, atomic_write, hash_array, stable_hash
+from audit.stages import StageCache, atomic_write, hash_array, hash_file, stable_hash
 from tests.runner_jobs import count_and_build
 
 
@@ -174,3 +174,20 @@ def test_atomic_write_from_concurrent_threads_never_tears_the_file(tmp_path):
         list(pool.map(write, texts))
     assert target.read_text() in texts
     assert os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_hash_file_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"first version")
+    assert hash_file(path, length=64) == hashlib.sha256(b"first version").hexdigest()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an unchanged file was read again")
+
+    monkeypatch.setattr("audit.stages.open", no_reading, raising=False)
+    assert hash_file(path, length=8) == hashlib.sha256(b"first version").hexdigest()[:8]
+    monkeypatch.undo()
+    path.write_bytes(b"second, longer version")
+    assert hash_file(path, length=64) == hashlib.sha256(b"second, longer version").hexdigest()
