@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
-from audit.config import AuditConfig, load_config
+from audit.core.config import AuditConfig, load_config
+from audit.core.errors import AuditError, InputError
+from audit.core.progress import configure
 from audit.data.cli import app as data_app
-from audit.errors import AuditError, InputError
-from audit.progress import configure
 
 EXIT_CODES = (
     "Exit codes: 0 all gating checks pass; 1 a gating check failed or a required check "
@@ -105,8 +105,8 @@ def gate(
 
     Without --policy, the policy the run was judged by is used again.
     """
+    from audit.core.result import AuditResult
     from audit.gate import judge, load_policy, policy_from_dict
-    from audit.result import AuditResult
     from reports import write_reports
 
     summary = run_dir / "summary.json"
@@ -123,8 +123,9 @@ def gate(
 def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")],
           out: Out) -> None:
     """Train the config's classifiers (experiments, no checks); write results.json."""
+    from audit.core.cache import StageCache
+    from audit.core.io import atomic_write
     from audit.jobs import prepare_data, split_data
-    from audit.stages import StageCache, atomic_write
     from models.experiments import run_training
 
     settings = load_config(config)

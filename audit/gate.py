@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from audit.config import CheckPolicy, PolicyConfig, format_validation_error
-from audit.errors import InputError
-from audit.result import AuditResult
+from audit.core.config import CheckPolicy, PolicyConfig, format_validation_error
+from audit.core.errors import InputError
+from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from probes.registry import CHECK_IDS
 

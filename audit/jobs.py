@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from audit.config import AuditConfig
+from audit.core.cache import StageCache, hash_array
+from audit.core.config import AuditConfig
+from audit.core.io import atomic_write
+from audit.core.progress import log
 from audit.data.dataset import Dataset, Splits
-from audit.progress import log
-from audit.stages import StageCache, atomic_write, hash_array
 
 JOB_RESULT_FILE = "result.json"
 
@@ -34,7 +35,7 @@ def load_data(config: AuditConfig, cache: StageCache) -> Dataset:
 
     manifest = config.data.manifest
     if manifest is None:
-        from audit.synth import generate_phantoms
+        from audit.data.phantoms import generate_phantoms
 
         synth = config.data.synth
         folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))

@@ -26,15 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from audit.config import AuditConfig, dump_config
+from audit.core.cache import StageCache, stable_hash
+from audit.core.config import AuditConfig, dump_config
+from audit.core.errors import InputError
+from audit.core.io import atomic_write
+from audit.core.progress import log, progress
+from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
-from audit.errors import InputError
 from audit.gate import judge, load_policy
 from audit.jobs import classifier_spec, prepare_data, split_data, train_job, training_payload
-from audit.progress import log, progress
-from audit.result import AuditResult
 from audit.runners import Runner, get_runner
-from audit.stages import StageCache, atomic_write, stable_hash
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import CHECK_IDS, get_probe
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
-from audit.config import RuntimeConfig
+from audit.core.config import RuntimeConfig
 
 Job = Callable[[dict[str, Any]], Any]
 

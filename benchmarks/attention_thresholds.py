@@ -3,7 +3,7 @@
 For each seed: a confounded set (confounding 1, site traits on), the same with no disease
 signal (``shortcut_only``: every right answer is a shortcut), a clean control
 (confounding 0, no site traits) and the control with a square burned into the top-right
-corner of the COVID images only (``audit.synth.plant_marker``). ``--placed-only`` leaves
+corner of the COVID images only (``audit.data.phantoms.plant_marker``). ``--placed-only`` leaves
 the outside-lung exposure profile out of the confounded kinds, so their sources differ only
 by markers and borders: traits with a place, which attention can point at. A frozen ImageNet
 MobileNetV2 0.35 (224 px) gets a trained head on raw and on lung-masked images
@@ -21,8 +21,8 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from audit.config import SiteTraits, SynthConfig
-from audit.synth import plant_marker, synthetic_dataset
+from audit.core.config import SiteTraits, SynthConfig
+from audit.data.phantoms import plant_marker, synthetic_dataset
 from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
 from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
 

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from audit.core.cache import StageCache
+from audit.core.progress import configure
 from audit.data.images import load_dataset
 from audit.data.validate import validate_manifest
-from audit.progress import configure
-from audit.stages import StageCache
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/cxr-real/metadata.csv"
 

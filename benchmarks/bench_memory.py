@@ -21,7 +21,7 @@ the heap, which has to stay in RAM). The 4 GB target is judged on peak RSS.
 
 A tiny Keras model (global average pooling + a softmax layer) stands in for the backbone:
 the network's own memory does not grow with the data, the arrays around it do. The data
-are a few hundred phantoms from ``audit.synth`` written as PNGs once and hard-linked under
+are a few hundred phantoms from ``audit.data.phantoms`` written as PNGs once and hard-linked under
 ``--n`` distinct names, so building the set is quick while decoding still reads every file.
 
 Run: ``.venv/bin/python -m benchmarks.bench_memory [--n 20000] [--size 224]``
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.config import DataConfig, ModelsConfig, SynthConfig
-from audit.synth import make_phantoms
+from audit.core.config import DataConfig, ModelsConfig, SynthConfig
+from audit.data.phantoms import make_phantoms
 
 TARGET_GB = 4.0
 PHASES = ("baseline", "store", "training", "evaluation")
@@ -130,9 +130,9 @@ def run_phase(phase: str, manifest: Path, cache_root: Path, size: int) -> None:
 
 def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> float:
     """The work of ``phase``; its seconds (the tiny model is built before the clock)."""
+    from audit.core.cache import StageCache
+    from audit.core.progress import configure
     from audit.data.images import load_dataset
-    from audit.progress import configure
-    from audit.stages import StageCache
 
     configure(quiet=True)
     model = tiny_model(size)

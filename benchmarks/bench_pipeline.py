@@ -39,8 +39,8 @@ from typing import Any
 import yaml
 
 from audit.cli import demo_config_path
-from audit.config import CLASSES, load_config
-from audit.synth import label_source_counts
+from audit.core.config import CLASSES, load_config
+from audit.data.phantoms import label_source_counts
 from probes.registry import CHECK_IDS
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "cxr-real.yaml"

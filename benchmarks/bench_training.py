@@ -60,7 +60,7 @@ def load_real(data: Path, limit: int | None, n_folds: int, seed: int):
 
 
 def time_cached(dataset, splits, spec) -> float:
-    from audit.stages import StageCache
+    from audit.core.cache import StageCache
     from models.train import cross_validate
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "metadata.csv").is_file():
         raise SystemExit(f"{args.data}/metadata.csv not found: pass --data")
 
-    from audit.progress import configure
+    from audit.core.progress import configure
     from models.train import ClassifierSpec
 
     configure(quiet=True)  # no progress bars between the printed timings

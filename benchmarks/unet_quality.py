@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from audit.config import SegmentationConfig
+from audit.core.cache import StageCache
+from audit.core.config import SegmentationConfig
+from audit.core.progress import configure
 from audit.data.images import load_dataset
-from audit.progress import configure
-from audit.stages import StageCache
 from models.segment import train_unet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audit.errors import WeightsUnavailableError
-from audit.stages import hash_file
+from audit.core.cache import hash_file
+from audit.core.errors import WeightsUnavailableError
 
 if TYPE_CHECKING:
     import keras

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.progress import log
-from audit.stages import StageCache
+from audit.core.cache import StageCache
+from audit.core.progress import log
 from models.metrics import classification_metrics
 from models.train import ClassifierSpec, cross_validate, spec_from_config, train_classifier
 
 if TYPE_CHECKING:
-    from audit.config import AuditConfig
+    from audit.core.config import AuditConfig
     from audit.data.dataset import Dataset, Splits
 
 FIXED_CLASSES = ("covid",)  # the class the paper keeps at its full size

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from audit.config import CLASSES
-from audit.errors import InputError
-from audit.stages import hash_file
+from audit.core.cache import hash_file
+from audit.core.config import CLASSES
+from audit.core.errors import InputError
 from models.trained import TrainedModel
 
 if TYPE_CHECKING:

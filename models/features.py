@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from audit.stages import StageCache, hash_array
+from audit.core.cache import StageCache, hash_array
 from models.backbones import backbone_info, build_backbone, resolve_weights
 from models.inputs import ModeImages
 from models.trained import to_model_array

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audit.stages import stable_hash
+from audit.core.cache import stable_hash
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset

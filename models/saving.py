@@ -12,7 +12,7 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from audit.stages import atomic_write
+from audit.core.io import atomic_write
 from models.trained import TrainedModel
 
 MODEL_FILE = "model.keras"

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.progress import log
-from audit.stages import StageCache, atomic_write
+from audit.core.cache import StageCache
+from audit.core.io import atomic_write
+from audit.core.progress import log
 from models.unet import build_unet, dice_iou, mask_quality_flags, postprocess_mask, predict_masks
 from models.unet_training import SegmenterResult, train_unet, unet_stage_inputs
 
 if TYPE_CHECKING:
-    from audit.config import AuditConfig, SegmentationConfig
+    from audit.core.config import AuditConfig, SegmentationConfig
     from audit.data.dataset import Dataset
 
 __all__ = [
@@ -153,7 +154,7 @@ def segment_manifest(
     import pandas as pd
     from PIL import Image
 
-    from audit.config import AuditConfig, SegmentationConfig
+    from audit.core.config import AuditConfig, SegmentationConfig
     from audit.data.images import load_dataset
 
     if isinstance(config, SegmentationConfig):

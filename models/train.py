@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from audit.progress import log
-from audit.stages import StageCache, hash_array, stable_hash
+from audit.core.cache import StageCache, hash_array, stable_hash
+from audit.core.progress import log
 from models.backbones import resolve_weights
 from models.features import POOLED, FeatureSpec, frozen_features, view_features
 from models.head import HEAD_POOL, build_classifier, cut_layer_name
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from audit.config import ModelsConfig
+    from audit.core.config import ModelsConfig
     from audit.data.dataset import Dataset, Splits
 
 _STEPS_PER_EXECUTION = 16

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from audit.errors import InputError, WeightsUnavailableError
-from audit.progress import log
+from audit.core.errors import InputError, WeightsUnavailableError
+from audit.core.progress import log
 from models._sm import import_segmentation_models
 
 if TYPE_CHECKING:

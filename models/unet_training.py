@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from audit.errors import InputError
-from audit.progress import log
-from audit.stages import StageCache, atomic_write, hash_array, stable_hash
+from audit.core.cache import StageCache, hash_array, stable_hash
+from audit.core.errors import InputError
+from audit.core.io import atomic_write
+from audit.core.progress import log
 from models._sm import import_segmentation_models
 from models.unet import build_unet, dice_iou, predict_masks, resize_batch
 
 if TYPE_CHECKING:
     import keras
 
-    from audit.config import SegmentationConfig
+    from audit.core.config import SegmentationConfig
     from audit.data.dataset import Dataset
 
 WEIGHTS_FILE = "unet.weights.h5"

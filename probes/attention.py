@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.stages import atomic_write, hash_array, stable_hash
+from audit.core.cache import hash_array, stable_hash
+from audit.core.io import atomic_write
 from models.inputs import border_band
 from probes.base import CheckResult, ProbeContext
 from probes.cam import RANDOM_CAM_DRAWS, ZONES, GradCam, Measurement, measure, zone_enrichment

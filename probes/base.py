@@ -25,86 +25,18 @@ the kinds it knows:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from audit.core.result import CheckResult, Status
+
 if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
-    from audit.config import ProbesConfig
+    from audit.core.cache import StageCache
+    from audit.core.config import ProbesConfig
     from audit.data.dataset import Dataset, Splits
-    from audit.stages import StageCache
     from models.trained import TrainedModel
-
-
-class Status(StrEnum):
-    MEASURED = "measured"  # computed, not yet judged by the gate
-    PASS = "pass"
-    WARN = "warn"
-    FAIL = "fail"
-    NOT_RUN = "not_run"  # could not run here (reason says why); not a crash
-    ERROR = "error"  # the probe crashed; the traceback's last line is in ``reason``
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's outcome: plain, JSON-able data. Reports render it, the gate judges it."""
-
-    check_id: str
-    title: str
-    status: Status = Status.MEASURED
-    metric_name: str = ""
-    metric: float | None = None
-    ci: tuple[float, float] | None = None
-    p_value: float | None = None
-    p_adjusted: float | None = None  # Holm across the run's checks, set by the pipeline
-    threshold: float | None = None  # set by the gate from the policy
-    gate: str | None = None  # "fail" | "warn" | "ignore", set by the gate
-    summary: str = ""  # one plain sentence with the numbers, written by the probe
-    explanation: str = ""  # what the finding means for the model, for a non-expert reader
-    reason: str | None = None  # why not_run / error
-    details: dict[str, Any] = field(default_factory=dict)  # secondary numbers
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> rows
-    figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> figure spec
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ran(self) -> bool:
-        return self.status not in (Status.NOT_RUN, Status.ERROR)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["status"] = str(self.status)
-        data["ci"] = list(self.ci) if self.ci is not None else None
-        return _json_safe(data)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
-        data = dict(data)
-        data["status"] = Status(data["status"])
-        if data.get("ci") is not None:
-            data["ci"] = tuple(data["ci"])
-        return cls(**data)
-
-    @classmethod
-    def not_run(cls, check_id: str, title: str, reason: str) -> CheckResult:
-        return cls(check_id=check_id, title=title, status=Status.NOT_RUN, reason=reason,
-                   summary=f"Not run: {reason}")
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become None and numpy scalars plain numbers, so results serialise as JSON."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass
@@ -137,3 +69,6 @@ class Probe(Protocol):
     title: str
 
     def run(self, context: ProbeContext) -> CheckResult: ...
+
+
+__all__ = ["CheckResult", "Probe", "ProbeContext", "Status"]

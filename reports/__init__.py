@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.result import AuditResult
+from audit.core.result import AuditResult
 from reports.html import write_html
 from reports.junit import write_junit
 from reports.summary import validate_summary, write_summary

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
-from audit.progress import log
+from audit.core.progress import log
 
 _DPI = 110
 _GALLERY_COLUMNS = 4

@@ -16,8 +16,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
-from audit.result import SCHEMA_VERSION, AuditResult
-from audit.stages import atomic_write
+from audit.core.io import atomic_write
+from audit.core.result import SCHEMA_VERSION, AuditResult
 from reports.formatting import format_estimate, format_number, format_p, is_estimate
 from reports.view import build_view
 

@@ -16,8 +16,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from audit.result import AuditResult
-from audit.stages import atomic_write
+from audit.core.io import atomic_write
+from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from reports.formatting import format_ci, format_number, format_p
 from reports.gating import is_required

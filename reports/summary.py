@@ -14,8 +14,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from audit.errors import InputError
-from audit.result import AuditResult
+from audit.core.errors import InputError
+from audit.core.result import AuditResult
 
 SCHEMA_FILE = "summary.schema.json"
 _MAX_LISTED_ERRORS = 5

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.core.result import AuditResult
 from audit.gate import CHECK_DESCRIPTIONS
-from audit.result import AuditResult
 from probes.base import CheckResult, Status
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number

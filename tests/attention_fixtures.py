@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from audit.config import ProbesConfig
+from audit.core.cache import StageCache
+from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
-from audit.stages import StageCache
 from models.trained import TrainedModel
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035

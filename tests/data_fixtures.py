@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audit.config import CLASSES
+from audit.core.config import CLASSES
 from audit.data.dataset import Dataset
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr-real"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from audit.config import CLASSES
+from audit.core.config import CLASSES
 from audit.data.dataset import Dataset
 from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR
 

@@ -20,10 +20,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from audit.config import CLASSES, ProbesConfig, SiteTraits, SynthConfig
+from audit.core.cache import StageCache
+from audit.core.config import CLASSES, ProbesConfig, SiteTraits, SynthConfig
 from audit.data.dataset import Dataset, Splits
-from audit.stages import StageCache
-from audit.synth import plant_marker, synthetic_dataset
+from audit.data.phantoms import plant_marker, synthetic_dataset
 from models.inputs import apply_input_mode
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
@@ -146,7 +146,7 @@ def make_context(
 
 
 def with_marker(dataset: Dataset, rows: np.ndarray) -> Dataset:
-    """``dataset`` with ``audit.synth.plant_marker``'s corner square burned into ``rows``."""
+    """``dataset`` with ``audit.data.phantoms.plant_marker``'s corner square burned into ``rows``."""
     return replace(dataset, images=plant_marker(dataset.images, rows),
                    manifest_hash=f"{dataset.manifest_hash}+marker")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.result import AuditResult
+from audit.core.result import AuditResult
 from models.metrics import classification_metrics
 from probes.base import CheckResult, Status
 

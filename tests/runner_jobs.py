@@ -20,7 +20,7 @@ def count_and_build(payload):
     """Compute one shared stage, counting real computations in a log file."""
     from pathlib import Path
 
-    from audit.stages import StageCache
+    from audit.core.cache import StageCache
 
     def compute(folder):
         with open(payload["log"], "a") as log:

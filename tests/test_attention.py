@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.stages import StageCache
+from audit.core.cache import StageCache
 from probes.attention import (
     BorderAttentionProbe,
     OutsideLungAttentionProbe,

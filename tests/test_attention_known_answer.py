@@ -1,7 +1,7 @@
 """Attention checks on trained networks with a known answer (slow; needs ../shared/weights).
 
 Networks: frozen ImageNet MobileNetV2 0.35 at 224 px with a trained head
-(``train_flat_mobilenet_v2``), on small synthetic phantom sets (``audit.synth``):
+(``train_flat_mobilenet_v2``), on small synthetic phantom sets (``audit.data.phantoms``):
 
 - planted marker: a clean set (no confounding, no site traits) with a square burned into
   the top-right corner of the COVID images only. The raw model's COVID Grad-CAMs go to
@@ -28,9 +28,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from audit.config import SiteTraits, SynthConfig
+from audit.core.config import SiteTraits, SynthConfig
+from audit.data.phantoms import plant_marker, synthetic_dataset
 from audit.gate import load_policy
-from audit.synth import plant_marker, synthetic_dataset
 from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
 from probes.base import CheckResult
 from tests.attention_fixtures import (

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from audit import cli, progress
-from audit.config import load_config
-from audit.result import AuditResult
+from audit import cli
+from audit.core import progress
+from audit.core.config import load_config
+from audit.core.result import AuditResult
 from probes.base import CheckResult
 from probes.registry import CHECK_IDS
 from tests.conftest import SHARED_DIR

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.config import CLASSES, ProbesConfig, SynthConfig
+from audit.core.cache import StageCache
+from audit.core.config import CLASSES, ProbesConfig, SynthConfig
 from audit.data.dataset import Dataset, Splits
+from audit.data.phantoms import synthetic_dataset
 from audit.data.splits import make_splits
-from audit.stages import StageCache
-from audit.synth import synthetic_dataset
 from probes.base import ProbeContext, Status
 from probes.data_checks import ConfoundingProbe, LeakageProbe
 from probes.registry import get_probe

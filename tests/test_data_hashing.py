@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.config import SiteTraits, SynthConfig
+from audit.core.config import SiteTraits, SynthConfig
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
@@ -19,7 +19,7 @@ from audit.data.hashing import (
     near_duplicate_pairs,
     pack_hashes,
 )
-from audit.synth import make_phantoms
+from audit.data.phantoms import make_phantoms
 from tests.data_fixtures import distinct_image, write_png
 
 

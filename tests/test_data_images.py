@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from audit.core.cache import StageCache
+from audit.core.errors import InputError
 from audit.data import images as images_module
 from audit.data.images import ImageDecodeError, decode_image, load_dataset, open_dataset
-from audit.errors import InputError
-from audit.stages import StageCache
 from tests.data_fixtures import (
     distinct_image,
     good_corpus,

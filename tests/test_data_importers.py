@@ -7,9 +7,9 @@ import logging
 import pandas as pd
 import pytest
 
+from audit.core.errors import InputError
 from audit.data.importers import import_csv, import_dicom, import_folder
 from audit.data.manifest import read_manifest
-from audit.errors import InputError
 from tests.data_fixtures import distinct_image, write_dicom, write_png
 
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from audit.core.errors import InputError
 from audit.data.manifest import read_manifest
-from audit.errors import InputError
 from tests.data_fixtures import distinct_image, write_manifest, write_png
 
 

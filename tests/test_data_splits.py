@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.config import CLASSES
+from audit.core.config import CLASSES
+from audit.core.errors import InputError
 from audit.data.splits import load_splits, make_splits, save_splits
-from audit.errors import InputError
 from tests.data_fixtures import table_dataset
 
 

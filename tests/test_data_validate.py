@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from audit.core.errors import InputError
 from audit.data.images import decode_image, load_dataset
 from audit.data.validate import validate_manifest
-from audit.errors import InputError
 from tests.data_fixtures import (
     REAL_DATA,
     distinct_image,

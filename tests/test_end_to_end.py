@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from audit import cli
-from audit.config import load_config
-from audit.result import AuditResult
+from audit.core.config import load_config
+from audit.core.result import AuditResult
 from probes.base import Status
 from probes.registry import CHECK_IDS
 from reports import validate_summary

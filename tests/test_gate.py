@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from audit.config import CheckPolicy, PolicyConfig
-from audit.errors import InputError
+from audit.core.config import CheckPolicy, PolicyConfig
+from audit.core.errors import InputError
+from audit.core.result import AuditResult
 from audit.gate import (
     CHECK_DESCRIPTIONS,
     IGNORED_NOTE,
@@ -14,7 +15,6 @@ from audit.gate import (
     load_policy,
     read_policy,
 )
-from audit.result import AuditResult
 from probes.base import CheckResult, Status
 from probes.registry import CHECK_IDS
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from audit.result import AuditResult
+from audit.core.result import AuditResult
 from probes.base import Status
 from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR, cxr_audit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.errors import WeightsUnavailableError
+from audit.core.errors import WeightsUnavailableError
 from models.backbones import BACKBONES, block_cut_layer, keras_weights_file_name, resolve_weights
 from models.head import EMBEDDING_LAYER, build_classifier
 from tests.models_fixtures import MOBILENET_025, MOBILENET_V2_035, WEIGHTS_DIR

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.config import load_config, parse_config
+from audit.core.config import load_config, parse_config
 from audit.data.dataset import Splits
 from models.experiments import run_training, scaled_class_sizes, subsample_per_class
 from tests.models_fixtures import tiny_dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.errors import InputError
+from audit.core.errors import InputError
 from models.external import load_external_model
 from tests.models_fixtures import tiny_dataset
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from audit.config import ModelsConfig
-from audit.stages import StageCache
+from audit.core.cache import StageCache
+from audit.core.config import ModelsConfig
 from models.features import (
     FeatureSpec,
     extract,

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from audit import pipeline
-from audit.config import ProbesConfig
+from audit.core.cache import StageCache
+from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
-from audit.stages import StageCache
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import CHECK_IDS
 

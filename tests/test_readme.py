@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from audit.config import AuditConfig, SiteTraits
+from audit.core.config import AuditConfig, SiteTraits
 from audit.gate import load_policy
 from probes.registry import CHECK_IDS
 

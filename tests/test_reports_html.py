@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from markupsafe import escape
 
-from audit.result import AuditResult
+from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from reports import REPORT_FILES, write_reports
 from reports.html import render_html, write_html

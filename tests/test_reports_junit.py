@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
-from audit.result import AuditResult
+from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from reports.junit import write_junit
 from tests.report_fixtures import build_audit_result

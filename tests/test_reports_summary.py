@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from jsonschema import Draft202012Validator
 
-from audit.errors import InputError
-from audit.result import SCHEMA_VERSION, AuditResult
+from audit.core.errors import InputError
+from audit.core.result import SCHEMA_VERSION, AuditResult
 from reports.summary import summary_schema, validate_summary, write_summary
 from tests.report_fixtures import build_audit_result
 

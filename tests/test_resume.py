@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import yaml
 
-from audit.config import load_config
+from audit.core.config import load_config
 from audit.pipeline import run_audit
 from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR
 

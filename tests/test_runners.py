@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from audit.config import RuntimeConfig
+from audit.core.config import RuntimeConfig
 from audit.runners import JobError, LocalRunner, RayRunner, get_runner
 from tests.runner_jobs import die_on_odd, fail_on_odd, seeded_draw
 

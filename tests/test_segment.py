@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from audit.config import AuditConfig, SegmentationConfig
-from audit.errors import InputError, WeightsUnavailableError
-from audit.stages import StageCache
+from audit.core.cache import StageCache
+from audit.core.config import AuditConfig, SegmentationConfig
+from audit.core.errors import InputError, WeightsUnavailableError
 from models import segment, unet, unet_training
 from models._sm import import_segmentation_models
 from models.segment import (

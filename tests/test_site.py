@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from audit.synth import plant_marker
+from audit.data.phantoms import plant_marker
 from probes.base import Status
 from probes.site import SiteEmbeddingProbe, SiteImageProbe, linear_probe_skill, within_label_skill
 from tests.probe_fixtures import make_context, mobilenet_features, synth_data, train_pair

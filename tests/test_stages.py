@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from audit.core.cache import StageCache, hash_array, hash_file, stable_hash
+from audit.core.io import atomic_write
 from audit.runners import LocalRunner
-from audit.stages import StageCache, atomic_write, hash_array, hash_file, stable_hash
 from tests.runner_jobs import count_and_build
 
 
@@ -54,7 +55,7 @@ def test_failed_compute_leaves_nothing_that_looks_done(tmp_path):
 def test_killed_writer_leaves_only_a_temp_folder_that_is_cleaned(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from audit.stages import StageCache
+        from audit.core.cache import StageCache
         def compute(folder):
             np.save(folder / "part.npy", np.arange(10))
             os.kill(os.getpid(), signal.SIGKILL)
@@ -96,7 +97,7 @@ def stage_script(root, value, started=None, hold=None):
         import time
         from pathlib import Path
         import numpy as np
-        from audit.stages import StageCache
+        from audit.core.cache import StageCache
         def compute(folder):
             np.save(folder / "first.npy", np.full(1000, {value}))
             if {str(started)!r} != "None":
@@ -186,7 +187,7 @@ def test_hash_file_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("an unchanged file was read again")
 
-    monkeypatch.setattr("audit.stages.open", no_reading, raising=False)
+    monkeypatch.setattr("audit.core.cache.open", no_reading, raising=False)
     assert hash_file(path, length=8) == hashlib.sha256(b"first version").hexdigest()[:8]
     monkeypatch.undo()
     path.write_bytes(b"second, longer version")

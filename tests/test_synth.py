@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from scipy.stats import f_oneway
 
-from audit.config import CLASSES, SiteTraits, SynthConfig
+from audit.core.cache import stable_hash
+from audit.core.config import CLASSES, SiteTraits, SynthConfig
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
@@ -17,8 +18,7 @@ from audit.data.hashing import (
     pack_hashes,
 )
 from audit.data.images import load_dataset
-from audit.stages import stable_hash
-from audit.synth import (
+from audit.data.phantoms import (
     generate_phantoms,
     label_source_counts,
     make_phantoms,

@@ -1,6 +1,6 @@
 """Tiny lung phantoms for the U-Net tests: two dark ellipses (the lungs) on a bright body.
 
-Kept here rather than using ``audit.synth`` so the segmenter's tests pin exactly the
+Kept here rather than using ``audit.data.phantoms`` so the segmenter's tests pin exactly the
 images they reason about (two components, known area), and run at 64 px in seconds.
 """
 

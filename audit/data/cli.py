@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from audit.errors import InputError
+from audit.core.errors import InputError
 
 app = typer.Typer(help="Import, validate and synthesise datasets (manifests of chest X-rays).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -72,8 +72,8 @@ def validate_command(
         help="Largest 256-bit dhash distance reported as a near-duplicate (default 10).")] = None,
 ) -> None:
     """Check every row; print one line per problem. Exit 0 clean, 1 problems, 2 unreadable."""
+    from audit.core.io import atomic_write
     from audit.data.validate import validate_manifest
-    from audit.stages import atomic_write
 
     options = {} if near_duplicate_distance is None else {"near_duplicate_distance": near_duplicate_distance}
     try:
@@ -104,8 +104,8 @@ def synth_command(
     """Generate synthetic phantom radiographs with a planted source shortcut."""
     from pydantic import ValidationError
 
-    from audit.config import SiteTraits, SynthConfig
-    from audit.synth import generate_phantoms
+    from audit.core.config import SiteTraits, SynthConfig
+    from audit.data.phantoms import generate_phantoms
 
     given = {"confounding": confounding, "n_per_class": n_per_class, "image_size": size, "seed": seed}
     settings = {key: value for key, value in given.items() if value is not None}

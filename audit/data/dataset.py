@@ -15,8 +15,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from audit.config import CLASSES
-from audit.stages import hash_array
+from audit.core.cache import hash_array
+from audit.core.config import CLASSES
 
 
 @dataclass(frozen=True)

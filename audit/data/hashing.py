@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.stages import hash_file
+from audit.core.cache import hash_file
 
 NEAR_DUPLICATE_HASH_SIZE = 16
 """dhash size for radiographs (256 bits): see the module docstring for why not 8."""

@@ -20,13 +20,13 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 from PIL import Image
 
+from audit.core.cache import StageCache
+from audit.core.errors import InputError
+from audit.core.progress import log, progress
 from audit.data.dataset import Dataset
 from audit.data.dicom import read_dicom
 from audit.data.manifest import Manifest, quarantine_frame, read_manifest
 from audit.data.pixels import ImageDecodeError, decode_raster
-from audit.errors import InputError
-from audit.progress import log, progress
-from audit.stages import StageCache
 
 __all__ = ["ImageDecodeError", "decode_image", "load_dataset", "open_dataset"]
 

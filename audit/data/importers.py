@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from audit.core.errors import InputError
+from audit.core.io import atomic_write
+from audit.core.progress import log, progress
 from audit.data.dicom import read_dicom_metadata
 from audit.data.manifest import REQUIRED_COLUMNS, read_table
 from audit.data.pixels import ImageDecodeError
-from audit.errors import InputError
-from audit.progress import log, progress
-from audit.stages import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from audit.config import CLASSES
-from audit.errors import InputError
+from audit.core.config import CLASSES
+from audit.core.errors import InputError
 
 REQUIRED_COLUMNS = ("path", "label", "source")
 OPTIONAL_COLUMNS = ("patient_id", "view", "mask_path")

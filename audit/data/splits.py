@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from audit.core.errors import InputError
+from audit.core.io import atomic_write
 from audit.data.dataset import Dataset, Splits
-from audit.errors import InputError
-from audit.stages import atomic_write
 
 
 def _check_patients_per_class(labels: np.ndarray, groups: np.ndarray, classes: tuple[str, ...],

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audit.core.progress import progress
 from audit.data.hashing import (
     NEAR_DUPLICATE_DISTANCE,
     NEAR_DUPLICATE_HASH_SIZE,
@@ -29,7 +30,6 @@ from audit.data.hashing import (
 )
 from audit.data.images import ImageDecodeError, decode_image
 from audit.data.manifest import Manifest, read_manifest
-from audit.progress import progress
 
 PROBLEM_COLUMNS = ["path", "row", "reason"]
 _SHOWN_ROWS = 5

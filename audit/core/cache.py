@@ -23,10 +23,8 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,24 +84,6 @@ def hash_file(path: str | Path, length: int = 16) -> str:
                 digest.update(block)
         _FILE_HASHES[memo_key] = digest.hexdigest()
     return _FILE_HASHES[memo_key][:length]
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Write a file so that readers see either the old content or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Private per process and thread: two threads writing one file must not share a temp.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @dataclass(frozen=True)

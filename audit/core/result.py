@@ -1,4 +1,4 @@
-"""``AuditResult``: everything a finished run found, as plain data.
+"""The result types: one check's ``CheckResult`` and a run's ``AuditResult``, plain data.
 
 The pipeline builds it, the gate sets ``verdict`` and each check's status from the policy,
 and the report writers render it. ``summary.json`` is its serialised form, so ``cxr-audit
@@ -8,12 +8,83 @@ gate`` can reload a run and re-judge it without recomputing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from audit.stages import atomic_write
-from probes.base import CheckResult, _json_safe
+from audit.core.io import atomic_write
+
+
+class Status(StrEnum):
+    MEASURED = "measured"  # computed, not yet judged by the gate
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_RUN = "not_run"  # could not run here (reason says why); not a crash
+    ERROR = "error"  # the probe crashed; the traceback's last line is in ``reason``
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome: plain, JSON-able data. Reports render it, the gate judges it."""
+
+    check_id: str
+    title: str
+    status: Status = Status.MEASURED
+    metric_name: str = ""
+    metric: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None  # Holm across the run's checks, set by the pipeline
+    threshold: float | None = None  # set by the gate from the policy
+    gate: str | None = None  # "fail" | "warn" | "ignore", set by the gate
+    summary: str = ""  # one plain sentence with the numbers, written by the probe
+    explanation: str = ""  # what the finding means for the model, for a non-expert reader
+    reason: str | None = None  # why not_run / error
+    details: dict[str, Any] = field(default_factory=dict)  # secondary numbers
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> rows
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> figure spec
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        return self.status not in (Status.NOT_RUN, Status.ERROR)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["ci"] = list(self.ci) if self.ci is not None else None
+        return json_safe(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        data = dict(data)
+        data["status"] = Status(data["status"])
+        if data.get("ci") is not None:
+            data["ci"] = tuple(data["ci"])
+        return cls(**data)
+
+    @classmethod
+    def not_run(cls, check_id: str, title: str, reason: str) -> CheckResult:
+        return cls(check_id=check_id, title=title, status=Status.NOT_RUN, reason=reason,
+                   summary=f"Not run: {reason}")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf become None and numpy scalars plain numbers, so results serialise as JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 
 SCHEMA_VERSION = "1.0"
 
@@ -46,7 +117,7 @@ class AuditResult:
         return replace(self, checks=checks, verdict=verdict, verdict_reasons=reasons, policy=policy)
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({
+        return json_safe({
             "schema_version": SCHEMA_VERSION,
             "verdict": self.verdict,
             "verdict_reasons": list(self.verdict_reasons),

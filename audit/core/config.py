@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from audit.errors import InputError
+from audit.core.errors import InputError
 
 CLASSES = ("covid", "opacity", "other", "normal")
 """The paper's four classes, in the order every model outputs them."""
@@ -43,7 +43,7 @@ class SiteTraits(_Section):
 
 
 class SynthConfig(_Section):
-    """The synthetic phantom generator (``audit.synth``, whose docstring has the details).
+    """The synthetic phantom generator (``audit.data.phantoms``, whose docstring has the details).
 
     Every class has ``n_per_class * n_sources`` images. Label ``i`` (``CLASSES`` order) has
     the home source ``i mod n_sources``; at ``confounding`` c a share ``1/k + c (1 - 1/k)``

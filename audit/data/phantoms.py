@@ -42,9 +42,10 @@ import pandas as pd
 from PIL import Image
 from scipy.special import expit as _sigmoid
 
-from audit.config import CLASSES, SiteTraits, SynthConfig
+from audit.core.cache import stable_hash
+from audit.core.config import CLASSES, SiteTraits, SynthConfig
+from audit.core.io import atomic_write
 from audit.data.dataset import Dataset
-from audit.stages import atomic_write, stable_hash
 
 CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
 _CHUNK_PIXELS = 64 * 224 * 224  # pixels rendered at once: bounds memory (random-stream layout)
