@@ -128,3 +128,28 @@ def test_json_logs_are_one_object_per_line_with_no_progress_bar(capsys):
         progress.configure()
     lines = capsys.readouterr().err.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["step 0", "step 1", "step 2"]
+
+
+def test_a_crash_exits_3_saying_it_is_a_bug_with_the_traceback_in_the_run_folder(
+        monkeypatch, capsys, tmp_path):
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.setattr("audit.pipeline.run_audit", crash)
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(out))
+    assert code == cli.INTERNAL_ERROR == 3
+    assert "internal error (a bug in cxr-audit" in err and "planted bug" in err
+    assert str(out / "crash.log") in err
+    assert "ZeroDivisionError: planted bug" in (out / "crash.log").read_text()
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_exits_130_saying_what_was_kept(monkeypatch, capsys, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("audit.pipeline.run_audit", interrupted)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(tmp_path / "run"))
+    assert code == cli.INTERRUPTED == 130
+    assert "finished stage is kept" in err and "again to resume" in err
