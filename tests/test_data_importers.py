@@ -86,3 +86,21 @@ def test_dicom_import_pulls_header_fields(tmp_path):
     assert frame["patient_id"].tolist()[1:] == ["", ""]
     rows = read_manifest(tmp_path / "m.csv").rows
     assert rows["patient_id"].tolist()[0] == "P1" and rows["view"].tolist()[0] == "AP"
+
+
+def test_formula_like_names_are_neutralised_in_the_csv_and_read_back_unchanged(tmp_path):
+    sources = ["=HYPERLINK(evil)", "+site", "@site", "-site"]
+    for number, source in enumerate(sources):
+        write_png(tmp_path / "data" / source / "covid" / f"{number}.png", distinct_image(number))
+    out = tmp_path / "manifest.csv"
+    import_folder(tmp_path / "data", out)
+    cells = [line.split(",")[2] for line in out.read_text().splitlines()[1:]]
+    assert sorted(cells) == sorted(f"'{source}" for source in sources)
+    assert sorted(read_manifest(out).rows["source"]) == sorted(sources)
+
+
+def test_negative_numbers_are_not_neutralised(tmp_path):
+    from audit.core.io import write_csv
+
+    write_csv(pd.DataFrame({"delta": ["-0.5", "-1e-3"], "name": ["-x", "x"]}), tmp_path / "t.csv")
+    assert tmp_path.joinpath("t.csv").read_text().splitlines()[1:] == ["-0.5,'-x", "-1e-3,x"]

@@ -72,7 +72,7 @@ def validate_command(
         help="Largest 256-bit dhash distance reported as a near-duplicate (default 10).")] = None,
 ) -> None:
     """Check every row; print one line per problem. Exit 0 clean, 1 problems, 2 unreadable."""
-    from audit.core.io import atomic_write
+    from audit.core.io import atomic_write, write_csv
     from audit.data.validate import validate_manifest
 
     options = {} if near_duplicate_distance is None else {"near_duplicate_distance": near_duplicate_distance}
@@ -82,10 +82,10 @@ def validate_command(
         raise _fail(error) from None
     typer.echo(result.to_text(), nl=False)
     if report is not None:
-        with atomic_write(report) as handle:
-            if report.suffix.lower() == ".csv":
-                result.problems.to_csv(handle, index=False)
-            else:
+        if report.suffix.lower() == ".csv":
+            write_csv(result.problems, report)
+        else:
+            with atomic_write(report) as handle:
                 handle.write(result.to_text())
     raise typer.Exit(code=result.exit_code)
 

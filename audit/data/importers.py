@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from audit.core.errors import InputError
-from audit.core.io import atomic_write
+from audit.core.io import write_csv
 from audit.core.progress import log, progress
 from audit.data.dicom import read_dicom_metadata
 from audit.data.manifest import REQUIRED_COLUMNS, read_table
@@ -37,8 +37,7 @@ def _manifest_path(image: Path, manifest_folder: Path) -> str:
 
 
 def _write(frame: pd.DataFrame, out_csv: str | Path) -> pd.DataFrame:
-    with atomic_write(out_csv) as handle:
-        frame.to_csv(handle, index=False)
+    write_csv(frame, out_csv)
     log.info("wrote %s (%d rows)", out_csv, len(frame))
     return frame
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from audit.core.config import CLASSES
 from audit.core.errors import InputError
+from audit.core.io import restore_csv_cells
 
 REQUIRED_COLUMNS = ("path", "label", "source")
 OPTIONAL_COLUMNS = ("patient_id", "view", "mask_path")
@@ -54,7 +55,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path).fillna("").astype(str)
         else:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            table = restore_csv_cells(pd.read_csv(path, dtype=str, keep_default_na=False))
     except (OSError, ValueError, ImportError, pd.errors.ParserError) as error:
         raise InputError(f"{path}: cannot read manifest table ({error})") from None
     return table.fillna("")
