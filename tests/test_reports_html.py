@@ -112,3 +112,11 @@ def test_write_reports_writes_the_three_files(tmp_path):
     written = write_reports(SMALL, tmp_path / "run")
     assert {name: path.name for name, path in written.items()} == REPORT_FILES
     assert all(path.stat().st_size > 0 for path in written.values())
+
+
+def test_bidi_controls_in_metadata_are_shown_as_code_points(tmp_path):
+    spoofed = "site\u202egnp.exe"  # renders as "siteexe.png" if left raw
+    result = build_audit_result(tmp_path, source=spoofed, label="covid")
+    page = render_html(result, tmp_path)
+    assert "\u202e" not in page
+    assert "site[U+202E]gnp.exe" in page
