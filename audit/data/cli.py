@@ -70,14 +70,18 @@ def validate_command(
         help="Also write the problems to this file (.csv: a table; otherwise text).")] = None,
     near_duplicate_distance: Annotated[int | None, typer.Option(
         help="Largest 256-bit dhash distance reported as a near-duplicate (default 10).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="Run config whose data.label_map maps the manifest's labels to the classes.")] = None,
 ) -> None:
     """Check every row; print one line per problem. Exit 0 clean, 1 problems, 2 unreadable."""
+    from audit.core.config import load_config
     from audit.core.io import atomic_write, write_csv
     from audit.data.validate import validate_manifest
 
     options = {} if near_duplicate_distance is None else {"near_duplicate_distance": near_duplicate_distance}
     try:
-        result = validate_manifest(manifest, **options)
+        label_map = dict(load_config(config).data.label_map) if config else None
+        result = validate_manifest(manifest, label_map, **options)
     except InputError as error:
         raise _fail(error) from None
     typer.echo(result.to_text(), nl=False)
