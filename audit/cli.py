@@ -40,11 +40,35 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 def _remember_run_dir(ctx: typer.Context, value: Path | None) -> Path | None:
-    """Note the command's run folder, where a crash's traceback is written."""
+    """Check that the command's run folder can be written (before any work), and note it:
+    a crash's traceback is written there."""
+    if value is None:
+        return value
+    check_writable_folder(value, "--out")
     root = ctx.find_root()
-    if value is not None and isinstance(root.obj, dict):
+    if isinstance(root.obj, dict):
         root.obj["run_dir"] = value
     return value
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Raise ``InputError`` unless ``path`` is, or can be created as, a writable folder.
+
+    Nothing is created: the nearest existing folder is probed with a temporary file.
+    """
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder; give a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: lies under {existing}, which is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InputError(f"{option} {path}: cannot write in {existing} "
+                         f"({error.strerror})") from None
 
 
 Out = Annotated[Path, typer.Option("--out", callback=_remember_run_dir,

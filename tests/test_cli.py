@@ -153,3 +153,17 @@ def test_ctrl_c_exits_130_saying_what_was_kept(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(tmp_path / "run"))
     assert code == cli.INTERRUPTED == 130
     assert "finished stage is kept" in err and "again to resume" in err
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: tmp.joinpath("taken").write_text("x") and tmp / "taken",
+     "exists and is not a folder"),
+    (lambda tmp: tmp.joinpath("file").write_text("x") and tmp / "file" / "run",
+     "which is a file, not a folder"),
+])
+def test_an_unusable_out_folder_exits_2_before_any_work(monkeypatch, capsys, tmp_path, make,
+                                                        message):
+    out = make(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(out))
+    assert code == 2
+    assert f"--out {out}: " in err and message in err
