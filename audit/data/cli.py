@@ -43,19 +43,36 @@ def import_command(
         help="DICOM tree, same layout as --folder; header fields become columns.")] = None,
     source: Annotated[str | None, typer.Option(help="Source name for a <label>/<image> tree.")] = None,
     rename: Annotated[list[str] | None, typer.Option(
-        help="Column rename OLD=NEW for --csv (repeatable), e.g. --rename file=path.")] = None,
+        help="Column rename OLD=NEW for --csv (repeatable), e.g. --rename file=path, or "
+             "--rename subject=patient_id for the patient ids.")] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="Folder of lung masks for --folder/--dicom, matched by relative path or file "
+             "stem; unmatched images are reported.")] = None,
+    patient_id_regex: Annotated[str | None, typer.Option(
+        help="Regex on each file name whose first group (or group 'patient') is the patient "
+             "id, e.g. '^(P\\d+)_'. Without patient ids every image is its own patient.")] = None,
 ) -> None:
-    """Build a manifest from a folder tree, an existing CSV or DICOM files."""
+    """Build a manifest from a folder tree, an existing CSV or DICOM files.
+
+    Labels are taken as written (folder names or the CSV's label column). The classes are
+    covid, opacity, other and normal; map any other label onto them with the run config's
+    data.label_map (e.g. {tb: opacity}); `data validate --config` checks that mapping.
+    """
     from audit.data.importers import import_csv, import_dicom, import_folder
 
     chosen = [name for name, value in (("--folder", folder), ("--csv", csv), ("--dicom", dicom)) if value]
     try:
         if len(chosen) != 1:
             raise InputError(f"give exactly one of --folder, --csv, --dicom (got {', '.join(chosen) or 'none'})")
+        if (masks or patient_id_regex) and csv:
+            raise InputError("--masks and --patient-id-regex go with --folder or --dicom; a "
+                             "CSV brings mask_path and patient_id columns (see --rename)")
         if folder:
-            frame = import_folder(folder, out, source=source)
+            frame = import_folder(folder, out, source=source, masks=masks,
+                                  patient_id_regex=patient_id_regex)
         elif dicom:
-            frame = import_dicom(dicom, out, source=source)
+            frame = import_dicom(dicom, out, source=source, masks=masks,
+                                 patient_id_regex=patient_id_regex)
         else:
             frame = import_csv(csv, out, _parse_renames(rename or []))
     except InputError as error:
