@@ -194,6 +194,25 @@ def segment(
 
 
 @app.command()
+def init(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV/Parquet of your images.")],
+    out: Annotated[Path, typer.Option("--out", help="Config YAML to write.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starter run config for a manifest: labels and how they map, sources, masks."""
+    from audit.core.io import atomic_write
+    from audit.data.starter import starter_config
+
+    if out.exists() and not force:
+        raise InputError(f"{out}: exists; give another --out or --force to overwrite it")
+    text = starter_config(manifest)
+    with atomic_write(out) as handle:
+        handle.write(text)
+    typer.echo(f"wrote {out}: edit it (each choice is commented), then "
+               f"`cxr-audit run {out} --out DIR`")
+
+
+@app.command()
 def checks() -> None:
     """List the check ids and what each one's metric means."""
     from audit.gate import CHECK_DESCRIPTIONS
