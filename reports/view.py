@@ -17,7 +17,6 @@ from audit.gate import CHECK_DESCRIPTIONS
 from probes.base import CheckResult, Status
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number
-from reports.gating import blocks_verdict
 from reports.models_view import ModelView, bars_spec, model_overview_figures, model_views
 
 # The question each known check answers, for a reader who never used the tool.
@@ -59,6 +58,7 @@ class ReportView:
     result: AuditResult
     verdict: str
     blocking: list[CheckView]
+    """The checks the gate marked blocking; ``result.absent_required`` names the missing ones."""
     checks: list[CheckView]
     data_figures: list[RenderedFigure]
     models: list[ModelView]
@@ -80,7 +80,7 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
     return ReportView(
         result=result,
         verdict=result.verdict,
-        blocking=[view for view in checks if blocks_verdict(view.check, result.policy)],
+        blocking=[view for view in checks if view.check.blocking],
         checks=checks,
         data_figures=_data_figures(result.data, run_dir),
         models=model_views(result.models, run_dir, classes=result.data.get("classes")),

@@ -68,6 +68,15 @@ def test_gate_on_a_folder_without_a_run_exits_2(monkeypatch, capsys, tmp_path):
     assert "not a finished run folder (expected summary.json)" in err
 
 
+def test_gate_on_a_summary_of_an_older_schema_exits_2_naming_file_and_version(
+        monkeypatch, capsys, tmp_path):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({**AuditResult(checks=()).to_dict(), "schema_version": "1.0"}))
+    code, _, err = run_cli(monkeypatch, capsys, "gate", str(tmp_path))
+    assert code == 2
+    assert f"{summary}: summary schema version '1.0'" in err
+
+
 def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, capsys,
                                                                     tmp_path):
     from audit.gate import judge, load_policy

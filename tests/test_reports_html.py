@@ -51,6 +51,14 @@ def test_blocking_list_names_failed_and_required_unrun_checks_only(rich):
         assert check_id not in blocking
 
 
+def test_blocking_list_names_the_required_checks_the_gate_found_absent(tmp_path):
+    result = AuditResult(checks=SMALL.checks, verdict="fail", absent_required=("site.image",))
+    page = render_html(result, tmp_path)
+    blocking = page.split('<ul class="blocking">', 1)[1].split("</ul>", 1)[0]
+    assert "<code>site.image</code>: absent from the run" in blocking
+    assert "data.leakage" not in blocking
+
+
 def test_not_run_and_error_reasons_are_prominent(rich):
     _, page = rich
     assert "This check did not run:</strong> needs at least two sources" in page
