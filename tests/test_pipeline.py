@@ -1,5 +1,6 @@
-"""The pipeline's own logic with stand-in probes: cached probe stages, crashes, artifacts,
-disabled checks, data summaries and model records (no TensorFlow, no training)."""
+"""The pipeline's own logic with stand-in probes: cached probe stages, crashes, artifacts
+(saved with the stage, copied into the run folder, drawn by the report), disabled checks,
+data summaries and model records (no TensorFlow, no training)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import CHECK_IDS
+from reports.figures import render_figure
 
 
 def tiny_dataset() -> Dataset:
@@ -42,6 +44,10 @@ def tiny_cache(tmp_path) -> StageCache:
     return StageCache(tmp_path / "cache")
 
 
+GALLERY_ARRAYS = {"images": np.arange(128, dtype=np.uint8).reshape(2, 8, 8),
+                  "cams": np.arange(8.0).reshape(2, 2, 2)}
+
+
 class CountingProbe:
     """Measures a fixed metric, returns one artifact its figure draws, and counts how often
     it ran."""
@@ -58,7 +64,7 @@ class CountingProbe:
             raise RuntimeError("probe exploded")
         return CheckResult(check_id=self.check_id, title=self.title, metric=0.5, p_value=0.01,
                            figures={"gallery": {"kind": "cam_gallery", "artifact": "maps"}},
-                           artifacts={"maps": {"cams": np.arange(4.0)}})
+                           artifacts={"maps": GALLERY_ARRAYS})
 
 
 @pytest.fixture
@@ -120,7 +126,10 @@ def test_artifacts_are_saved_with_the_stage_and_the_figure_points_at_the_run_cop
     stage = cache.folder("probe", cache.events[-1].key)
     for saved in (stage / "maps.npz", run_dir / spec["npz"]):
         with np.load(saved) as stored:
-            np.testing.assert_array_equal(stored["cams"], np.arange(4.0))
+            for name, array in GALLERY_ARRAYS.items():
+                np.testing.assert_array_equal(stored[name], array)
+    drawn = render_figure(spec, run_dir)  # what the report does with the spec
+    assert drawn.note is None and drawn.data_uri.startswith("data:image/png")
 
 
 def test_reused_probe_restores_its_artifacts_into_a_new_run_folder(tmp_path, counting_probes):
