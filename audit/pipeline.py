@@ -9,7 +9,10 @@ folder.
 
 Every expensive step is a stage of the run's cache (``<out>/cache`` unless
 ``runtime.cache_dir`` is set), probe results included, so a rerun, or a run resumed after
-a crash, reuses what is finished and recomputes only what its changed settings touch.
+a crash, reuses what is finished and recomputes only what its changed settings touch. The
+probes get the models layer's services through their context, cached here (frozen
+features, Grad-CAMs), and return plain data; the arrays a check's figures draw are saved
+with its probe stage and copied into the run folder's ``artifacts/``.
 """
 
 from __future__ import annotations
