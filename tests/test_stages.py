@@ -4,12 +4,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from audit.core.cache import StageCache, hash_array, hash_file, stable_hash
+from audit.core.cache import CODE_LAYERS, StageCache, code_layer, hash_array, stable_hash
 from audit.core.io import atomic_write
 from audit.runners import LocalRunner
 from tests.runner_jobs import count_and_build
@@ -241,11 +243,6 @@ def test_the_real_sources_give_one_key_per_code_and_inputs(tmp_path):
 
 def test_code_layers_follow_the_import_contract():
     """Each module the contract names (top layer first) maps to its layer, in order."""
-    import tomllib
-    from pathlib import Path
-
-    from audit.core.cache import CODE_LAYERS, code_layer
-
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     (contract,) = [c for c in pyproject["tool"]["importlinter"]["contracts"]
                    if c["type"] == "layers"]
