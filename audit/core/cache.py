@@ -51,7 +51,7 @@ CODE_LAYERS = (("audit/core",), ("audit/data",), ("models",), ("probes",), ("rep
 """Source folders of each layer, bottom first, as pyproject.toml's import contract orders
 them (``tests/test_stages.py`` checks they agree); the last holds the application
 (``audit.pipeline``, ``audit.jobs``, ...) and, inside it, the two layers at the bottom."""
-_FILE_HASHES = "file-hashes"
+_FILE_HASH_FOLDER = "file-hashes"
 """Folder of the cache root remembering the hashes of files (``StageCache.hash_file``)."""
 
 
@@ -155,7 +155,7 @@ class StageCache:
         sharing the cache reads it once, until it changes.
         """
         stat = os.stat(path)
-        memo = self.root / _FILE_HASHES / stable_hash(
+        memo = self.root / _FILE_HASH_FOLDER / stable_hash(
             [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino])
         if not memo.is_file():
             with atomic_write(memo) as handle:
