@@ -9,15 +9,16 @@ part-way leaves only temporary folders behind, which are never read and are clea
 the next run. A file lock per key keeps concurrent runs sharing one cache from computing
 the same stage twice or reading it half written.
 
-The code in a key is the source of whole layers, not of one module or function: the
-package that defines the stage's ``compute`` and every layer below it (``CODE_LAYERS``, the
-import contract of pyproject.toml). A stage's code calls into its package's other modules
-and into the layers below (the features stage into the backbones, the probe stage into
-every probe through the registry's import by name), so hashing less would miss a change
-that alters the result, and the layers contract guarantees a module reaches nothing above
-its layer. Any edit of those files (a comment too) makes new keys; the cost is recomputing,
-never reusing a stale result. A ``compute`` defined outside these packages (a test, a
-script) is keyed on all of them.
+The code in a key is the source of whole packages, not of one module or function: every
+``*.py`` file of the layer whose module defines the stage's ``compute`` and of every layer
+below it (``CODE_LAYERS``, the order of pyproject.toml's import contract). A stage's code
+calls into its package's other modules and into the layers below (the features stage into
+the backbones, the probe stage into every probe through the registry's import by name), so
+hashing less would miss a change that alters the result, while the layers contract
+guarantees a module reaches nothing above its layer. Any edit of those files (a comment
+too) makes new keys: the cost is recomputing, never reusing a stale result. A ``compute``
+defined outside these packages (a test, a script) is keyed on all of them. The sources are
+read once per ``StageCache`` object.
 
 Usage::
 
@@ -197,6 +198,7 @@ class StageCache:
         # Only called under the key's lock, so no live writer owns these folders.
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
+
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
