@@ -272,8 +272,7 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
         "masks": dataset.masks_key,
         "splits": stable_hash([context.splits.train, context.splits.test,
                                [list(fold) for fold in context.splits.folds]]),
-        "models": {key: (model.path.name if model.path else stable_hash(model.metadata))
-                   for key, model in context.models.items()},
+        "models": {key: model.identity for key, model in context.models.items()},
         "audited": context.audited,
         "retraining": context.train_variant is not None,
         "params": context.params.model_dump(mode="json", exclude={"checks"}),
