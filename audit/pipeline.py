@@ -17,7 +17,6 @@ with its probe stage and copied into the run folder's ``artifacts/``.
 
 from __future__ import annotations
 
-import inspect
 import json
 import platform
 import re
@@ -29,12 +28,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.core.cache import StageCache, hash_array, hash_file, stable_hash
+from audit.core.cache import StageCache, stable_hash
 from audit.core.config import AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
@@ -208,18 +206,16 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
     """``explanations`` for the probes: Grad-CAMs of ``models[key]`` for dataset rows
     (``models.gradcam.explain_rows``), one cached ``gradcam`` stage per model and rows.
 
-    The stage key holds the model's identity, the rows, the data and masks keys and the
-    source of the code that computes the maps, so the attention checks share one
-    computation per model and a rerun reuses it.
+    The stage key holds the model's identity, the rows and the data and masks keys (the
+    cache adds the code), so the attention checks share one computation per model and a
+    rerun reuses it.
     """
-    from models import gradcam, inputs, trained
-
-    code = _source_hash(gradcam, trained, inputs)
+    from models import gradcam
 
     def explanations(key: str, rows: np.ndarray) -> Explanations:
         model, rows = models[key], np.asarray(rows)
-        stage_inputs = {"model": _model_identity(model), "rows": rows, "data": dataset.data_key,
-                        "masks": dataset.masks_key, "code": code}
+        stage_inputs = {"model": model.identity, "rows": rows, "data": dataset.data_key,
+                        "masks": dataset.masks_key}
 
         def compute(folder: Path) -> None:
             explained = gradcam.explain_rows(model, dataset, rows)
@@ -233,17 +229,6 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
                                               for target in gradcam.CAM_TARGETS})
 
     return explanations
-
-
-def _model_identity(model: TrainedModel) -> str:
-    """A hash of the model's weights and of how it is fed and explained."""
-    weights = [hash_array(np.asarray(w)) for w in model.keras_model.get_weights()]
-    return stable_hash([model.input_mode, model.input_size, model.last_conv_layer, weights])
-
-
-def _source_hash(*modules: ModuleType) -> str:
-    """A hash of the modules' source files: a stage computed by older code is not reused."""
-    return stable_hash([hash_file(inspect.getsourcefile(module)) for module in modules])
 
 
 def run_checks(context: ProbeContext, enabled: list[str], cache: StageCache,
