@@ -61,7 +61,8 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     Args:
         config: The validated run config.
         out_dir: The run folder (created); reports, models, splits and masks go here.
-        runner: Where the training grid runs. Defaults to None (``runtime`` of the config).
+        runner: Where the training grid and the probes' retraining run. Defaults to None
+            (``runtime`` of the config).
 
     Returns:
         The judged result (also written as ``summary.json`` and the reports).

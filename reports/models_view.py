@@ -32,7 +32,7 @@ class ModelView:
     key: str
     identity: dict[str, Any]
     headline: dict[str, Any]
-    """Metric label -> the metric as written (number or ``{value, ci}``) or None."""
+    """Metric label -> the metric as shown (number or ``{value, ci}``) or None."""
     cv_mean: dict[str, Any]
     cv_folds: list[dict[str, Any]]
     other_metrics: dict[str, Any]
