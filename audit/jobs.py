@@ -4,8 +4,10 @@ A training job is a module-level function of one small JSON-able payload, so any
 backend (``audit.runners``: in-process, worker processes, Ray) can execute it. Big arrays
 never travel in a payload: a job rebuilds the dataset from the config through the same
 cached stages the main process used (decoded images, U-Net masks: all reused), trains
-through the models layer into the stage cache and returns small metadata. The main
-process then loads the trained models from that cache.
+through the models layer into the stage cache and returns small metadata with the path
+of the trained model, which the main process then loads. Two jobs: ``train_job`` (one
+classifier of the grid, evaluated) and ``variant_job`` (one classifier a probe asked
+for).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from audit.core.config import AuditConfig
 from audit.core.io import atomic_write
 from audit.core.progress import log
 from audit.data.dataset import Dataset, Splits
+
+if TYPE_CHECKING:
+    from models.train import VariantRequest
 
 JOB_RESULT_FILE = "result.json"
 
@@ -67,14 +72,6 @@ def split_data(config: AuditConfig, dataset: Dataset) -> Splits:
                        config.data.seed)
 
 
-def classifier_spec(config: AuditConfig, backbone: str, input_mode: str, seed: int) -> Any:
-    """The models layer's spec for one classifier of this run."""
-    from models.train import spec_from_config
-
-    return spec_from_config(config.models, backbone, input_mode, config.data.image_size,
-                            seed, config.probes.border_fraction)
-
-
 def training_payload(config: AuditConfig, cache_root: Path, backbone: str, input_mode: str,
                      seed: int, fold: int | None, out_dir: Path | None) -> dict[str, Any]:
     """One job of the grid. ``fold`` None trains the run's model (first fold's fit/val rows)
@@ -107,13 +104,11 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
         (on the evaluation rows) and ``events`` (this job's stage events, so the main
         process can report what was reused and computed).
     """
-    from models.train import classifier_stage_inputs
+    from models.train import classifier_stage_inputs, spec_from_config
 
-    config = AuditConfig.model_validate(payload["config"])
-    cache = StageCache(payload["cache"])
-    dataset, _ = prepare_data(config, cache)
+    config, cache, dataset = _job_data(payload)
     train, val, evaluate = fold_rows(split_data(config, dataset), payload["fold"])
-    spec = classifier_spec(config, payload["backbone"], payload["input_mode"], payload["seed"])
+    spec = spec_from_config(config, payload["backbone"], payload["input_mode"], payload["seed"])
     inputs = {"classifier": classifier_stage_inputs(dataset, train, val, spec, cache),
               "evaluate": hash_array(evaluate), "n_bootstrap": config.probes.n_bootstrap}
 
@@ -130,6 +125,41 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
         shutil.copytree(record["path"], payload["out_dir"], dirs_exist_ok=True)
         record["path"] = payload["out_dir"]
     return {**record, "events": [asdict(event) for event in cache.events]}
+
+
+def variant_payload(config: AuditConfig, cache_root: Path,
+                    request: VariantRequest) -> dict[str, Any]:
+    """The job training one ``models.train.VariantRequest`` of a probe. Its rows travel
+    as lists of row numbers (a few kB): the images stay in the cache."""
+    return {"config": config.model_dump(mode="json"), "cache": str(cache_root),
+            "backbone": request.backbone or config.models.backbones[0],
+            "input_mode": request.input_mode, "seed": request.seed,
+            "train_rows": list(request.train_rows), "val_rows": list(request.val_rows)}
+
+
+def variant_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train one classifier a probe asked for into the cache (reusing cached features).
+
+    Returns:
+        ``path`` (the trained model's stage folder, for ``models.saving.load_trained``) and
+        ``events`` (this job's stage events).
+    """
+    from models.train import spec_from_config, train_classifier
+
+    config, cache, dataset = _job_data(payload)
+    spec = spec_from_config(config, payload["backbone"], payload["input_mode"], payload["seed"])
+    model = train_classifier(dataset, np.asarray(payload["train_rows"], dtype=np.int64),
+                             np.asarray(payload["val_rows"], dtype=np.int64), spec, cache=cache)
+    return {"path": str(model.path), "events": [asdict(event) for event in cache.events]}
+
+
+def _job_data(payload: dict[str, Any]) -> tuple[AuditConfig, StageCache, Dataset]:
+    """A job's config, its own handle on the shared cache, and the run's dataset rebuilt
+    from that cache."""
+    config = AuditConfig.model_validate(payload["config"])
+    cache = StageCache(payload["cache"])
+    dataset, _ = prepare_data(config, cache)
+    return config, cache, dataset
 
 
 def _train_and_evaluate(config: AuditConfig, cache: StageCache, dataset: Dataset,

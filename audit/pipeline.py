@@ -2,7 +2,8 @@
 
 ``run_audit`` trains the run's classifiers (every backbone x input mode x seed, plus the
 cross-validation folds) as a grid of jobs on the configured runner, then runs every check
-against them. ``audit_external`` audits a model someone else trained: the checks that
+against them; the classifiers a probe retrains go to the same runner, all of that probe's
+at once. ``audit_external`` audits a model someone else trained: the checks that
 need retraining report ``not_run`` with the reason. Both return an ``AuditResult`` judged
 by the policy and write ``report.html``, ``summary.json`` and ``junit.xml`` to the run
 folder.
@@ -40,13 +41,21 @@ from audit.core.progress import log, progress
 from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
 from audit.gate import judge, load_policy
-from audit.jobs import classifier_spec, prepare_data, split_data, train_job, training_payload
+from audit.jobs import (
+    prepare_data,
+    split_data,
+    train_job,
+    training_payload,
+    variant_job,
+    variant_payload,
+)
 from audit.runners import Runner, get_runner
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import CHECK_IDS, get_probe
 
 if TYPE_CHECKING:
     from models.gradcam import Explanations
+    from models.train import VariantRequest
     from models.trained import TrainedModel
 
 VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
@@ -62,7 +71,8 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     Args:
         config: The validated run config.
         out_dir: The run folder (created); reports, models, splits and masks go here.
-        runner: Where the training grid runs. Defaults to None (``runtime`` of the config).
+        runner: Where the training grid and the probes' retraining run. Defaults to None
+            (``runtime`` of the config).
 
     Returns:
         The judged result (also written as ``summary.json`` and the reports).
@@ -71,12 +81,14 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     out_dir, cache, policy = _start_run(config, out_dir)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
-    records = _train_grid(config, cache, out_dir, runner or get_runner(config.runtime))
-    models = _load_models(config, dataset, splits, cache)
+    runner = runner or get_runner(config.runtime)
+    records = _train_grid(config, cache, out_dir, runner)
+    models = _load_models(config, records)
+    variants = _VariantTrainer(config, cache, runner)
     context = ProbeContext(
         dataset=dataset, splits=splits, models=models,
         audited=f"{config.models.backbones[0]}/raw", params=config.probes,
-        seed=config.probes.seed, train_variant=_variant_trainer(config, dataset, cache),
+        seed=config.probes.seed, train_variants=variants,
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
     )
@@ -84,7 +96,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     result = AuditResult(
         checks=tuple(checks), models=tuple(_model_records(records)),
         data=summarise_data(dataset), segmentation=segmentation,
-        provenance=_provenance(config, dataset, cache, records, started),
+        provenance=_provenance(config, dataset, cache, records + variants.jobs, started),
     )
     return _finish(result, policy, out_dir)
 
@@ -161,30 +173,37 @@ def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path,
     return runner.map(train_job, payloads)
 
 
-def _load_models(config: AuditConfig, dataset: Dataset, splits: Splits,
-                 cache: StageCache) -> dict[str, Any]:
-    """The first seed's model per backbone and input mode, reloaded from the cache."""
-    from models.train import train_classifier
+def _load_models(config: AuditConfig, records: list[dict[str, Any]]) -> dict[str, TrainedModel]:
+    """The first seed's model per backbone and input mode, loaded from where its grid job
+    put it."""
+    from models.saving import load_trained
 
-    models = {}
-    for backbone in config.models.backbones:
-        for mode in config.models.input_modes:
-            spec = classifier_spec(config, backbone, mode, config.models.seeds[0])
-            models[f"{backbone}/{mode}"] = train_classifier(dataset, splits.fit, splits.val,
-                                                            spec, cache=cache)
-    return models
+    first_seed = config.models.seeds[0]
+    return {record["key"]: load_trained(record["path"]) for record in records
+            if record["fold"] is None and record["seed"] == first_seed}
 
 
-def _variant_trainer(config: AuditConfig, dataset: Dataset, cache: StageCache) -> Any:
-    """``train_variant`` for the probes: the run's settings, other rows, mode or seed."""
-    from models.train import train_classifier
+class _VariantTrainer:
+    """``train_variants`` for the probes: each request a job on the run's runner, all of a
+    probe's requests at once, so a pool or Ray trains them side by side.
 
-    def train_variant(train_idx: np.ndarray, val_idx: np.ndarray, *, input_mode: str = "raw",
-                      seed: int = 0, backbone: str | None = None) -> Any:
-        spec = classifier_spec(config, backbone or config.models.backbones[0], input_mode, seed)
-        return train_classifier(dataset, train_idx, val_idx, spec, cache=cache)
+    Attributes:
+        jobs: every variant job's result so far (its stage events count in the provenance).
+    """
 
-    return train_variant
+    def __init__(self, config: AuditConfig, cache: StageCache, runner: Runner):
+        self.config, self.cache, self.runner = config, cache, runner
+        self.jobs: list[dict[str, Any]] = []
+
+    def __call__(self, requests: list[VariantRequest]) -> list[TrainedModel]:
+        from models.saving import load_trained
+
+        payloads = [variant_payload(self.config, self.cache.root, request)
+                    for request in requests]
+        log.info("training %d variant classifiers (%s runner)", len(payloads), self.runner.name)
+        results = self.runner.map(variant_job, payloads)
+        self.jobs += results
+        return [load_trained(result["path"]) for result in results]
 
 
 def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
@@ -259,7 +278,7 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
                                [list(fold) for fold in context.splits.folds]]),
         "models": {key: model.identity for key, model in context.models.items()},
         "audited": context.audited,
-        "retraining": context.train_variant is not None,
+        "retraining": context.train_variants is not None,
         "params": context.params.model_dump(mode="json", exclude={"checks"}),
     }
 
@@ -329,7 +348,10 @@ def summarise_data(dataset: Dataset) -> dict[str, Any]:
 
 
 def _model_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per trained (backbone, mode, seed) model, its folds folded in as ``cv``."""
+    """One record per trained (backbone, mode, seed) model, its folds folded in as ``cv``:
+    ``{"folds": [metrics of each fold], "mean": models.metrics.fold_summary of them}``."""
+    from models.metrics import fold_summary
+
     folds: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         if record["fold"] is not None:
@@ -340,18 +362,9 @@ def _model_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             fold_metrics = folds.get((record["key"], record["seed"]), [])
             entry = {k: v for k, v in record.items() if k not in ("events", "fold")}
             if fold_metrics:
-                entry["cv"] = {"folds": fold_metrics, "mean": _mean_scalars(fold_metrics)}
+                entry["cv"] = {"folds": fold_metrics, "mean": fold_summary(fold_metrics)}
             models.append(entry)
     return models
-
-
-def _mean_scalars(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean over folds of every metric that is a number in every fold."""
-    def numeric(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    names = [name for name in rows[0] if all(numeric(row.get(name)) for row in rows)]
-    return {name: float(np.mean([row[name] for row in rows])) for name in names}
 
 
 def _provenance(config: AuditConfig, dataset: Dataset, cache: StageCache,

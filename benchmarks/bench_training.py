@@ -67,8 +67,8 @@ def time_cached(dataset, splits, spec) -> float:
         started = time.perf_counter()
         result = cross_validate(dataset, splits, spec, cache=StageCache(tmp))
         seconds = time.perf_counter() - started
-    print(f"  cached {spec.augmented_views if spec.rotates else 0} views: {seconds:.1f} s "
-          f"for {len(splits.folds)} folds x {spec.epochs} epochs "
+    print(f"  cached {spec.settings.augmented_views if spec.rotates else 0} views: "
+          f"{seconds:.1f} s for {len(splits.folds)} folds x {spec.settings.epochs} epochs "
           f"(mean CV accuracy {result['mean']['accuracy']:.3f})")
     return seconds
 
@@ -80,15 +80,16 @@ def time_plain_epoch(dataset, splits, spec, plain_epochs: int) -> float:
 
     train_idx, val_idx = splits.folds[0]
     labels = dataset.labels
-    model, *_ = build_classifier(spec.backbone, spec.image_size, spec.weights, spec.alpha,
-                                 spec.dropout, spec.dense_units,
-                                 weights_dirs=[Path(p) for p in spec.weights_dirs])
+    settings = spec.settings
+    model, *_ = build_classifier(spec.backbone, spec.image_size, settings.weights,
+                                 settings.alpha, settings.dropout, settings.dense_units,
+                                 weights_dirs=list(settings.weights_dirs))
     train = image_batches(dataset.images[train_idx], labels[train_idx], spec, shuffle=True,
                           rotate=spec.rotates)
     val = image_batches(dataset.images[val_idx], labels[val_idx], spec, shuffle=False,
                         rotate=False)
     timer = EpochTimer()
-    fit_best_epoch(model, train, val, replace(spec, epochs=plain_epochs),
+    fit_best_epoch(model, train, val, spec.with_settings(epochs=plain_epochs),
                    balanced_class_weights(labels[train_idx], 4), callbacks=[timer])
     print(f"  plain fit epochs: {', '.join(f'{s:.1f}' for s in timer.seconds)} s")
     return min(timer.seconds)
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "metadata.csv").is_file():
         raise SystemExit(f"{args.data}/metadata.csv not found: pass --data")
 
+    from audit.core.config import ModelsConfig
     from audit.core.progress import configure
     from models.train import ClassifierSpec
 
@@ -119,15 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     n_train = len(splits.folds[0][0])
     print(f"{args.backbone} alpha {args.alpha} at {args.size} px, {len(dataset)} images "
           f"({n_train} training images in fold 0), {args.folds} folds x {args.epochs} epochs")
-    base = ClassifierSpec(backbone=args.backbone, image_size=args.size, weights="imagenet",
-                          weights_dirs=(str(args.weights_dir),), alpha=args.alpha,
-                          epochs=args.epochs)
+    settings = ModelsConfig(weights="imagenet", weights_dirs=[args.weights_dir],
+                            alpha=args.alpha, epochs=args.epochs)
+    base = ClassifierSpec(settings=settings, backbone=args.backbone, input_mode="raw",
+                          image_size=args.size, seed=0, border_fraction=0.1)
     for label, views in (("no augmentation", 0), (f"rotation, {args.views} views", args.views)):
-        spec = replace(base, augmented_views=views, rotation_degrees=10.0 if views else 0.0)
+        spec = base.with_settings(augmented_views=views, rotation_degrees=10.0 if views else 0.0)
         print(f"{label}:")
-        cached = min(time_cached(dataset, splits, replace(spec, training_path="cached"))
+        cached = min(time_cached(dataset, splits, spec.with_settings(training_path="cached"))
                      for _ in range(args.repeats))
-        epoch = time_plain_epoch(dataset, splits, replace(spec, training_path="end_to_end"),
+        epoch = time_plain_epoch(dataset, splits, spec.with_settings(training_path="end_to_end"),
                                  args.plain_epochs)
         plain = epoch * args.epochs * args.folds
         print(f"  plain fit: fastest epoch {epoch:.1f} s x {args.epochs} epochs x {args.folds} "

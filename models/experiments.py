@@ -19,7 +19,6 @@ Every trained model is saved under ``out_dir/models/...`` with its metadata JSON
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +126,7 @@ def _sweep(config: AuditConfig, dataset: Dataset, splits: Splits, spec: Classifi
         cast = int if step.param in _INTEGER_PARAMS else float
         results = []
         for value in step.values:
-            candidate = replace(spec, **{step.param: cast(value)})
+            candidate = spec.with_settings(**{step.param: cast(value)})
             results.append((_cv_row("sweep", dataset, splits, candidate, out_dir, cache,
                                     param=step.param, value=cast(value)), candidate))
         best_row, spec = max(results, key=lambda pair: pair[0]["accuracy"])
@@ -150,8 +149,7 @@ def run_training(config: AuditConfig, dataset: Dataset, splits: Splits, out_dir:
     for backbone in models.backbones:
         for mode in models.input_modes:
             for seed in models.seeds:
-                spec = spec_from_config(models, backbone, mode, config.data.image_size, seed,
-                                        config.probes.border_fraction)
+                spec = spec_from_config(config, backbone, mode, seed)
                 if models.cross_validate:
                     rows.append(_cv_row("cv", dataset, splits, spec, out_dir, cache))
                 else:

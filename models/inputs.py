@@ -12,16 +12,17 @@ nonzero inside the lungs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
 from audit.core.cache import stable_hash
+from audit.core.config import InputMode
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
 
-INPUT_MODES = ("raw", "lung_masked", "lungs_removed", "border_only")
+INPUT_MODES: tuple[str, ...] = get_args(InputMode)  # the config's modes, in its order
 MASKED_MODES = ("lung_masked", "lungs_removed")
 BACKGROUND = 0
 _CHUNK_ROWS = 256

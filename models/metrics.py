@@ -2,7 +2,8 @@
 
 Proportions (accuracy, per-class recall) get Wilson score intervals (statsmodels); macro F1
 and one-vs-rest AUROC get percentile bootstrap intervals over resampled images. The
-metrics themselves come from scikit-learn.
+metrics themselves come from scikit-learn. ``fold_summary`` turns the metrics of
+cross-validation folds into their means (the one fold aggregation of the tool).
 """
 
 from __future__ import annotations
@@ -149,4 +150,47 @@ def classification_metrics(
         "macro_f1_ci": intervals["macro_f1"],
         "auroc": auroc if np.isfinite(auroc) else None,
         "auroc_ci": intervals["auroc"],
+    }
+
+
+def _mean_of_known(values: Sequence[float | None]) -> float | None:
+    """Mean of the values that are defined; ``None`` when none is."""
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def fold_summary(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The cross-validation summary of per-fold ``classification_metrics``, as in the
+    paper's tables: the one fold aggregation of the tool (``cxr-audit train``, the audit's
+    model records and the report all read it).
+
+    A metric undefined in a fold (``None``, e.g. AUROC of a one-class fold) is left out of
+    that metric's mean rather than failing the summary.
+
+    Args:
+        folds: ``classification_metrics`` of each fold, on the same classes.
+
+    Returns:
+        ``{"accuracy", "accuracy_std", "macro_f1", "auroc" (means over folds),
+        "per_class_recall" ({class: mean recall}), "confusion_matrix" (summed over folds)}``.
+
+    Raises:
+        ValueError: no folds, or folds on different classes.
+    """
+    if not folds:
+        raise ValueError("fold_summary needs the metrics of at least one fold, got none")
+    classes = folds[0]["classes"]
+    if any(fold["classes"] != classes for fold in folds):
+        raise ValueError(f"fold_summary: every fold must have the classes {classes}, got "
+                         f"{[fold['classes'] for fold in folds]}")
+    accuracies = [fold["accuracy"] for fold in folds if fold["accuracy"] is not None]
+    return {
+        "accuracy": _mean_of_known(accuracies),
+        "accuracy_std": float(np.std(accuracies)) if accuracies else None,
+        "macro_f1": _mean_of_known([fold["macro_f1"] for fold in folds]),
+        "auroc": _mean_of_known([fold["auroc"] for fold in folds]),
+        "per_class_recall": {name: _mean_of_known([fold["per_class"][name]["recall"]
+                                                   for fold in folds]) for name in classes},
+        "confusion_matrix": np.sum([fold["confusion_matrix"] for fold in folds],
+                                   axis=0).tolist(),
     }

@@ -27,7 +27,7 @@ accuracy are restored (first such epoch on ties).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from models.backbones import resolve_weights
 from models.features import POOLED, FeatureSpec, frozen_features, view_features
 from models.head import HEAD_POOL, build_classifier, cut_layer_name
 from models.inputs import MASKED_MODES, ModeImages
-from models.metrics import classification_metrics
+from models.metrics import classification_metrics, fold_summary
 from models.saving import library_versions, load_trained, save_trained
 from models.trained import TrainedModel
 
@@ -48,64 +48,105 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from audit.core.config import ModelsConfig
+    from audit.core.config import AuditConfig, ModelsConfig
     from audit.data.dataset import Dataset, Splits
 
 _STEPS_PER_EXECUTION = 16
 
 
+GRID_FIELDS = frozenset({"backbones", "input_modes", "seeds", "cross_validate", "sweep",
+                         "final_sizes"})
+"""``ModelsConfig`` fields that shape the grid of classifiers or the experiments, not one
+classifier: no spec's key holds them, so adding a seed or a sweep step retrains nothing."""
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """Everything that determines one trained classifier (besides the data and split)."""
+    """Everything that determines one trained classifier (besides the data and split).
 
-    backbone: str = "mobilenetv2"
-    input_mode: str = "raw"
-    image_size: int = 224  # model input side; dataset images are resized to it
-    weights: str = "imagenet"  # "imagenet", "none" or a weights file path
-    weights_dirs: tuple[str, ...] = ()  # folders searched for local ImageNet files
-    alpha: float = 1.0
-    learning_rate: float = 1e-3
-    dropout: float = 0.3
-    dense_units: int = 256
-    epochs: int = 60
-    batch_size: int = 32
-    unfreeze_blocks: int = 0
-    rotation_degrees: float = 10.0
-    augmented_views: int = 2  # fixed rotated copies per training image (cached path)
-    training_path: str = "auto"  # "auto" (= cached), "cached" or "end_to_end"
-    border_fraction: float = 0.10
-    seed: int = 0
+    Attributes:
+        settings: the training settings: the config's ``models`` section, whose defaults
+            are the paper's Table 2 (its ``GRID_FIELDS`` play no part in one classifier).
+        backbone: the pretrained base.
+        input_mode: what part of the images the classifier sees.
+        image_size: model input side; dataset images are resized to it.
+        seed: seeds the head's initial weights, dropout, batch order and rotated views.
+        border_fraction: band width of the ``border_only`` input mode
+            (``probes.border_fraction``); no other mode depends on it.
+    """
+
+    settings: ModelsConfig
+    backbone: str
+    input_mode: str
+    image_size: int
+    seed: int
+    border_fraction: float
 
     @property
     def path(self) -> str:
         """The training path this spec takes: ``"cached"`` or ``"end_to_end"``."""
-        return "end_to_end" if self.training_path == "end_to_end" else "cached"
+        return "end_to_end" if self.settings.training_path == "end_to_end" else "cached"
 
     @property
     def rotates(self) -> bool:
-        return self.rotation_degrees > 0 and (self.path == "end_to_end" or self.augmented_views > 0)
+        return self.settings.rotation_degrees > 0 and (self.path == "end_to_end"
+                                                       or self.settings.augmented_views > 0)
+
+    def with_settings(self, **changes: Any) -> ClassifierSpec:
+        """This spec with some training settings changed, validated as the config is."""
+        settings = type(self.settings).model_validate({**self.settings.model_dump(), **changes})
+        return replace(self, settings=settings)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as plain data (a trained model's ``metadata["spec"]``)."""
+        return {**self.settings.model_dump(mode="json", exclude=set(GRID_FIELDS)),
+                "backbone": self.backbone, "input_mode": self.input_mode,
+                "image_size": self.image_size, "seed": self.seed,
+                "border_fraction": self.border_fraction}
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that change the trained model (cache key and config hash)."""
-        fields = asdict(self)
+        fields = self.as_dict()
         fields.pop("weights_dirs")  # where the weights were found is in the weights origin
         fields["training_path"] = self.path
+        if self.input_mode != "border_only":
+            fields.pop("border_fraction")  # no other mode shows the band
         return fields
 
 
-def spec_from_config(models_cfg: ModelsConfig, backbone: str, input_mode: str,
-                     image_size: int, seed: int, border_fraction: float) -> ClassifierSpec:
-    """The spec of one classifier of a run, from the config's ``models`` section."""
-    return ClassifierSpec(
-        backbone=backbone, input_mode=input_mode, image_size=image_size,
-        weights=models_cfg.weights, weights_dirs=tuple(str(p) for p in models_cfg.weights_dirs),
-        alpha=models_cfg.alpha, learning_rate=models_cfg.learning_rate,
-        dropout=models_cfg.dropout, dense_units=models_cfg.dense_units,
-        epochs=models_cfg.epochs, batch_size=models_cfg.batch_size,
-        unfreeze_blocks=models_cfg.unfreeze_blocks,
-        rotation_degrees=models_cfg.rotation_degrees,
-        augmented_views=models_cfg.augmented_views,
-        training_path=models_cfg.training_path, border_fraction=border_fraction, seed=seed)
+def spec_from_config(config: AuditConfig, backbone: str, input_mode: str,
+                     seed: int) -> ClassifierSpec:
+    """The spec of one classifier of a run: the config's ``models`` section, its image size
+    and border band, and the classifier's backbone, input mode and seed."""
+    return ClassifierSpec(settings=config.models, backbone=backbone, input_mode=input_mode,
+                          image_size=config.data.image_size, seed=seed,
+                          border_fraction=config.probes.border_fraction)
+
+
+@dataclass(frozen=True)
+class VariantRequest:
+    """One classifier a probe asks the run to train: the run's settings on other rows, or
+    with another input mode, seed or backbone.
+
+    Attributes:
+        train_rows: dataset rows to fit on.
+        val_rows: dataset rows for best-epoch selection.
+        input_mode: Defaults to "raw".
+        seed: Defaults to 0.
+        backbone: None for the audited model's backbone. Defaults to None.
+    """
+
+    train_rows: tuple[int, ...]
+    val_rows: tuple[int, ...]
+    input_mode: str = "raw"
+    seed: int = 0
+    backbone: str | None = None
+
+    def __post_init__(self) -> None:
+        # Rows may arrive as arrays; as plain ints a request compares, hashes and travels
+        # in a job's JSON payload.
+        for name in ("train_rows", "val_rows"):
+            object.__setattr__(self, name, tuple(int(row) for row in getattr(self, name)))
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -136,7 +177,7 @@ def array_batches(x: np.ndarray, y: np.ndarray, spec: ClassifierSpec, shuffle: b
     data = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         data = data.shuffle(len(x), seed=spec.seed, reshuffle_each_iteration=True)
-    data = data.batch(spec.batch_size)
+    data = data.batch(spec.settings.batch_size)
     if transform is not None:
         data = data.map(lambda xb, yb: (transform(xb), yb))
     return data.prefetch(2)
@@ -153,7 +194,7 @@ def _image_transform(spec: ClassifierSpec, rotate: bool):
     import keras
     import tensorflow as tf
 
-    rotation = keras.layers.RandomRotation(spec.rotation_degrees / 360.0, fill_mode="constant",
+    rotation = keras.layers.RandomRotation(spec.settings.rotation_degrees / 360.0, fill_mode="constant",
                                            fill_value=0.0, seed=spec.seed) if rotate else None
 
     def transform(batch):
@@ -177,14 +218,15 @@ def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
     import keras
 
     extractor = keras.Model(model.inputs[0], model.get_layer(cut).output)
-    source = FeatureSpec(spec.backbone, spec.weights, spec.alpha, spec.image_size,
-                         tuple(Path(p) for p in spec.weights_dirs),
+    settings = spec.settings
+    source = FeatureSpec(spec.backbone, settings.weights, settings.alpha, spec.image_size,
+                         tuple(settings.weights_dirs),
                          POOLED if cut == HEAD_POOL else cut, extractor)
     features = frozen_features(images, source, cache)
     x_train, y_train = [features[train_idx]], [labels[train_idx]]
     if spec.rotates:
-        views = view_features(images, spec.augmented_views, spec.rotation_degrees, spec.seed,
-                              source, cache)
+        views = view_features(images, settings.augmented_views, settings.rotation_degrees,
+                              spec.seed, source, cache)
         x_train += [view[train_idx] for view in views]
         y_train += [labels[train_idx]] * len(views)
     return features, np.concatenate(x_train), np.concatenate(y_train)
@@ -205,12 +247,12 @@ def fit_best_epoch(model: keras.Model, train: tf.data.Dataset, val: tf.data.Data
     """
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(spec.learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(spec.settings.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=_STEPS_PER_EXECUTION)
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                         patience=spec.epochs, restore_best_weights=True)
-    history = model.fit(train, validation_data=val, epochs=spec.epochs,
+                                         patience=spec.settings.epochs, restore_best_weights=True)
+    history = model.fit(train, validation_data=val, epochs=spec.settings.epochs,
                         class_weight=class_weight, callbacks=[best, *(callbacks or [])],
                         shuffle=False, verbose=0)
     return ({name: [float(v) for v in values] for name, values in history.history.items()},
@@ -221,12 +263,12 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
            spec: ClassifierSpec, cache: StageCache | None) -> TrainedModel:
     import keras
 
-    images, labels = mode_images(dataset, spec), dataset.labels
+    images, labels, settings = mode_images(dataset, spec), dataset.labels, spec.settings
     model, last_conv, embedding, origin = build_classifier(
-        spec.backbone, spec.image_size, spec.weights, spec.alpha, spec.dropout,
-        spec.dense_units, len(dataset.classes), spec.unfreeze_blocks,
-        [Path(p) for p in spec.weights_dirs], spec.seed)
-    cut = cut_layer_name(model, spec.backbone, spec.unfreeze_blocks)
+        spec.backbone, spec.image_size, settings.weights, settings.alpha, settings.dropout,
+        settings.dense_units, len(dataset.classes), settings.unfreeze_blocks,
+        list(settings.weights_dirs), spec.seed)
+    cut = cut_layer_name(model, spec.backbone, settings.unfreeze_blocks)
     if spec.path == "cached":
         trainable = keras.Model(model.get_layer(cut).output, model.output)
         features, x_train, y_train = _feature_arrays(model, images, labels, train_idx, spec,
@@ -242,9 +284,9 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
     history, best_epoch = fit_best_epoch(trainable, train, val, spec, class_weight)
     val_proba = trainable.predict(val, verbose=0)
     metadata = {
-        "backbone": spec.backbone, "input_mode": spec.input_mode, "weights": spec.weights,
+        "backbone": spec.backbone, "input_mode": spec.input_mode, "weights": settings.weights,
         "weights_origin": origin, "training_path": spec.path, "cut_layer": cut,
-        "spec": asdict(spec), "config_hash": stable_hash(spec.key_fields()),
+        "spec": spec.as_dict(), "config_hash": stable_hash(spec.key_fields()),
         "data_manifest_hash": dataset.manifest_hash, "mask_origin": dataset.mask_origin,
         "split": {"train": train_idx.tolist(), "val": val_idx.tolist()}, "seed": spec.seed,
         "n_train_examples": len(x_train), "class_weight": class_weight,
@@ -262,8 +304,9 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
 
 def classifier_stage_inputs(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
                   spec: ClassifierSpec, cache: StageCache) -> dict[str, Any]:
-    _, origin = resolve_weights(spec.weights, spec.backbone, spec.alpha, spec.image_size,
-                                [Path(p) for p in spec.weights_dirs], cache.hash_file)
+    settings = spec.settings
+    _, origin = resolve_weights(settings.weights, spec.backbone, settings.alpha,
+                                spec.image_size, list(settings.weights_dirs), cache.hash_file)
     return {"spec": spec.key_fields(), "weights_origin": origin,
             "data": dataset.data_key,
             "labels": hash_array(dataset.labels),
@@ -318,11 +361,6 @@ def train_classifier(
     return trained
 
 
-def _fold_mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
-
-
 def cross_validate(
     dataset: Dataset,
     splits: Splits,
@@ -340,10 +378,9 @@ def cross_validate(
         out_dir: each fold's model is saved under ``out_dir/fold<i>``. Defaults to None.
 
     Returns:
-        ``{"spec", "training_path", "folds": [{"fold", "best_epoch", "metrics"}],
-        "mean": {"accuracy", "accuracy_std", "macro_f1", "auroc", "per_class_recall",
-        "confusion_matrix" (summed over folds)}, "pooled": out-of-fold metrics with CIs,
-        "mean_history": per-epoch means over folds}``.
+        ``{"spec", "training_path", "folds": [{"fold", "best_epoch", "weights_origin",
+        "metrics"}], "mean": models.metrics.fold_summary of the folds' metrics, "pooled":
+        out-of-fold metrics with CIs, "mean_history": per-epoch means over folds}``.
     """
     folds, truth, proba, histories = [], [], [], []
     for number, (train_idx, val_idx) in enumerate(splits.folds):
@@ -355,20 +392,10 @@ def cross_validate(
         truth.append(dataset.labels[np.asarray(val_idx)])
         proba.append(np.asarray(meta["val_proba"]))
         histories.append(meta["history"])
-    metrics = [fold["metrics"] for fold in folds]
-    accuracies = [m["accuracy"] for m in metrics]
-    mean = {
-        "accuracy": _fold_mean(accuracies),
-        "accuracy_std": float(np.std(accuracies)),
-        "macro_f1": _fold_mean([m["macro_f1"] for m in metrics]),
-        "auroc": _fold_mean([m["auroc"] for m in metrics]),
-        "per_class_recall": {name: _fold_mean([m["per_class"][name]["recall"] for m in metrics])
-                             for name in dataset.classes},
-        "confusion_matrix": np.sum([m["confusion_matrix"] for m in metrics], axis=0).tolist(),
-    }
     pooled = classification_metrics(np.concatenate(truth), np.concatenate(proba),
                                     dataset.classes, seed=spec.seed)
     mean_history = {name: np.mean([h[name] for h in histories], axis=0).tolist()
                     for name in histories[0]}
-    return {"spec": asdict(spec), "training_path": spec.path, "folds": folds, "mean": mean,
-            "pooled": pooled, "mean_history": mean_history}
+    return {"spec": spec.as_dict(), "training_path": spec.path, "folds": folds,
+            "mean": fold_summary([fold["metrics"] for fold in folds]), "pooled": pooled,
+            "mean_history": mean_history}

@@ -20,6 +20,7 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
+from models.train import VariantRequest
 from probes.base import CheckResult, ProbeContext
 
 TARGET_CLASS = "covid"
@@ -102,7 +103,7 @@ class ClassSizeProbe:
     title = "COVID recall depends on the size of the other classes"
 
     def run(self, context: ProbeContext) -> CheckResult:
-        if context.train_variant is None:
+        if context.train_variants is None:
             return CheckResult.not_run(self.check_id, self.title,
                                        "needs retraining, which an external model does not allow")
         labels = context.dataset.manifest["label"].astype(str)
@@ -122,14 +123,14 @@ class ClassSizeProbe:
 
     def _train_and_score(self, context, plans, covid_test) -> list[dict]:
         covid = context.dataset.classes.index(TARGET_CLASS)
-        runs = []
+        runs, requests = [], []
         for seed in context.params.ablation_seeds:
             for plan, rows in zip(plans, _training_rows(context, plans, seed), strict=True):
-                model = context.train_variant(rows, context.splits.val, input_mode="raw",
-                                              seed=seed)
-                correct = model.predict_proba(context.dataset, covid_test).argmax(1) == covid
-                runs.append({"seed": seed, "per_class": plan, "correct": correct,
+                requests.append(VariantRequest(rows, context.splits.val, "raw", seed))
+                runs.append({"seed": seed, "per_class": plan,
                              "fraction": _plan_fraction(plan, plans)})
+        for run, model in zip(runs, context.train_variants(requests), strict=True):
+            run["correct"] = model.predict_proba(context.dataset, covid_test).argmax(1) == covid
         return runs
 
     def _result(self, context, plans, runs, covid_test, notes) -> CheckResult:

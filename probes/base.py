@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
     from audit.core.config import ProbesConfig
     from audit.data.dataset import Dataset, Splits
     from models.gradcam import Explanations
+    from models.train import VariantRequest
     from models.trained import TrainedModel
 
 
@@ -55,10 +56,11 @@ class ProbeContext:
     audited: str
     """Key in ``models`` of the model under audit (its raw-input model)."""
     params: ProbesConfig
-    train_variant: Callable[..., TrainedModel] | None = None
-    """``train_variant(train_idx, val_idx, *, input_mode=..., seed=..., backbone=...)`` trains
-    a classifier with the run's settings through the models layer (cached). ``None`` when
-    auditing an external model: probes that need retraining return ``not_run``."""
+    train_variants: Callable[[list[VariantRequest]], list[TrainedModel]] | None = None
+    """``train_variants(requests)`` trains one classifier per ``models.train.VariantRequest``
+    with the run's settings (cached; the run's runner may train them in parallel, so ask
+    for all at once) and returns them in request order. ``None`` when auditing an
+    external model: probes that need retraining return ``not_run``."""
     image_features: Callable[[Any], Any] | None = None
     """``image_features(images_uint8_NxSxS) -> (N, D)`` float32 features of a frozen ImageNet
     backbone (cached by content)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.train import VariantRequest
 from probes.base import CheckResult, ProbeContext
 from probes.stats import (
     bootstrap_ci,
@@ -59,7 +60,7 @@ class LeaveOneSourceOutProbe:
     title = "Accuracy lost on a source never seen in training"
 
     def run(self, context: ProbeContext) -> CheckResult:
-        if context.train_variant is None:
+        if context.train_variants is None:
             return CheckResult.not_run(self.check_id, self.title,
                                        "needs retraining, which an external model does not allow")
         plans = [_plan(context, s) for s in np.unique(context.dataset.sources)]
@@ -69,9 +70,10 @@ class LeaveOneSourceOutProbe:
             return CheckResult.not_run(self.check_id, self.title,
                                        f"no source can be held out ({reasons})")
         truth = context.dataset.labels
-        for plan in usable:
-            model = context.train_variant(plan["fit"], plan["val"], input_mode="raw",
-                                          seed=context.params.seed)
+        models = context.train_variants([VariantRequest(plan["fit"], plan["val"], "raw",
+                                                        context.params.seed)
+                                         for plan in usable])
+        for plan, model in zip(usable, models, strict=True):
             for side in ("internal", "external"):
                 rows = plan[side]
                 plan[f"correct_{side}"] = (model.predict_proba(context.dataset, rows).argmax(1)

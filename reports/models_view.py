@@ -1,13 +1,14 @@
 """The model-performance part of the report, from ``AuditResult.models`` dicts.
 
-The models layer writes, per trained model, ``key``, ``backbone``, ``input_mode``,
+The pipeline writes, per trained model, ``key``, ``backbone``, ``input_mode``,
 ``weights_origin``, ``training_path`` and ``metrics`` as ``models.metrics.
 classification_metrics`` returns them (``accuracy`` + ``accuracy_ci``, ``macro_f1``,
 ``auroc`` likewise, ``per_class`` ``{class: {recall, recall_ci, support}}``,
 ``confusion_matrix``, ``classes``, ``n``), optionally ``cv`` (``{"folds": [metrics...],
-"mean": {...}}``) and ``history`` (``{series name: [per-epoch values]}``). Metrics written
-as ``{"value", "ci"}``, ``per_class_recall`` and ``confusion`` are read too. Everything is
-optional: what is present is shown, the rest reads "not available".
+"mean": models.metrics.fold_summary}``) and ``history`` (``{series name: [per-epoch
+values]}``). This module only reads them and puts each metric next to its interval for
+display. Everything is optional: what is present is shown, the rest reads "not
+available".
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from reports.formatting import metric_ci, metric_value
 
 _HEADLINE_METRICS = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("auroc", "AUROC"))
 _IDENTITY_KEYS = ("backbone", "input_mode", "weights_origin", "training_path")
-_NORMALISED_KEYS = {"accuracy", "macro_f1", "auroc", "per_class_recall", "per_class",
-                    "confusion", "confusion_matrix", "classes"}
+_SHOWN_KEYS = {"accuracy", "macro_f1", "auroc", "per_class", "confusion_matrix", "classes"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ModelView:
     key: str
     identity: dict[str, Any]
     headline: dict[str, Any]
-    """Metric label -> the metric as written (number or ``{value, ci}``) or None."""
+    """Metric label -> the metric as shown (number or ``{value, ci}``) or None."""
     cv_mean: dict[str, Any]
     cv_folds: list[dict[str, Any]]
     other_metrics: dict[str, Any]
@@ -60,41 +60,38 @@ def model_overview_figures(models: tuple[dict[str, Any], ...],
         _accuracy_bars(models, "Cross-validated accuracy per model",
                        lambda m: (m.get("cv") or {}).get("mean", {}).get("accuracy")),
         _accuracy_bars(models, "Test accuracy per model",
-                       lambda m: normalise_metrics(m.get("metrics") or {})["accuracy"]),
+                       lambda m: shown_metrics(m.get("metrics") or {})["accuracy"]),
     ]
     return [render_figure(spec, run_dir) for spec in specs if spec is not None]
 
 
-def normalise_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """One shape for both ways of writing metrics.
+def shown_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``classification_metrics`` as the report shows them: each metric with its interval.
 
     Returns:
-        ``accuracy``, ``macro_f1``, ``auroc`` (each a number, ``{"value", "ci"}`` or None),
-        ``per_class_recall`` (``{class: {"value", "ci", "support"}}`` or None),
-        ``confusion`` (rows true) and ``classes`` (or None), ``other`` (remaining scalar
-        and nested metrics, ``*_ci`` companions left out).
+        ``accuracy``, ``macro_f1``, ``auroc`` (each ``{"value", "ci"}``, a bare number when
+        it has no interval, or None), ``per_class_recall`` (``{class: {"value", "ci",
+        "support"}}`` or None), ``confusion`` (rows true) and ``classes`` (or None),
+        ``other`` (the remaining metrics, ``*_ci`` intervals left out).
     """
-    normal: dict[str, Any] = {}
-    for name in ("accuracy", "macro_f1", "auroc"):
-        value = metrics.get(name)
-        if metrics.get(f"{name}_ci") is not None and not isinstance(value, dict):
-            value = {"value": value, "ci": metrics[f"{name}_ci"]}
-        normal[name] = value
-    per_class = metrics.get("per_class_recall")
-    if per_class is None and isinstance(metrics.get("per_class"), dict):
-        per_class = {name: {"value": row.get("recall"), "ci": row.get("recall_ci"),
-                            "support": row.get("support")}
-                     for name, row in metrics["per_class"].items()}
-    normal["per_class_recall"] = per_class
-    normal["confusion"] = metrics.get("confusion", metrics.get("confusion_matrix"))
-    normal["classes"] = metrics.get("classes")
-    normal["other"] = {k: v for k, v in metrics.items()
-                       if k not in _NORMALISED_KEYS and not k.endswith("_ci")}
-    return normal
+    shown: dict[str, Any] = {}
+    for name, _ in _HEADLINE_METRICS:
+        value, ci = metrics.get(name), metrics.get(f"{name}_ci")
+        shown[name] = {"value": value, "ci": ci} if value is not None and ci is not None else value
+    per_class = metrics.get("per_class")
+    shown["per_class_recall"] = {
+        name: {"value": row.get("recall"), "ci": row.get("recall_ci"),
+               "support": row.get("support")}
+        for name, row in per_class.items()} if isinstance(per_class, dict) else None
+    shown["confusion"] = metrics.get("confusion_matrix")
+    shown["classes"] = metrics.get("classes")
+    shown["other"] = {k: v for k, v in metrics.items()
+                      if k not in _SHOWN_KEYS and not k.endswith("_ci")}
+    return shown
 
 
 def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None) -> ModelView:
-    metrics = normalise_metrics(model.get("metrics") or {})
+    metrics = shown_metrics(model.get("metrics") or {})
     cv = model.get("cv") or {}
     figures = [_confusion_spec(metrics, classes), _per_class_spec(metrics),
                _history_spec(model.get("history"))]
@@ -102,11 +99,17 @@ def _model_view(model: dict[str, Any], run_dir: Path, classes: list[str] | None)
         key=str(model.get("key") or "/".join(str(model.get(k, "?")) for k in _IDENTITY_KEYS[:2])),
         identity={k: model.get(k) for k in _IDENTITY_KEYS},
         headline={label: metrics[name] for name, label in _HEADLINE_METRICS},
-        cv_mean=dict(cv.get("mean") or {}),
+        cv_mean=_scalars(cv.get("mean") or {}),
         cv_folds=_fold_rows(cv.get("folds") or []),
         other_metrics=metrics["other"],
         figures=[render_figure(spec, run_dir) for spec in figures if spec is not None],
     )
+
+
+def _scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a fold summary (its per-class means and summed matrix stay in
+    summary.json)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) or v is None}
 
 
 def _fold_rows(folds: list[Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@
 - ``pixel_features``: a deterministic frozen "backbone": block-averaged pixels.
 - ``mobilenet_features``: the real frozen ImageNet MobileNetV2 (alpha 0.35) from
   ``../shared/weights``, or None when the file is absent.
-- ``PixelModel`` / ``pixel_train_variant``: a small trained classifier with the
+- ``PixelModel`` / ``pixel_train_variants``: a small trained classifier with the
   ``TrainedModel`` surface probes use (``key``, ``input_mode``, ``classes``,
   ``predict_proba``, ``embed``): a logistic regression on block-averaged pixels of the
   model's input mode, balanced class weights. Fast enough to retrain many variants in a test.
@@ -24,6 +24,7 @@ from audit.core.config import CLASSES, ProbesConfig, SiteTraits, SynthConfig
 from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import plant_marker, synthetic_dataset
 from models.inputs import apply_input_mode
+from models.train import VariantRequest
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
 
@@ -109,17 +110,19 @@ class PixelModel:
         return self.model_inputs(dataset, idx)
 
 
-def pixel_train_variant(dataset: Dataset, backbone: str = "pixels"):
-    """A ``train_variant`` closure that fits ``PixelModel``s on ``dataset``."""
+def pixel_train_variants(dataset: Dataset, backbone: str = "pixels"):
+    """A ``train_variants`` callable that fits one ``PixelModel`` per request on ``dataset``."""
 
-    def train_variant(train_idx, val_idx, *, input_mode="raw", seed=0, backbone=backbone):
-        model = PixelModel(f"{backbone}/{input_mode}", input_mode,
+    def train(request: VariantRequest) -> PixelModel:
+        model = PixelModel(f"{request.backbone or backbone}/{request.input_mode}",
+                           request.input_mode,
                            LogisticRegression(C=0.1, class_weight="balanced", max_iter=300,
-                                              random_state=seed))
-        model.estimator.fit(model.model_inputs(dataset, train_idx), dataset.labels[train_idx])
+                                              random_state=request.seed))
+        rows = np.asarray(request.train_rows)
+        model.estimator.fit(model.model_inputs(dataset, rows), dataset.labels[rows])
         return model
 
-    return train_variant
+    return lambda requests: [train(request) for request in requests]
 
 
 def make_context(
@@ -138,7 +141,8 @@ def make_context(
     probe_params = ProbesConfig(**{"n_permutations": 39, "n_bootstrap": 200, **params})
     return ProbeContext(
         dataset=dataset, splits=splits, models=dict(models or {}), audited="pixels/raw",
-        params=probe_params, train_variant=pixel_train_variant(dataset), image_features=features,
+        params=probe_params, train_variants=pixel_train_variants(dataset),
+        image_features=features,
         seed=probe_params.seed,
     )
 
@@ -151,7 +155,8 @@ def with_marker(dataset: Dataset, rows: np.ndarray) -> Dataset:
 
 def train_pair(context: ProbeContext) -> ProbeContext:
     """Add ``pixels/raw`` and ``pixels/lung_masked`` models trained on the fit rows."""
-    for mode in ("raw", "lung_masked"):
-        model = context.train_variant(context.splits.train, context.splits.val, input_mode=mode)
+    for model in context.train_variants([VariantRequest(context.splits.train, context.splits.val,
+                                                        mode)
+                                         for mode in ("raw", "lung_masked")]):
         context.models[model.key] = model
     return context

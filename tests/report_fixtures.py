@@ -15,7 +15,7 @@ import numpy as np
 from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.result import AuditResult
 from audit.gate import judge
-from models.metrics import classification_metrics
+from models.metrics import classification_metrics, fold_summary
 from probes.base import CheckResult, Status
 
 GALLERY_NPZ = "artifacts/attention.border/gallery.npz"
@@ -163,8 +163,8 @@ def _ablation() -> CheckResult:
 
 
 def _models(classes: list[str]) -> tuple[dict, ...]:
-    """One model as the pipeline records it (``models.metrics.classification_metrics`` and
-    fold means), one written in the ``{value, ci}`` form."""
+    """Two models as the pipeline records them (``models.metrics.classification_metrics``
+    and ``fold_summary``), one with cross-validation folds, one without."""
     rng = np.random.default_rng(0)
     y_true = np.repeat(np.arange(4), 25)
     proba = rng.dirichlet(np.ones(4), size=100) + np.eye(4)[y_true] * 0.25
@@ -172,14 +172,8 @@ def _models(classes: list[str]) -> tuple[dict, ...]:
                                   n_bootstrap=50)
     folds = [classification_metrics(y_true[i::3], proba[i::3], classes, n_bootstrap=0)
              for i in range(3)]
-    mean = {"accuracy": float(np.mean([fold["accuracy"] for fold in folds])), "n": 33}
-    written = {
-        "accuracy": {"value": 0.84, "ci": [0.8, 0.87]}, "macro_f1": 0.79, "auroc": 0.97,
-        "per_class_recall": {c: {"value": 0.84 - 0.02 * i, "ci": [0.7, 0.95]}
-                             for i, c in enumerate(classes)},
-        "confusion": [[50, 2, 1, 0], [3, 20, 2, 1], [0, 1, 40, 4], [1, 0, 3, 45]],
-        "n_test": 173,
-    }
+    mean = fold_summary(folds)
+    masked = classification_metrics(y_true[::2], proba[::2] ** 2, classes, n_bootstrap=50)
     return (
         {"key": "mobilenetv2/raw", "backbone": "mobilenetv2", "input_mode": "raw", "seed": 0,
          "weights_origin": "imagenet (local file)", "training_path": "cached",
@@ -187,7 +181,7 @@ def _models(classes: list[str]) -> tuple[dict, ...]:
          "history": {"accuracy": [0.6, 0.8, 0.9], "val_accuracy": [0.55, 0.75, 0.85]}},
         {"key": "mobilenetv2/lung_masked", "backbone": "mobilenetv2", "input_mode": "lung_masked",
          "weights_origin": "imagenet (local file)", "training_path": "cached",
-         "metrics": written},
+         "metrics": masked},
     )
 
 

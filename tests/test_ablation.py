@@ -45,10 +45,11 @@ def _exclusion_context(tmp_path):
     dataset, splits = synth_data(0.0, False, seed=0, n_per_class=15)
     context = make_context(dataset, splits, tmp_path, ablation_sizes=[500, 1000, 2000])
 
-    def train_variant(train_idx, val_idx, *, input_mode="raw", seed=0, backbone=None):
-        return ExclusionModel(int(np.sum(dataset.labels[train_idx] != 0)), seed)
+    def train_variants(requests):
+        return [ExclusionModel(int(np.sum(dataset.labels[list(r.train_rows)] != 0)), r.seed)
+                for r in requests]
 
-    context.train_variant = train_variant
+    context.train_variants = train_variants
     return context
 
 
@@ -69,7 +70,7 @@ def test_quiet_on_clean_phantoms(tmp_path, seed):
 
 def test_not_run_without_retraining(tmp_path):
     context = make_context(*synth_data(0.0, False, seed=0, n_per_class=3), tmp_path)
-    context.train_variant = None
+    context.train_variants = None
     result = ClassSizeProbe().run(context)
     assert result.status == Status.NOT_RUN and "needs retraining" in result.reason
 

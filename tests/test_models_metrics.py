@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.metrics import classification_metrics, wilson
+from models.metrics import classification_metrics, fold_summary, wilson
 
 CLASSES = ("covid", "opacity", "other", "normal")
 
@@ -68,3 +68,34 @@ def test_vectorised_bootstrap_scores_equal_scikit_learn():
         expected = macro_auroc(y[row], proba[row])
         assert (np.isnan(auroc[row]) and np.isnan(expected)) or auroc[row] == pytest.approx(expected)
     assert np.isnan(auroc[0])
+
+
+def _fold(correct: int, n: int, single_class: bool = False) -> dict:
+    """Metrics of a fold of ``n`` images, ``correct`` of them right (one class only if
+    ``single_class``, else two classes alternating)."""
+    y = np.zeros(n, dtype=int) if single_class else np.arange(n) % 2
+    predicted = np.where(np.arange(n) < correct, y, (y + 1) % 4)
+    return classification_metrics(y, _one_hot(predicted), CLASSES, n_bootstrap=0)
+
+
+def test_fold_summary_averages_folds_and_sums_their_confusion_matrices():
+    folds = [_fold(3, 4), _fold(2, 4), _fold(4, 4, single_class=True)]
+    summary = fold_summary(folds)
+    assert summary["accuracy"] == pytest.approx(0.75)
+    assert summary["accuracy_std"] == pytest.approx(np.std([0.75, 0.5, 1.0]))
+    assert summary["macro_f1"] == pytest.approx(np.mean([f["macro_f1"] for f in folds]))
+    # AUROC is undefined on the one-class fold: the mean is over the other two
+    assert folds[2]["auroc"] is None
+    assert summary["auroc"] == pytest.approx(np.mean([folds[0]["auroc"], folds[1]["auroc"]]))
+    assert summary["per_class_recall"]["covid"] == pytest.approx(np.mean([1.0, 0.5, 1.0]))
+    assert summary["per_class_recall"]["other"] is None  # never in any fold
+    assert np.array(summary["confusion_matrix"]).sum() == 12
+    assert summary["confusion_matrix"][0][0] == 2 + 1 + 4
+
+
+def test_fold_summary_refuses_no_folds_and_mixed_classes():
+    with pytest.raises(ValueError, match="at least one fold, got none"):
+        fold_summary([])
+    other = {**_fold(1, 2), "classes": ["a", "b", "c", "d"]}
+    with pytest.raises(ValueError, match=r"every fold must have the classes \['covid'"):
+        fold_summary([_fold(1, 2), other])

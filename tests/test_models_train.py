@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audit.core.cache import StageCache
-from audit.core.config import ModelsConfig
+from audit.core.config import ModelsConfig, parse_config
 from models.features import (
     FeatureSpec,
     extract,
@@ -18,16 +18,23 @@ from models.features import (
 )
 from models.inputs import INPUT_MODES, ModeImages, apply_input_mode
 from models.saving import load_trained
-from models.train import ClassifierSpec, balanced_class_weights, spec_from_config, train_classifier
+from models.train import (
+    ClassifierSpec,
+    balanced_class_weights,
+    classifier_stage_inputs,
+    spec_from_config,
+    train_classifier,
+)
 from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
 
 pytest.importorskip("keras")
 
 ROWS = np.arange(16)
 TRAIN, VAL = ROWS[ROWS % 4 != 3], ROWS[ROWS % 4 == 3]
-TINY = ClassifierSpec(backbone="mobilenetv2", image_size=32, weights="none", alpha=0.35,
-                      dense_units=16, epochs=3, batch_size=4, augmented_views=0,
-                      rotation_degrees=0.0)
+TINY = ClassifierSpec(
+    settings=ModelsConfig(weights="none", alpha=0.35, dense_units=16, epochs=3, batch_size=4,
+                          augmented_views=0, rotation_degrees=0.0),
+    backbone="mobilenetv2", input_mode="raw", image_size=32, seed=0, border_fraction=0.1)
 
 
 def _weights() -> tuple[str, tuple[str, ...]]:
@@ -38,7 +45,7 @@ def _weights() -> tuple[str, tuple[str, ...]]:
 
 
 def _both_paths(spec: ClassifierSpec, dataset) -> dict:
-    return {path: train_classifier(dataset, TRAIN, VAL, replace(spec, training_path=path))
+    return {path: train_classifier(dataset, TRAIN, VAL, spec.with_settings(training_path=path))
             for path in ("cached", "end_to_end")}
 
 
@@ -47,7 +54,8 @@ def test_cached_features_path_equals_end_to_end_fit():
     """Same data, seed, batches and initial head: the two paths give the same model."""
     weights, dirs = _weights()
     dataset = tiny_dataset()
-    models = _both_paths(replace(TINY, weights=weights, weights_dirs=dirs, dropout=0.0), dataset)
+    models = _both_paths(TINY.with_settings(weights=weights, weights_dirs=dirs, dropout=0.0),
+                         dataset)
     cached, end_to_end = models["cached"], models["end_to_end"]
     assert cached.metadata["training_path"] == "cached"
     assert end_to_end.metadata["training_path"] == "end_to_end"
@@ -63,7 +71,7 @@ def test_paths_stay_close_with_dropout_and_unfrozen_blocks():
     """Seeded dropout draws the same masks in both paths; unfrozen blocks are trained on
     cached activations at the cut. Float noise only: close, not bit-equal."""
     dataset = tiny_dataset()
-    models = _both_paths(replace(TINY, dropout=0.3, unfreeze_blocks=1), dataset)
+    models = _both_paths(TINY.with_settings(dropout=0.3, unfreeze_blocks=1), dataset)
     assert models["cached"].metadata["cut_layer"] == "block_16_project_BN"
     difference = np.abs(models["cached"].predict_proba(dataset, ROWS)
                         - models["end_to_end"].predict_proba(dataset, ROWS))
@@ -77,8 +85,8 @@ def test_paths_stay_close_with_dropout_and_unfrozen_blocks():
 def test_every_backbone_trains_saves_and_reloads(backbone, size, tmp_path):
     dataset = tiny_dataset(n_per_class=2, size=size)
     rows = np.arange(len(dataset))
-    spec = replace(TINY, backbone=backbone, image_size=size, alpha=1.0, epochs=1,
-                   augmented_views=1, rotation_degrees=10.0)
+    spec = replace(TINY.with_settings(alpha=1.0, epochs=1, augmented_views=1,
+                                      rotation_degrees=10.0), backbone=backbone, image_size=size)
     trained = train_classifier(dataset, rows[rows % 2 == 0], rows[rows % 2 == 1], spec,
                                out_dir=tmp_path)
     assert trained.key == f"{backbone}/raw" and trained.metadata["n_train_examples"] == 8
@@ -95,7 +103,7 @@ def test_every_backbone_trains_saves_and_reloads(backbone, size, tmp_path):
 def test_trained_model_is_cached_and_masks_change_the_key(tmp_path):
     cache = StageCache(tmp_path / "cache")
     dataset = tiny_dataset()
-    spec = replace(TINY, input_mode="lung_masked", epochs=1)
+    spec = replace(TINY.with_settings(epochs=1), input_mode="lung_masked")
     first = train_classifier(dataset, TRAIN, VAL, spec, cache)
     again = train_classifier(dataset, TRAIN, VAL, spec, cache)
     np.testing.assert_allclose(again.predict_proba(dataset, VAL), first.predict_proba(dataset, VAL))
@@ -110,11 +118,40 @@ def test_balanced_class_weights_give_absent_classes_one():
     assert weights == pytest.approx({0: 1.5, 1: 0.75, 2: 1.0, 3: 1.0})
 
 
-def test_spec_from_config_copies_table2_defaults():
-    spec = spec_from_config(ModelsConfig(), "xception", "lung_masked", 299, 3, 0.2)
-    assert (spec.learning_rate, spec.dropout, spec.epochs, spec.unfreeze_blocks) == (1e-3, 0.3, 60, 0)
-    assert (spec.backbone, spec.image_size, spec.seed, spec.border_fraction) == ("xception", 299, 3, 0.2)
-    assert spec.path == "cached" and replace(spec, training_path="end_to_end").path == "end_to_end"
+def test_spec_from_config_holds_the_models_section_and_the_classifier_fields():
+    config = parse_config({"data": {"image_size": 299}, "probes": {"border_fraction": 0.2},
+                           "models": {"dropout": 0.5}})
+    spec = spec_from_config(config, "xception", "lung_masked", 3)
+    assert spec.settings is config.models
+    assert (spec.backbone, spec.input_mode, spec.image_size, spec.seed, spec.border_fraction) == (
+        "xception", "lung_masked", 299, 3, 0.2)
+    assert spec.path == "cached" and spec.with_settings(training_path="end_to_end").path == "end_to_end"
+    assert spec.with_settings(dropout=0.1).settings.dropout == 0.1 and spec.settings.dropout == 0.5
+    with pytest.raises(ValueError, match="dropout"):
+        spec.with_settings(dropout=1.5)
+
+
+def _key(cache: StageCache, mode: str, **sections) -> dict:
+    spec = spec_from_config(parse_config(sections), "mobilenetv2", mode, 0)
+    rows = np.arange(4)
+    return classifier_stage_inputs(tiny_dataset(), rows, rows, spec, cache)
+
+
+@pytest.mark.parametrize("mode", ["raw", "lung_masked", "lungs_removed"])
+def test_probe_settings_and_the_grid_do_not_change_a_classifiers_key(mode, tmp_path):
+    cache = StageCache(tmp_path)
+    base = _key(cache, mode)
+    assert _key(cache, mode, probes={"border_fraction": 0.3, "n_bootstrap": 7}) == base
+    assert _key(cache, mode, models={"seeds": [0, 1], "cross_validate": False,
+                                     "backbones": ["resnet50"], "final_sizes": [10]}) == base
+    assert _key(cache, mode, models={"dropout": 0.1}) != base
+
+
+def test_the_border_band_is_in_the_key_of_border_only_classifiers_only(tmp_path):
+    cache = StageCache(tmp_path)
+    base = _key(cache, "border_only")
+    assert _key(cache, "border_only", probes={"border_fraction": 0.3}) != base
+    assert _key(cache, "border_only", probes={"n_bootstrap": 7}) == base
 
 
 def test_empty_validation_rows_are_refused():

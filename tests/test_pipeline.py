@@ -180,14 +180,70 @@ def test_data_summary_counts_labels_by_source_and_quarantine():
     assert summary["quarantined"] == [{"path": "/x/bad.png", "reason": "unreadable"}]
 
 
-def test_model_records_fold_cross_validation_into_their_model():
-    def record(fold, accuracy, seed=0):
-        return {"key": "m/raw", "seed": seed, "fold": fold, "path": f"/c/{fold}",
-                "metrics": {"accuracy": accuracy, "per_class": {"covid": 1.0}}, "events": []}
+def _metrics(correct: int, n: int = 5) -> dict:
+    """Metrics of ``n`` covid images, ``correct`` of them called covid."""
+    from models.metrics import classification_metrics
 
-    records = [record(None, 0.9), record(0, 0.6), record(1, 0.8), record(None, 0.7, seed=1)]
+    proba = np.eye(4)[np.where(np.arange(n) < correct, 0, 1)]
+    return classification_metrics(np.zeros(n, dtype=int), proba, ["covid", "opacity",
+                                                                   "other", "normal"],
+                                  n_bootstrap=0)
+
+
+def test_model_records_fold_cross_validation_into_their_model():
+    def record(fold, correct, seed=0):
+        return {"key": "m/raw", "seed": seed, "fold": fold, "path": f"/c/{fold}",
+                "metrics": _metrics(correct), "events": []}
+
+    records = [record(None, 4), record(0, 3), record(1, 4), record(None, 2, seed=1)]
     models = pipeline._model_records(records)
     assert [(m["key"], m["seed"]) for m in models] == [("m/raw", 0), ("m/raw", 1)]
-    assert models[0]["cv"]["mean"] == {"accuracy": pytest.approx(0.7)}
-    assert len(models[0]["cv"]["folds"]) == 2
+    assert models[0]["cv"]["mean"]["accuracy"] == pytest.approx(0.7)  # folds 0.6 and 0.8
+    assert models[0]["cv"]["folds"] == [records[1]["metrics"], records[2]["metrics"]]
     assert "cv" not in models[1] and "events" not in models[0]
+
+
+class RecordingRunner:
+    """Runs jobs in this process and records what it was given."""
+
+    name = "recording"
+
+    def __init__(self, job_result):
+        self.calls, self.job_result = [], job_result
+
+    def map(self, func, payloads):
+        self.calls.append((func, payloads))
+        return [self.job_result(payload) for payload in payloads]
+
+
+def test_variant_requests_go_to_the_runner_at_once_and_load_what_the_jobs_saved(tmp_path,
+                                                                               monkeypatch):
+    from audit.core.config import parse_config
+    from models.train import VariantRequest
+
+    config = parse_config({"models": {"backbones": ["resnet50", "mobilenetv2"]}})
+    monkeypatch.setattr("models.saving.load_trained", lambda path: f"model from {path}")
+    runner = RecordingRunner(lambda p: {"path": f"/c/{p['seed']}", "events": [{"x": 1}]})
+    trainer = pipeline._VariantTrainer(config, StageCache(tmp_path), runner)
+    models = trainer([VariantRequest(np.arange(3), [7], seed=2),
+                      VariantRequest([1], [2], "lung_masked", 5, backbone="mobilenetv2")])
+    assert models == ["model from /c/2", "model from /c/5"]
+    ((func, payloads),) = runner.calls
+    assert func is pipeline.variant_job
+    assert [(p["backbone"], p["input_mode"], p["seed"], p["train_rows"], p["val_rows"])
+            for p in payloads] == [("resnet50", "raw", 2, [0, 1, 2], [7]),
+                                   ("mobilenetv2", "lung_masked", 5, [1], [2])]
+    assert [job["events"] for job in trainer.jobs] == [[{"x": 1}], [{"x": 1}]]
+
+
+def test_models_are_loaded_from_the_paths_their_grid_jobs_returned(monkeypatch):
+    from audit.core.config import parse_config
+
+    monkeypatch.setattr("models.saving.load_trained", lambda path: f"model from {path}")
+    config = parse_config({"models": {"seeds": [3, 1]}})
+    records = [{"key": "m/raw", "seed": 3, "fold": None, "path": "/runs/m-raw-seed3"},
+               {"key": "m/raw", "seed": 3, "fold": 0, "path": "/cache/fold0"},
+               {"key": "m/raw", "seed": 1, "fold": None, "path": "/runs/m-raw-seed1"},
+               {"key": "m/lung_masked", "seed": 3, "fold": None, "path": "/runs/m-lm-seed3"}]
+    assert pipeline._load_models(config, records) == {
+        "m/raw": "model from /runs/m-raw-seed3", "m/lung_masked": "model from /runs/m-lm-seed3"}

@@ -1,12 +1,12 @@
-"""reports.models_view: both ways of writing metrics read as one; missing parts tolerated."""
+"""reports.models_view: the models layer's metrics shown with their intervals; missing parts tolerated."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.metrics import classification_metrics
+from models.metrics import classification_metrics, fold_summary
 from reports.formatting import format_estimate, format_number, format_p
-from reports.models_view import model_overview_figures, model_views, normalise_metrics
+from reports.models_view import model_overview_figures, model_views, shown_metrics
 
 CLASSES = ["covid", "opacity", "other", "normal"]
 
@@ -18,21 +18,15 @@ def _flat_metrics() -> dict:
     return classification_metrics(y_true, proba, CLASSES, n_bootstrap=0)
 
 
-def test_flat_metrics_of_the_models_layer_are_normalised():
-    normal = normalise_metrics(_flat_metrics())
-    assert normal["accuracy"]["value"] == 0.95 and len(normal["accuracy"]["ci"]) == 2
-    assert normal["per_class_recall"]["covid"]["value"] == 0.8
-    assert normal["per_class_recall"]["covid"]["support"] == 5
-    assert normal["confusion"][0] == [4, 1, 0, 0] and normal["classes"] == CLASSES
-    assert normal["other"] == {"n": 20}  # *_ci companions are folded into their metric
-
-
-def test_value_ci_form_passes_through():
-    written = {"accuracy": {"value": 0.8, "ci": [0.7, 0.9]}, "auroc": 0.9,
-               "confusion": [[1, 0], [0, 1]]}
-    normal = normalise_metrics(written)
-    assert normal["accuracy"] == {"value": 0.8, "ci": [0.7, 0.9]} and normal["auroc"] == 0.9
-    assert normal["confusion"] == [[1, 0], [0, 1]] and normal["per_class_recall"] is None
+def test_metrics_of_the_models_layer_are_shown_with_their_intervals():
+    metrics = _flat_metrics()
+    shown = shown_metrics(metrics)
+    assert shown["accuracy"] == {"value": 0.95, "ci": metrics["accuracy_ci"]}
+    assert shown["per_class_recall"]["covid"]["value"] == 0.8
+    assert shown["per_class_recall"]["covid"]["support"] == 5
+    assert shown["confusion"][0] == [4, 1, 0, 0] and shown["classes"] == CLASSES
+    assert shown["macro_f1"] == metrics["macro_f1"]  # no interval without bootstrap
+    assert shown["other"] == {"n": 20}  # *_ci companions are folded into their metric
 
 
 def test_model_without_metrics_shows_identity_and_nothing_else(tmp_path):
@@ -46,13 +40,15 @@ def test_model_without_metrics_shows_identity_and_nothing_else(tmp_path):
 def test_model_with_flat_metrics_draws_confusion_and_per_class(tmp_path):
     folds = [_flat_metrics(), _flat_metrics()]
     model = {"key": "m/raw", "metrics": _flat_metrics(),
-             "cv": {"folds": folds, "mean": {"accuracy": 0.95}}}
+             "cv": {"folds": folds, "mean": fold_summary(folds)}}
     (view,) = model_views((model,), tmp_path)
     assert [figure.title for figure in view.figures] == [
         "Confusion matrix (test set)", "Per-class accuracy (recall) with 95% CI"]
     assert all(figure.data_uri for figure in view.figures)
     assert view.cv_folds[1] == {"fold": 2, "n": 20, "accuracy": 0.95, "macro_f1": folds[1]["macro_f1"],
                                 "auroc": folds[1]["auroc"]}
+    # the summary's numbers; its per-class means and summed matrix stay in summary.json
+    assert set(view.cv_mean) == {"accuracy", "accuracy_std", "macro_f1", "auroc"}
     titles = [figure.title for figure in model_overview_figures((model,), tmp_path)]
     assert titles == ["Cross-validated accuracy per model", "Test accuracy per model"]
 

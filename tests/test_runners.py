@@ -87,3 +87,28 @@ def test_ray_worker_death_names_the_payload(local_ray):
     with pytest.raises(JobError, match=r"\{'seed': 1\} failed") as caught:
         RayRunner().map(die_on_odd, [{"seed": 0}, {"seed": 1}])
     assert caught.value.payload == {"seed": 1}
+
+
+@pytest.mark.slow
+def test_ray_trains_probe_variants_into_the_shared_cache(local_ray, tmp_path):
+    """Two variant jobs on Ray train into the cache; the same requests in this process
+    then find both classifiers there (same keys, nothing retrained)."""
+    from audit.core.config import parse_config
+    from audit.jobs import variant_job, variant_payload
+    from models.train import VariantRequest
+
+    config = parse_config({
+        "data": {"synth": {"n_per_class": 2, "n_sources": 2, "image_size": 64},
+                 "image_size": 32},
+        "segmentation": {"source": "manifest"},
+        "models": {"alpha": 0.35, "weights": "none", "epochs": 1, "dense_units": 8,
+                   "augmented_views": 0}})
+    requests = [VariantRequest(range(12), range(12, 16), seed=seed) for seed in (0, 1)]
+    payloads = [variant_payload(config, tmp_path / "cache", request) for request in requests]
+    on_ray = RayRunner().map(variant_job, payloads)
+    here = LocalRunner().map(variant_job, payloads)
+    assert [job["path"] for job in here] == [job["path"] for job in on_ray]
+    assert len({job["path"] for job in on_ray}) == 2
+    classifier_events = [event for job in here for event in job["events"]
+                         if event["stage"] == "classifier"]
+    assert [event["action"] for event in classifier_events] == ["reused", "reused"]
