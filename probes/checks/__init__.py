@@ -1,0 +1,3 @@
+"""One module per check, each exporting ``SPEC`` (a ``probes.base.CheckSpec``) and
+``run(context) -> CheckResult``; ``probes.registry`` finds them here. A module imports
+TensorFlow (through Grad-CAM) only inside ``run``, so listing the checks stays light."""
