@@ -12,7 +12,7 @@ from audit.core.cache import StageCache
 from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids
 
 
 def tiny_dataset() -> Dataset:
@@ -60,7 +60,7 @@ class CountingProbe:
 @pytest.fixture
 def counting_probes(monkeypatch):
     CountingProbe.calls = []
-    monkeypatch.setattr(pipeline, "get_probe", CountingProbe)
+    monkeypatch.setattr(pipeline, "get_check", CountingProbe)
     return CountingProbe
 
 
@@ -68,7 +68,7 @@ def test_checks_run_once_then_come_from_the_cache(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
     enabled = ["data.confounding", "attention.border", "site.image"]
     first = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
-    assert [r.check_id for r in first] == list(CHECK_IDS)
+    assert [r.check_id for r in first] == list(check_ids())
     assert counting_probes.calls == ["data.confounding", "site.image", "attention.border"]
 
     second = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
