@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The demo's planted shortcuts must fail the gate: exit 1 is the expected result, so make
+# succeeds on it and says so; any other code (bad input 2, a bug 3) fails make.
 demo: $(STAMP)
-	$(BIN)/cxr-audit demo --out $(OUT)
+	@$(BIN)/cxr-audit demo --out $(OUT); code=$$?; \
+	if [ $$code -eq 1 ]; then \
+	  echo "make demo: verdict FAIL, as expected: the demo data carries planted shortcuts (report: $(OUT)/report.html)"; \
+	elif [ $$code -eq 0 ]; then \
+	  echo "make demo: verdict PASS, NOT expected: the planted shortcuts were missed"; exit 1; \
+	else exit $$code; fi
 
 test: $(STAMP)
 	$(BIN)/ruff check audit models probes reports tests benchmarks

@@ -2,13 +2,16 @@
 
 Exit codes: 0 all gating checks pass (or the command succeeded); 1 a gating check failed,
 a required check could not run, or ``data validate`` found problems; 2 invalid input or
-config; anything else is a crash (a bug: please report it with the traceback).
+config; 3 an internal error (a bug: the traceback goes to ``crash.log`` in the run folder);
+130 interrupted (Ctrl-C; finished stages are kept).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
+import traceback
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -22,8 +25,11 @@ from audit.data.cli import app as data_app
 
 EXIT_CODES = (
     "Exit codes: 0 all gating checks pass; 1 a gating check failed or a required check "
-    "could not run; 2 invalid input or config; anything else is a crash."
+    "could not run; 2 invalid input or config; 3 internal error (a bug); 130 interrupted."
 )
+INTERNAL_ERROR = 3
+INTERRUPTED = 130
+CRASH_LOG = "crash.log"
 
 app = typer.Typer(
     name="cxr-audit",
@@ -33,7 +39,40 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-Out = Annotated[Path, typer.Option("--out", help="Run folder to create (reports, models, splits, masks).")]
+def _remember_run_dir(ctx: typer.Context, value: Path | None) -> Path | None:
+    """Check that the command's run folder can be written (before any work), and note it:
+    a crash's traceback is written there."""
+    if value is None:
+        return value
+    check_writable_folder(value, "--out")
+    root = ctx.find_root()
+    if isinstance(root.obj, dict):
+        root.obj["run_dir"] = value
+    return value
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Raise ``InputError`` unless ``path`` is, or can be created as, a writable folder.
+
+    Nothing is created: the nearest existing folder is probed with a temporary file.
+    """
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder; give a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: lies under {existing}, which is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InputError(f"{option} {path}: cannot write in {existing} "
+                         f"({error.strerror})") from None
+
+
+Out = Annotated[Path, typer.Option("--out", callback=_remember_run_dir,
+                                   help="Run folder to create (reports, models, splits, masks).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML for the other settings.")]
 
 
@@ -44,7 +83,8 @@ def _global_options(
     log_json: Annotated[bool, typer.Option("--log-json", help="Log lines as JSON.")] = False,
 ) -> None:
     configure(quiet=quiet, json_logs=log_json)
-    ctx.obj = {"log_json": log_json}  # a config's runtime.quiet re-configures with it
+    # main() passes its own dict as obj, so a crash handler can see the run folder.
+    ctx.ensure_object(dict)["log_json"] = log_json  # runtime.quiet re-configures with it
 
 
 def demo_config_path() -> Path:
@@ -154,6 +194,25 @@ def segment(
 
 
 @app.command()
+def init(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV/Parquet of your images.")],
+    out: Annotated[Path, typer.Option("--out", help="Config YAML to write.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starter run config for a manifest: labels and how they map, sources, masks."""
+    from audit.core.io import atomic_write
+    from audit.data.starter import starter_config
+
+    if out.exists() and not force:
+        raise InputError(f"{out}: exists; give another --out or --force to overwrite it")
+    text = starter_config(manifest)
+    with atomic_write(out) as handle:
+        handle.write(text)
+    typer.echo(f"wrote {out}: edit it (each choice is commented), then "
+               f"`cxr-audit run {out} --out DIR`")
+
+
+@app.command()
 def checks(as_json: Annotated[bool, typer.Option(
         "--json", help="Print the check specs as a JSON list.")] = False) -> None:
     """List every check: its question, metric, default gate and what it needs."""
@@ -202,20 +261,48 @@ def _report_and_exit(result, out: Path) -> None:
 
 
 def main() -> None:
-    """Console entry point: expected failures become a message and an exit code."""
+    """Console entry point: every failure becomes a message and a documented exit code."""
+    state: dict = {}
     try:
         # Without standalone mode, click returns a raised typer.Exit's code instead.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, obj=state)
     except AuditError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
     except typer.TyperException as error:  # usage errors carry their own exit code (2)
         error.show()
         sys.exit(error.exit_code)
+    except Exception as error:  # anything else is a bug: say so, keep the traceback
+        log_path = _write_crash_log(state.get("run_dir"))
+        typer.echo(f"internal error (a bug in cxr-audit, not a problem with your input): "
+                   f"{type(error).__name__}: {error}\n  traceback written to {log_path}; "
+                   f"please report it with that file", err=True)
+        sys.exit(INTERNAL_ERROR)
+    if code == INTERRUPTED:  # typer returns Ctrl-C as this code, silently
+        typer.echo("interrupted: every finished stage is kept in the cache; run the same "
+                   "command again to resume from it", err=True)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _write_crash_log(run_dir: Path | None) -> Path:
+    """The current exception's traceback, in the run folder when it can be written there,
+    else in the system's temporary folder."""
+    text = traceback.format_exc()
+    if run_dir is not None:
+        try:
+            path = Path(run_dir) / CRASH_LOG
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    handle = tempfile.NamedTemporaryFile("w", prefix="cxr-audit-crash-", suffix=".log",
+                                         delete=False)
+    with handle:
+        handle.write(text)
+    return Path(handle.name)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """The gate: a policy turns measured checks into a pass/fail verdict and an exit code.
 
-Probes measure; only the gate judges. A check *fires* when its metric is larger than the
-policy's threshold and, where it has a p-value, the Holm-adjusted p-value (or the raw one
-when no adjusted value exists) is below ``alpha``. A firing check takes its gate's status
-(``fail`` or ``warn``), a quiet one passes, an ignored one passes with a note. A required
-check that could not run (``not_run``/``error``) or is missing from the run fails the
-verdict unless its gate is ``ignore``. Judging never loses information: ``not_run`` and
-``error`` statuses are kept, and a judged result can be judged again with another policy.
+Probes measure; only the gate judges. The checks the policy gates (not ``ignore``) that ran
+and have a p-value form one Holm family; the gate adjusts their p-values itself, from the
+raw ones, so re-judging with another policy re-forms the family. A check *fires* when its
+metric is larger than the policy's threshold and, where it has a p-value, its Holm-adjusted
+p-value is below ``alpha``. A firing check takes its gate's status (``fail`` or ``warn``),
+a quiet one passes, an ignored one passes with a note. A required check that could not run
+(``not_run``/``error``) or is missing from the run fails the verdict unless its gate is
+``ignore``. The gate marks each check that fails the verdict ``blocking`` and lists the
+missing required checks in ``absent_required``, so reports only read. Judging never loses
+information: ``not_run`` and ``error`` statuses are kept, and a judged result can be judged
+again with another policy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from statsmodels.stats.multitest import multipletests
 
 from audit.core.config import CheckPolicy, PolicyConfig, format_validation_error
 from audit.core.errors import InputError
@@ -25,7 +30,6 @@ from probes.base import CheckResult, Status
 from probes.registry import check_ids, specs
 
 IGNORED_NOTE = "Not gated: the policy ignores this check."
-MEASURED_STATUSES = (Status.MEASURED, Status.PASS, Status.WARN, Status.FAIL)
 
 
 def default_policy() -> PolicyConfig:
@@ -122,62 +126,98 @@ def _check_thresholds_set(policy: PolicyConfig, source: str) -> None:
                          f"'fail' or 'warn' needs a number, got none")
 
 
+UNGATED = CheckPolicy(threshold=None, gate="ignore", required=False)
+"""How the gate judges a check the policy does not name."""
+
+
 def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
     """Judge every check of ``result`` against ``policy`` and set the verdict.
 
-    Returns a new ``AuditResult``; the verdict is ``"fail"`` when any check failed, a
-    required check did not run, or a required check is missing, and the reasons name them.
+    Every check's ``p_adjusted``, ``blocking``, status, threshold and gate are recomputed
+    from its measurement and ``policy``; nothing a previous judgement wrote is read back.
+
+    Returns:
+        A new ``AuditResult``; the verdict is ``"fail"`` when any check is blocking (it
+        failed, or it is required and did not run) or a required check is missing, and the
+        reasons name them.
     """
+    rules = [policy.checks.get(check.check_id, UNGATED) for check in result.checks]
+    adjusted = _holm_over_gated(result.checks, rules)
     judged, failures, warnings = [], [], []
-    for check in result.checks:
-        rule = policy.checks.get(check.check_id, CheckPolicy(threshold=None, gate="ignore",
-                                                             required=False))
-        check, problem = _judge_check(check, rule, policy.alpha)
+    for check, rule, p_adjusted in zip(result.checks, rules, adjusted, strict=True):
+        check, problem = _judge_check(replace(check, p_adjusted=p_adjusted), rule, policy.alpha)
         judged.append(check)
-        if problem and check.status == Status.WARN:
-            warnings.append(f"warning: {problem}")
-        elif problem:
+        if check.blocking:
             failures.append(problem)
+        elif problem:
+            warnings.append(f"warning: {problem}")
     present = {check.check_id for check in result.checks}
-    for check_id, rule in policy.checks.items():
-        if check_id not in present and rule.required and rule.gate != "ignore":
-            failures.append(f"{check_id}: required by the policy but absent from the run")
+    absent = tuple(check_id for check_id, rule in policy.checks.items()
+                   if check_id not in present and rule.required and rule.gate != "ignore")
+    failures += [f"{check_id}: required by the policy but absent from the run"
+                 for check_id in absent]
     verdict = "fail" if failures else "pass"
-    return result.with_judgement(tuple(judged), verdict, tuple(failures + warnings),
+    return result.with_judgement(tuple(judged), verdict, tuple(failures + warnings), absent,
                                  policy.model_dump(mode="json"))
+
+
+def _holm_over_gated(checks: tuple[CheckResult, ...],
+                     rules: list[CheckPolicy]) -> list[float | None]:
+    """Holm-adjusted p-values of the family the policy gates, check by check.
+
+    The family is the checks whose rule is not ``ignore``, that ran and that have a
+    p-value; every other check gets None, so an ignored check never loosens or tightens
+    the others' correction.
+
+    Args:
+        checks: The run's checks (their raw ``p_value`` is used).
+        rules: Each check's policy rule, in the same order.
+    """
+    family = [i for i, (check, rule) in enumerate(zip(checks, rules, strict=True))
+              if rule.gate != "ignore" and check.ran and check.p_value is not None]
+    adjusted: list[float | None] = [None] * len(checks)
+    if family:
+        corrected = multipletests([checks[i].p_value for i in family], method="holm")[1]
+        for i, p_adjusted in zip(family, corrected, strict=True):
+            adjusted[i] = float(p_adjusted)
+    return adjusted
 
 
 def _judge_check(check: CheckResult, rule: CheckPolicy,
                  alpha: float) -> tuple[CheckResult, str | None]:
-    """The judged check and, if it failed or warned, a one-line reason naming it."""
+    """The judged check (``blocking`` set) and, if it failed, warned or blocks the verdict
+    without running, a one-line reason naming it."""
     notes = [note for note in check.notes if note != IGNORED_NOTE]
-    check = replace(check, threshold=rule.threshold, gate=rule.gate, notes=notes)
+    check = replace(check, threshold=rule.threshold, gate=rule.gate, notes=notes, blocking=False)
     if rule.gate == "ignore":
-        status = Status.PASS if check.status in MEASURED_STATUSES else check.status
+        status = Status.PASS if check.ran else check.status
         return replace(check, status=status, notes=[*notes, IGNORED_NOTE]), None
-    if check.status not in MEASURED_STATUSES:
+    if not check.ran:
         if not rule.required:
             return check, None
-        return check, f"{check.check_id}: {check.status} ({check.reason}) and required by the policy"
+        return (replace(check, blocking=True),
+                f"{check.check_id}: {check.status} ({check.reason}) and required by the policy")
     fired, why = _fires(check, rule.threshold, alpha)
     if not fired:
         return replace(check, status=Status.PASS), None
-    return replace(check, status=Status(rule.gate)), f"{check.check_id}: {why}"
+    status = Status(rule.gate)
+    return replace(check, status=status, blocking=status == Status.FAIL), f"{check.check_id}: {why}"
 
 
 def _fires(check: CheckResult, threshold: float, alpha: float) -> tuple[bool, str]:
+    """Whether a gated, measured check fires, judged on its Holm-adjusted p-value."""
     metric = check.metric
     if metric is None or not math.isfinite(metric):
         return True, "measured no metric, so it cannot be shown to be safe"
     if metric <= threshold:
         return False, ""
-    p_value = check.p_adjusted if check.p_adjusted is not None else check.p_value
+    p_adjusted = check.p_adjusted
     name = check.metric_name or "metric"
-    if p_value is None:
+    if p_adjusted is None:
         return True, f"{name} {metric:.3g} > threshold {threshold:g}"
-    if p_value >= alpha:
+    if p_adjusted >= alpha:
         return False, ""
-    return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_value:.3g} < {alpha:g})"
+    return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_adjusted:.3g} < {alpha:g})"
 
 
 def exit_code(result: AuditResult) -> int:

@@ -30,15 +30,18 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 from audit.core.config import RuntimeConfig
+from audit.core.errors import AuditError
 
 Job = Callable[[dict[str, Any]], Any]
 
 
 class JobError(RuntimeError):
-    """A grid job failed; ``payload`` says which one."""
+    """A grid job failed; ``payload`` says which one (its message leaves out the run's
+    whole config, which every payload carries)."""
 
     def __init__(self, payload: dict[str, Any], cause: BaseException):
-        super().__init__(f"job {payload!r} failed: {type(cause).__name__}: {cause}")
+        job = {key: value for key, value in payload.items() if key != "config"}
+        super().__init__(f"job {job!r} failed: {type(cause).__name__}: {cause}")
         self.payload = payload
 
 
@@ -52,6 +55,8 @@ class Runner(Protocol):
 
 def _collect(payloads: list[dict[str, Any]], outcomes: list[tuple[bool, Any]]) -> list[Any]:
     for payload, (ok, value) in zip(payloads, outcomes, strict=True):
+        if not ok and isinstance(value, AuditError):  # bad input found in a job is bad input
+            raise value
         if not ok:
             raise JobError(payload, value) from value
     return [value for _, value in outcomes]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.core.cache import StageCache
-from audit.core.io import atomic_write
+from audit.core.io import atomic_write, write_csv
 from audit.core.progress import log
 from models.unet import build_unet, dice_iou, mask_quality_flags, postprocess_mask, predict_masks
 from models.unet_training import SegmenterResult, train_unet, unet_stage_inputs
@@ -182,14 +182,11 @@ def segment_manifest(
         "lung_fraction": segmented.masks.reshape(len(manifest), -1).mean(axis=1).round(4),
         "flag": [flags[row] for row in range(len(manifest))],
     })
-    with atomic_write(out_dir / "mask_quality.csv") as handle:
-        quality.to_csv(handle, index=False)
-    with atomic_write(out_dir / "quarantined.csv") as handle:
-        segmented.quarantined.to_csv(handle, index=False)
+    write_csv(quality, out_dir / "mask_quality.csv")
+    write_csv(segmented.quarantined, out_dir / "quarantined.csv")
     with atomic_write(out_dir / "segmentation.json") as handle:
         json.dump(report, handle, indent=2)
-    with atomic_write(out_dir / "manifest.csv") as handle:
-        manifest.to_csv(handle, index=False)
+    write_csv(manifest, out_dir / "manifest.csv")
     log.info("segment: %d masks written to %s", sum(map(bool, mask_paths)), out_dir / "masks")
     return out_dir / "manifest.csv"
 

@@ -1,4 +1,4 @@
-"""Shared statistics for the probes: confidence intervals, tests and multiple-testing control.
+"""Shared statistics for the probes: confidence intervals and tests.
 
 Thin, documented wrappers over statsmodels / scipy / scikit-learn so every probe computes
 its intervals and p-values the same way. All randomness goes through an explicit ``seed``.
@@ -13,21 +13,16 @@ its intervals and p-values the same way. All randomness goes through an explicit
 - ``balanced_accuracy``: mean per-class recall, a fast equivalent of scikit-learn's for
   resampling loops.
 - ``chance_rescaled_skill``: balanced accuracy rescaled so 0 = chance and 1 = perfect.
-- ``holm_adjust``: Holm across a run's check results, filling ``p_adjusted``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
-
-from probes.base import CheckResult
 
 
 def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -188,19 +183,3 @@ def chance_rescaled_skill(balanced_accuracy: float, n_classes: int) -> float:
     chance = 1.0 / n_classes
     return float((balanced_accuracy - chance) / (1 - chance))
 
-
-def holm_adjust(results: list[CheckResult]) -> list[CheckResult]:
-    """Holm-adjust the p-values of the results that ran and have one.
-
-    Returns new results (inputs are frozen) in the same order, with ``p_adjusted`` set
-    where a p-value exists and left ``None`` elsewhere.
-    """
-    positions = [i for i, r in enumerate(results) if r.ran and r.p_value is not None]
-    if not positions:
-        return list(results)
-    raw = [results[i].p_value for i in positions]
-    adjusted = multipletests(raw, method="holm")[1]
-    out = list(results)
-    for i, p_adj in zip(positions, adjusted, strict=True):
-        out[i] = replace(results[i], p_adjusted=float(p_adj))
-    return out

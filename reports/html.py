@@ -70,9 +70,24 @@ def write_html(result: AuditResult, path: str | Path, run_dir: str | Path | None
     return path
 
 
+# Bidirectional-text controls (U+202A-202E, U+2066-2069, the marks U+200E/200F/061C) in a
+# file name or label can make the report show text in another order than it has ("Trojan
+# Source"). Every value the template prints shows them as their code point instead.
+BIDI_CONTROLS = {code: f"[U+{code:04X}]" for code in
+                 (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def _visible_bidi(value: Any) -> Any:
+    if isinstance(value, Markup):  # already escaped: the replacements hold no markup
+        return Markup(str(value).translate(BIDI_CONTROLS))
+    if isinstance(value, str):
+        return value.translate(BIDI_CONTROLS)
+    return value
+
+
 def _environment() -> Environment:
     environment = Environment(loader=PackageLoader("reports", "templates"), autoescape=True,
-                              trim_blocks=True, lstrip_blocks=True)
+                              trim_blocks=True, lstrip_blocks=True, finalize=_visible_bidi)
     environment.filters.update(num=format_number, pval=format_p, estimate=format_estimate,
                                columns=_columns, pretty_json=_pretty_json)
     environment.filters["as_rows"] = _as_rows

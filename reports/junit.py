@@ -1,13 +1,14 @@
 """``junit.xml``: one test case per check, so CI systems show the release gate natively.
 
-Mapping (the gate has already judged each check):
+Mapping (the gate has already judged each check, marked the ones that fail the verdict
+``blocking`` and listed missing required checks in ``absent_required``):
 
 - ``pass`` -> passed; ``warn`` -> passed, the warning in ``system-out``;
 - ``fail`` -> ``<failure>`` with the check's summary;
-- ``not_run`` -> ``<failure>`` when the policy requires the check, else ``<skipped>``;
-- ``error`` -> ``<error>`` when required, else ``<skipped>``;
+- ``not_run`` -> ``<failure>`` when blocking, else ``<skipped>``;
+- ``error`` -> ``<error>`` when blocking, else ``<skipped>``;
 - ``measured`` (never judged) -> ``<skipped>``;
-- a check the policy requires but the run lacks -> ``<failure>``.
+- each of ``absent_required`` -> ``<failure>``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from audit.core.io import atomic_write
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from reports.formatting import format_ci, format_number, format_p
-from reports.gating import is_required
 
 SUITE_NAME = "cxr-shortcut-audit"
 # Characters XML 1.0 cannot carry (e.g. ANSI escapes in a traceback line).
@@ -47,8 +47,8 @@ def junit_element(result: AuditResult) -> ET.Element:
     properties = ET.SubElement(suite, "properties")
     ET.SubElement(properties, "property", name="verdict", value=result.verdict)
     for check in result.checks:
-        suite.append(_check_case(check, result.policy))
-    for check_id in _absent_required(result):
+        suite.append(_check_case(check))
+    for check_id in result.absent_required:
         case = _case(check_id)
         _child(case, "failure", "required by the policy but absent from the run", "missing")
         suite.append(case)
@@ -67,17 +67,16 @@ def _wrap(suite: ET.Element, totals: dict[str, str]) -> ET.Element:
     return root
 
 
-def _check_case(check: CheckResult, policy: dict) -> ET.Element:
+def _check_case(check: CheckResult) -> ET.Element:
     case = _case(check.check_id)
-    required = is_required(check, policy)
     if check.status == Status.FAIL:
         _child(case, "failure", check.summary or "check failed", "shortcut", _numbers(check))
-    elif check.status == Status.NOT_RUN and required:
+    elif check.status == Status.NOT_RUN and check.blocking:
         _child(case, "failure", f"required check did not run: {check.reason}", "not_run")
-    elif check.status == Status.ERROR and required:
+    elif check.status == Status.ERROR and check.blocking:
         _child(case, "error", f"check crashed: {check.reason}", "error")
     elif check.status in (Status.NOT_RUN, Status.ERROR):
-        _child(case, "skipped", f"{check.status} (not required): {check.reason}")
+        _child(case, "skipped", f"{check.status} (not blocking the verdict): {check.reason}")
     elif check.status == Status.MEASURED:
         _child(case, "skipped", "measured but not judged by a policy")
     summary = f"WARNING: {check.summary}" if check.status == Status.WARN else check.summary
@@ -106,13 +105,6 @@ def _numbers(check: CheckResult) -> str:
     return (f"{metric.strip()}; p = {format_p(check.p_value)}; p (Holm) = "
             f"{format_p(check.p_adjusted)}; threshold = {format_number(check.threshold)}; "
             f"gate = {check.gate or '-'}")
-
-
-def _absent_required(result: AuditResult) -> list[str]:
-    present = {check.check_id for check in result.checks}
-    rules = result.policy.get("checks") or {}
-    return [check_id for check_id, rule in rules.items() if check_id not in present
-            and rule.get("required", True) and rule.get("gate", "fail") != "ignore"]
 
 
 def _xml_text(text: str) -> str:

@@ -17,7 +17,6 @@ from probes.base import CheckResult, CheckSpec, Status
 from probes.registry import specs
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number
-from reports.gating import blocks_verdict
 from reports.models_view import ModelView, bars_spec, model_overview_figures, model_views
 
 
@@ -42,6 +41,7 @@ class ReportView:
     result: AuditResult
     verdict: str
     blocking: list[CheckView]
+    """The checks the gate marked blocking; ``result.absent_required`` names the missing ones."""
     checks: list[CheckView]
     data_figures: list[RenderedFigure]
     models: list[ModelView]
@@ -64,7 +64,7 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
     return ReportView(
         result=result,
         verdict=result.verdict,
-        blocking=[view for view in checks if blocks_verdict(view.check, result.policy)],
+        blocking=[view for view in checks if view.check.blocking],
         checks=checks,
         data_figures=_data_figures(result.data, run_dir),
         models=model_views(result.models, run_dir, classes=result.data.get("classes")),

@@ -12,12 +12,27 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.result import AuditResult
+from audit.gate import judge
 from models.metrics import classification_metrics
 from probes.base import CheckResult, Status
 
 GALLERY_NPZ = "artifacts/attention.border/gallery.npz"
 CLASSES = ["covid", "opacity", "other", "normal"]
+REPORT_POLICY = PolicyConfig(alpha=0.05, checks={
+    "data.confounding": CheckPolicy(gate="fail", threshold=0.3),
+    "data.leakage": CheckPolicy(gate="fail", threshold=0.0),
+    "site.image": CheckPolicy(gate="fail", threshold=0.3),
+    "site.embedding": CheckPolicy(gate="warn", threshold=0.3),
+    "attention.border": CheckPolicy(gate="fail", threshold=1.5),
+    "attention.outside_lung": CheckPolicy(gate="fail", threshold=1.25, required=False),
+    "masking.raw_vs_lung": CheckPolicy(gate="fail", threshold=0.15),
+    "ablation.class_size": CheckPolicy(gate="warn", threshold=0.15),
+    "generalization.leave_one_source_out": CheckPolicy(gate="fail", threshold=0.2),
+})
+"""Judges the fixture's checks to fail, pass, warn, required-not-run, required-crashed and
+optional-not-run."""
 
 
 def write_gallery_npz(run_dir: Path, relative: str = GALLERY_NPZ, n: int = 6,
@@ -37,7 +52,8 @@ def write_gallery_npz(run_dir: Path, relative: str = GALLERY_NPZ, n: int = 6,
 
 def build_audit_result(run_dir: Path, source: str = "hannover",
                        label: str = "covid") -> AuditResult:
-    """A judged, failing audit whose checks cover every status and figure kind.
+    """A failing audit, judged by the gate under ``REPORT_POLICY``, whose checks cover
+    every status and figure kind.
 
     Args:
         run_dir: Run folder; the Grad-CAM npz is written under it.
@@ -54,40 +70,20 @@ def build_audit_result(run_dir: Path, source: str = "hannover",
                                   "Leave-one-source-out generalisation",
                                   "needs at least two sources with every class; found 1"),
               CheckResult(check_id="site.embedding", title="Source in the model's embedding",
-                          status=Status.ERROR, gate="warn", threshold=0.3,
-                          reason="ValueError: embedding has NaN rows"),
+                          status=Status.ERROR, reason="ValueError: embedding has NaN rows"),
               CheckResult.not_run("attention.outside_lung", "Attention outside the lungs",
                                   "no lung masks for 3 of 4 sources"))
-    return AuditResult(
-        checks=checks,
-        models=_models(classes),
-        data=_data(classes, sources),
-        segmentation=_segmentation(sources),
-        provenance=_provenance(),
-        verdict="fail",
-        verdict_reasons=(
-            "data.confounding: cramers_v 0.86 > threshold 0.3 (p = 0.001 < 0.05)",
-            "attention.border: border_ratio 2.4 > threshold 1.5",
-            "generalization.leave_one_source_out: not_run (needs at least two sources) "
-            "and required by the policy",
-            "warning: ablation.class_size: covid_recall_change 0.21 > threshold 0.15",
-        ),
-        policy={"alpha": 0.05, "checks": {
-            "data.confounding": {"gate": "fail", "threshold": 0.3, "required": True},
-            "generalization.leave_one_source_out": {"gate": "fail", "threshold": 0.2,
-                                                    "required": True},
-            "attention.outside_lung": {"gate": "fail", "threshold": 1.25, "required": False},
-            "site.embedding": {"gate": "warn", "threshold": 0.3, "required": True},
-        }},
-    )
+    measured = AuditResult(checks=checks, models=_models(classes),
+                           data=_data(classes, sources), segmentation=_segmentation(sources),
+                           provenance=_provenance())
+    return judge(measured, REPORT_POLICY)
 
 
 def _confounding(classes: list[str], sources: list[str]) -> CheckResult:
     counts = [[306, 243, 0, 0], [81, 0, 99, 0], [0, 0, 0, 287], [6, 0, 116, 279]]
     return CheckResult(
-        check_id="data.confounding", title="Label-source confounding", status=Status.FAIL,
+        check_id="data.confounding", title="Label-source confounding",
         metric_name="cramers_v", metric=0.86, ci=(0.83, 0.89), p_value=0.0005,
-        p_adjusted=0.001, threshold=0.3, gate="fail",
         summary=f"Cramér's V between label and source is 0.86: '{sources[1]}' holds only "
                 f"{classes[0]} images.",
         explanation="The source alone predicts the label, so a model can score well by "
@@ -101,8 +97,8 @@ def _confounding(classes: list[str], sources: list[str]) -> CheckResult:
 
 def _leakage(source: str) -> CheckResult:
     return CheckResult(
-        check_id="data.leakage", title="Patient leakage between splits", status=Status.PASS,
-        metric_name="leaked_test_images", metric=0.0, threshold=0.0, gate="fail",
+        check_id="data.leakage", title="Patient leakage between splits",
+        metric_name="leaked_test_images", metric=0.0,
         summary="No test image shares a patient or a near-duplicate with training.",
         details={"duplicates_checked": 1417, "hash": "dhash-8"},
         notes=[f"Patient ids of '{source}' were given by the manifest."],
@@ -111,9 +107,9 @@ def _leakage(source: str) -> CheckResult:
 
 def _site_image(sources: list[str]) -> CheckResult:
     return CheckResult(
-        check_id="site.image", title="Source recognisable from the image", status=Status.PASS,
-        metric_name="site_skill", metric=0.12, ci=(0.05, 0.19), p_value=0.04, p_adjusted=0.08,
-        threshold=0.3, gate="fail", summary="Source predicted with skill 0.12 (chance 0).",
+        check_id="site.image", title="Source recognisable from the image",
+        metric_name="site_skill", metric=0.12, ci=(0.05, 0.19), p_value=0.04,
+        summary="Source predicted with skill 0.12 (chance 0).",
         figures={"skill": {"kind": "bars", "title": "Per-source recall", "labels": sources,
                            "values": [0.4, 0.3, 0.35, 0.2], "ci_low": [0.3, 0.2, 0.25, 0.1],
                            "ci_high": [0.5, 0.4, 0.45, 0.3], "reference": 0.25,
@@ -125,8 +121,8 @@ def _site_image(sources: list[str]) -> CheckResult:
 def _border(source: str) -> CheckResult:
     rng = np.random.default_rng(1)
     return CheckResult(
-        check_id="attention.border", title="Attention on the image border", status=Status.FAIL,
-        metric_name="border_ratio", metric=2.4, ci=(2.1, 2.8), threshold=1.5, gate="fail",
+        check_id="attention.border", title="Attention on the image border",
+        metric_name="border_ratio", metric=2.4, ci=(2.1, 2.8),
         summary="The border band holds 2.4x its area share of Grad-CAM mass.",
         explanation="The model looks at the edges of the image, where markers and "
                     "letterboxing reveal the source.",
@@ -147,8 +143,7 @@ def _border(source: str) -> CheckResult:
 def _masking() -> CheckResult:
     return CheckResult(
         check_id="masking.raw_vs_lung", title="Raw versus lung-masked accuracy",
-        status=Status.PASS, metric_name="covid_recall_drop", metric=0.04, ci=(-0.02, 0.1),
-        p_value=0.3, p_adjusted=0.6, threshold=0.15, gate="fail",
+        metric_name="covid_recall_drop", metric=0.04, ci=(-0.02, 0.1), p_value=0.3,
         summary="COVID recall drops by 0.04 when only the lungs are shown.",
         figures={"recall": {"kind": "bars", "title": "COVID recall", "labels": ["raw", "lungs"],
                             "values": [0.93, 0.89]}},
@@ -158,8 +153,8 @@ def _masking() -> CheckResult:
 def _ablation() -> CheckResult:
     return CheckResult(
         check_id="ablation.class_size", title="Non-COVID class size ablation",
-        status=Status.WARN, metric_name="covid_recall_change", metric=0.21, threshold=0.15,
-        gate="warn", summary="COVID recall rises by 0.21 from 50 to 200 images per class.",
+        metric_name="covid_recall_change", metric=0.21,
+        summary="COVID recall rises by 0.21 from 50 to 200 images per class.",
         figures={"curve": {"kind": "lines", "title": "COVID recall by class size",
                            "x": [50, 100, 200], "series": {"seed 0": [0.7, 0.8, 0.91],
                                                           "seed 1": [0.72, 0.79, 0.93]},

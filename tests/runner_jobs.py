@@ -38,3 +38,12 @@ def die_on_odd(payload):
     if payload["seed"] % 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return payload["seed"]
+
+
+def bad_input_on_odd(payload):
+    """Bad input found inside a job (as a missing weights file is)."""
+    from audit.core.errors import InputError
+
+    if payload["seed"] % 2:
+        raise InputError(f"weights-{payload['seed']}.h5: no such weights file")
+    return payload["seed"]

@@ -105,6 +105,15 @@ def test_gate_on_a_folder_without_a_run_exits_2(monkeypatch, capsys, tmp_path):
     assert "not a finished run folder (expected summary.json)" in err
 
 
+def test_gate_on_a_summary_of_an_older_schema_exits_2_naming_file_and_version(
+        monkeypatch, capsys, tmp_path):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({**AuditResult(checks=()).to_dict(), "schema_version": "1.0"}))
+    code, _, err = run_cli(monkeypatch, capsys, "gate", str(tmp_path))
+    assert code == 2
+    assert f"{summary}: summary schema version '1.0'" in err
+
+
 def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, capsys,
                                                                     tmp_path):
     from audit.gate import judge, load_policy
@@ -165,3 +174,42 @@ def test_json_logs_are_one_object_per_line_with_no_progress_bar(capsys):
         progress.configure()
     lines = capsys.readouterr().err.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["step 0", "step 1", "step 2"]
+
+
+def test_a_crash_exits_3_saying_it_is_a_bug_with_the_traceback_in_the_run_folder(
+        monkeypatch, capsys, tmp_path):
+    def crash(*args, **kwargs):
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.setattr("audit.pipeline.run_audit", crash)
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(out))
+    assert code == cli.INTERNAL_ERROR == 3
+    assert "internal error (a bug in cxr-audit" in err and "planted bug" in err
+    assert str(out / "crash.log") in err
+    assert "ZeroDivisionError: planted bug" in (out / "crash.log").read_text()
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_exits_130_saying_what_was_kept(monkeypatch, capsys, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("audit.pipeline.run_audit", interrupted)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(tmp_path / "run"))
+    assert code == cli.INTERRUPTED == 130
+    assert "finished stage is kept" in err and "again to resume" in err
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: tmp.joinpath("taken").write_text("x") and tmp / "taken",
+     "exists and is not a folder"),
+    (lambda tmp: tmp.joinpath("file").write_text("x") and tmp / "file" / "run",
+     "which is a file, not a folder"),
+])
+def test_an_unusable_out_folder_exits_2_before_any_work(monkeypatch, capsys, tmp_path, make,
+                                                        message):
+    out = make(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", str(out))
+    assert code == 2
+    assert f"--out {out}: " in err and message in err

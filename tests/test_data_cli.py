@@ -77,3 +77,33 @@ def test_synth_writes_a_valid_manifest(tmp_path):
 def test_synth_rejects_bad_options(tmp_path):
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--confounding", "1.5"])
     assert result.exit_code == 2 and "synth options: confounding" in result.output
+
+
+def test_validate_takes_the_label_map_of_a_config(tmp_path):
+    write_png(tmp_path / "a.png", distinct_image(1, 64))
+    path = write_manifest(tmp_path, [{"path": "a.png", "label": "TB", "source": "s"}])
+    unmapped = runner.invoke(app, ["validate", str(path)])
+    assert unmapped.exit_code == 1 and "unknown label 'TB'" in unmapped.output
+    config = tmp_path / "config.yaml"
+    config.write_text("data:\n  label_map: {TB: opacity}\n")
+    mapped = runner.invoke(app, ["validate", str(path), "--config", str(config)])
+    assert mapped.exit_code == 0, mapped.output
+
+
+def test_validate_a_header_only_manifest_is_a_problem(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("path,label,source\n")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "no data rows: the manifest has a header only" in result.output
+
+
+def test_validate_names_a_symlink_loop_and_a_broken_link(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    path = write_manifest(tmp_path, [{"path": "loop.png", "label": "covid", "source": "s"},
+                                     {"path": "dangling.png", "label": "covid", "source": "s"}])
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "loop.png      file is a symbolic link loop" in result.output
+    assert "dangling.png  file is a broken symbolic link" in result.output

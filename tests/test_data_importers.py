@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pandas as pd
 import pytest
@@ -86,3 +87,62 @@ def test_dicom_import_pulls_header_fields(tmp_path):
     assert frame["patient_id"].tolist()[1:] == ["", ""]
     rows = read_manifest(tmp_path / "m.csv").rows
     assert rows["patient_id"].tolist()[0] == "P1" and rows["view"].tolist()[0] == "AP"
+
+
+def test_formula_like_names_are_neutralised_in_the_csv_and_read_back_unchanged(tmp_path):
+    sources = ["=HYPERLINK(evil)", "+site", "@site", "-site"]
+    for number, source in enumerate(sources):
+        write_png(tmp_path / "data" / source / "covid" / f"{number}.png", distinct_image(number))
+    out = tmp_path / "manifest.csv"
+    import_folder(tmp_path / "data", out)
+    cells = [line.split(",")[2] for line in out.read_text().splitlines()[1:]]
+    assert sorted(cells) == sorted(f"'{source}" for source in sources)
+    assert sorted(read_manifest(out).rows["source"]) == sorted(sources)
+
+
+def test_negative_numbers_are_not_neutralised(tmp_path):
+    from audit.core.io import write_csv
+
+    write_csv(pd.DataFrame({"delta": ["-0.5", "-1e-3"], "name": ["-x", "x"]}), tmp_path / "t.csv")
+    assert tmp_path.joinpath("t.csv").read_text().splitlines()[1:] == ["-0.5,'-x", "-1e-3,x"]
+
+
+def test_folder_import_attaches_masks_and_patient_ids_and_reports_gaps(tmp_path, warnings_seen):
+    for name in ("P01_a.png", "P01_b.png", "P02_a.png", "scan.png"):
+        write_png(tmp_path / "data" / "siteA" / "covid" / name, distinct_image(len(name)))
+    write_png(tmp_path / "masks" / "siteA" / "covid" / "P01_a.png", distinct_image(1))  # same path
+    write_png(tmp_path / "masks" / "flat" / "P02_a.png", distinct_image(2))  # unique stem
+    write_png(tmp_path / "masks" / "orphan.png", distinct_image(3))
+    out = tmp_path / "manifest.csv"
+    frame = import_folder(tmp_path / "data", out, masks=tmp_path / "masks",
+                          patient_id_regex=r"^(P\d+)_")
+    by_name = {path.rsplit("/", 1)[1]: row for path, row in
+               zip(frame["path"], frame.to_dict(orient="records"), strict=True)}
+    assert by_name["P01_a.png"]["mask_path"] == "masks/siteA/covid/P01_a.png"
+    assert by_name["P02_a.png"]["mask_path"] == "masks/flat/P02_a.png"
+    assert by_name["P01_b.png"]["mask_path"] == by_name["scan.png"]["mask_path"] == ""
+    assert [by_name[n]["patient_id"] for n in ("P01_a.png", "P01_b.png", "P02_a.png", "scan.png")] \
+        == ["P01", "P01", "P02", ""]
+    assert "2 of 4 image(s) have no mask" in warnings_seen.text
+    assert "1 mask(s) match no image: orphan.png" in warnings_seen.text
+    assert "matched no patient id in 1 of 4 file name(s), e.g. scan.png" in warnings_seen.text
+    assert "1 of 4 image(s) have no patient id" in warnings_seen.text
+    manifest = read_manifest(out)
+    assert manifest.quarantined.empty
+    patients = dict(zip(manifest.rows["path"].str.rsplit("/", n=1).str[1],
+                        manifest.rows["patient_id"], strict=True))
+    assert (patients["P01_b.png"], patients["P02_a.png"]) == ("P01", "P02")
+
+
+def test_a_regex_without_a_group_is_an_input_error(tmp_path):
+    write_png(tmp_path / "data" / "s" / "covid" / "P1.png", distinct_image(1))
+    pattern = r"P\d"
+    with pytest.raises(InputError, match=re.escape(f"--patient-id-regex {pattern!r}: needs a group")):
+        import_folder(tmp_path / "data", tmp_path / "m.csv", patient_id_regex=pattern)
+
+
+def test_import_without_patient_ids_warns_what_that_disables(tmp_path, warnings_seen):
+    write_png(tmp_path / "data" / "s" / "covid" / "1.png", distinct_image(1))
+    import_folder(tmp_path / "data", tmp_path / "m.csv")
+    assert "1 of 1 image(s) have no patient id: each counts as its own patient" in \
+        warnings_seen.text

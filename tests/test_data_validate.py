@@ -146,7 +146,8 @@ def test_bad_lung_masks_are_reported(tmp_path):
     assert problems["reason"][1].endswith("wide_mask.png: 128x64 does not fit the 64x64 image (aspect ratio)")
 
 
-def test_header_only_manifest_is_clean_and_empty(tmp_path):
+def test_header_only_manifest_is_a_problem(tmp_path):
     (tmp_path / "m.csv").write_text("path,label,source\n")
     report = validate_manifest(tmp_path / "m.csv")
-    assert (report.n_rows, report.n_ok, report.exit_code) == (0, 0, 0)
+    assert (report.n_rows, report.n_ok, report.exit_code) == (0, 0, 1)
+    assert report.problems["reason"].tolist() == ["no data rows: the manifest has a header only"]

@@ -1,6 +1,9 @@
-"""The gate: policy loading and layering, judging hand-built results, exit codes."""
+"""The gate: policy loading and layering, judging hand-built results (Holm over the gated
+family, blocking checks, absent required checks), exit codes."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -49,8 +52,8 @@ def test_default_policy_is_each_specs_default_rule():
         (0.5, None, None, Status.PASS),  # fires only strictly above the threshold
         (0.9, 0.01, None, Status.FAIL),
         (0.9, 0.20, None, Status.PASS),  # large but not significant
-        (0.9, 0.01, 0.08, Status.PASS),  # the Holm-adjusted p-value wins over the raw one
-        (0.9, 0.20, 0.04, Status.FAIL),
+        (0.9, 0.01, 0.08, Status.FAIL),  # a stale adjusted p-value is recomputed, not read
+        (0.9, 0.20, 0.04, Status.PASS),
         (None, None, None, Status.FAIL),  # measured nothing: cannot be shown safe
         (float("nan"), None, None, Status.FAIL),
     ],
@@ -61,6 +64,80 @@ def test_measured_check_fires_on_metric_and_p_value(metric, p_value, p_adjusted,
     assert judged.check("site.image").status == expected
     assert judged.verdict == ("fail" if expected == Status.FAIL else "pass")
     assert judged.check("site.image").threshold == 0.5
+
+
+WARN_AT_HALF = CheckPolicy(gate="warn", threshold=0.5)
+IGNORE = CheckPolicy(gate="ignore")
+
+
+def test_holm_family_is_the_gated_checks_only():
+    # Holm of (0.01, 0.04) is (0.02, 0.04); with a third p of 0.001 it would be (0.03, 0.08).
+    gated = (measured("site.image", 0.9, p_value=0.01), measured("site.embedding", 0.9, 0.04))
+    rules = (("site.image", FAIL_AT_HALF), ("site.embedding", WARN_AT_HALF))
+    alone = judge(AuditResult(checks=gated), only(*rules))
+    with_ignored = judge(AuditResult(checks=(*gated, measured("data.confounding", 0.9, 0.001))),
+                         only(*rules, ("data.confounding", IGNORE)))
+    for judged in (alone, with_ignored):
+        assert judged.check("site.image").p_adjusted == pytest.approx(0.02)
+        assert judged.check("site.embedding").p_adjusted == pytest.approx(0.04)
+    assert with_ignored.check("data.confounding").p_adjusted is None
+
+
+def test_checks_without_a_p_value_or_that_did_not_run_are_outside_the_family():
+    checks = (measured("site.image", 0.9, p_value=0.03), measured("attention.border", 0.9),
+              replace(CheckResult.not_run("site.embedding", "t", "no model"), p_value=0.001))
+    judged = judge(AuditResult(checks=checks),
+                   only(("site.image", FAIL_AT_HALF), ("attention.border", FAIL_AT_HALF),
+                        ("site.embedding", FAIL_AT_HALF)))
+    assert judged.check("site.image").p_adjusted == pytest.approx(0.03)
+    assert judged.check("attention.border").p_adjusted is None
+    assert judged.check("site.embedding").p_adjusted is None
+
+
+def test_rejudging_without_a_gated_check_re_forms_the_family_and_can_flip_the_verdict():
+    # Holm of (0.02, 0.03, 0.5) is (0.06, 0.06, 0.5): nothing fires at alpha 0.05. Once
+    # ablation is ignored, the family is (0.02, 0.03) -> (0.04, 0.04), and both fire.
+    checks = (measured("site.image", 0.9, p_value=0.02), measured("data.confounding", 0.9, 0.03),
+              measured("ablation.class_size", 0.9, p_value=0.5))
+    rules = (("site.image", FAIL_AT_HALF), ("data.confounding", FAIL_AT_HALF))
+    gating_ablation = only(*rules, ("ablation.class_size", WARN_AT_HALF))
+    everything = judge(AuditResult(checks=checks), gating_ablation)
+    rejudged = judge(everything, only(*rules, ("ablation.class_size", IGNORE)))
+    assert [c.p_adjusted for c in everything.checks] == pytest.approx([0.06, 0.06, 0.5])
+    assert everything.verdict == "pass"
+    assert [c.p_adjusted for c in rejudged.checks[:2]] == pytest.approx([0.04, 0.04])
+    assert rejudged.check("ablation.class_size").p_adjusted is None
+    assert (rejudged.verdict, rejudged.check("site.image").status) == ("fail", Status.FAIL)
+    # Judging back with the first policy gives what a first judgement would: nothing stale.
+    assert judge(rejudged, gating_ablation).to_dict() == everything.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("check", "rule", "blocking"),
+    [
+        (measured("site.image", 0.9), FAIL_AT_HALF, True),  # failed
+        (CheckResult.not_run("site.image", "t", "no masks"), FAIL_AT_HALF, True),
+        (CheckResult(check_id="site.image", title="t", status=Status.ERROR, reason="boom"),
+         WARN_AT_HALF, True),  # a required crash blocks even under a warn gate
+        (measured("site.image", 0.9), WARN_AT_HALF, False),  # warned
+        (measured("site.image", 0.1), FAIL_AT_HALF, False),  # passed
+        (measured("site.image", 0.9), IGNORE, False),
+        (CheckResult.not_run("site.image", "t", "no masks"), IGNORE, False),
+        (CheckResult.not_run("site.image", "t", "no masks"),
+         CheckPolicy(gate="fail", threshold=0.5, required=False), False),
+    ],
+)
+def test_blocking_marks_the_checks_that_fail_the_verdict(check, rule, blocking):
+    judged = judge(AuditResult(checks=(check,)), only(("site.image", rule)))
+    assert judged.check("site.image").blocking is blocking
+    assert judged.verdict == ("fail" if blocking else "pass")
+
+
+def test_blocking_is_recomputed_when_rejudged():
+    failed = judge(AuditResult(checks=(measured("site.image", 0.9),)),
+                   only(("site.image", FAIL_AT_HALF)))
+    lenient = judge(failed, only(("site.image", CheckPolicy(threshold=1.0))))
+    assert failed.check("site.image").blocking and not lenient.check("site.image").blocking
 
 
 def test_warn_gate_warns_without_failing_the_verdict():
@@ -107,6 +184,16 @@ def test_missing_required_check_fails_the_verdict():
     judged = judge(AuditResult(checks=()), only(("data.leakage", FAIL_AT_HALF)))
     assert judged.verdict == "fail"
     assert judged.verdict_reasons == ("data.leakage: required by the policy but absent from the run",)
+
+
+def test_absent_required_lists_only_required_gated_checks_missing_from_the_run():
+    policy = only(("data.leakage", FAIL_AT_HALF), ("site.image", WARN_AT_HALF),
+                  ("attention.border", IGNORE),
+                  ("masking.raw_vs_lung", CheckPolicy(threshold=0.5, required=False)),
+                  ("data.confounding", FAIL_AT_HALF))
+    judged = judge(AuditResult(checks=(measured("data.confounding", 0.1),)), policy)
+    assert judged.absent_required == ("data.leakage", "site.image")
+    assert judge(judged, only(("data.confounding", FAIL_AT_HALF))).absent_required == ()
 
 
 def test_rejudging_with_a_stricter_policy_flips_verdict_and_exit_code():

@@ -68,6 +68,7 @@ def test_readme_check_table_is_the_specs():
 def test_readme_exit_codes_match_the_cli_help():
     from audit.cli import EXIT_CODES
 
-    for code, words in (("0", "pass"), ("1", "a gating check failed"), ("2", "invalid input")):
+    for code, words in (("0", "pass"), ("1", "a gating check failed"), ("2", "invalid input"),
+                        ("3", "internal error"), ("130", "interrupted")):
         assert re.search(rf"^\| {code} \| .*{words}", README, re.MULTILINE), code
         assert f"{code} " in EXIT_CODES

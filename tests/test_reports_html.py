@@ -51,6 +51,14 @@ def test_blocking_list_names_failed_and_required_unrun_checks_only(rich):
         assert check_id not in blocking
 
 
+def test_blocking_list_names_the_required_checks_the_gate_found_absent(tmp_path):
+    result = AuditResult(checks=SMALL.checks, verdict="fail", absent_required=("site.image",))
+    page = render_html(result, tmp_path)
+    blocking = page.split('<ul class="blocking">', 1)[1].split("</ul>", 1)[0]
+    assert "<code>site.image</code>: absent from the run" in blocking
+    assert "data.leakage" not in blocking
+
+
 def test_not_run_and_error_reasons_are_prominent(rich):
     _, page = rich
     assert "This check did not run:</strong> needs at least two sources" in page
@@ -112,3 +120,11 @@ def test_write_reports_writes_the_three_files(tmp_path):
     written = write_reports(SMALL, tmp_path / "run")
     assert {name: path.name for name, path in written.items()} == REPORT_FILES
     assert all(path.stat().st_size > 0 for path in written.values())
+
+
+def test_bidi_controls_in_metadata_are_shown_as_code_points(tmp_path):
+    spoofed = "site\u202egnp.exe"  # renders as "siteexe.png" if left raw
+    result = build_audit_result(tmp_path, source=spoofed, label="covid")
+    page = render_html(result, tmp_path)
+    assert "\u202e" not in page
+    assert "site[U+202E]gnp.exe" in page

@@ -54,13 +54,27 @@ def test_messages_carry_summaries_and_reasons(tmp_path):
     assert cases["data.confounding"].get("classname") == "cxr_audit.data"
 
 
-def test_required_check_absent_from_the_run_fails(tmp_path):
-    result = build_audit_result(tmp_path)
-    result = replace(result, checks=result.checks[:1])
+def test_required_checks_absent_from_the_run_fail_as_the_gate_listed_them(tmp_path):
+    # The policy is not read: only the gate's absent_required says what is missing.
+    policy = {"checks": {"site.image": {"gate": "fail", "threshold": 0.1, "required": True}}}
+    result = AuditResult(checks=(), verdict="fail", absent_required=("data.leakage",),
+                         policy=policy)
+    suite, cases = _cases(write_junit(result, tmp_path / "junit.xml"))
+    assert list(cases) == ["data.leakage"]
+    assert cases["data.leakage"].find("failure").get("type") == "missing"
+    assert suite.get("failures") == "1"
+
+
+def test_checks_that_did_not_run_fail_only_when_the_gate_marked_them_blocking(tmp_path):
+    policy = {"checks": {"site.image": {"gate": "fail", "threshold": 0.1, "required": True}}}
+    checks = (CheckResult.not_run("data.leakage", "Leakage", "no patient ids"),
+              CheckResult.not_run("site.image", "Site", "no masks"),
+              replace(CheckResult.not_run("attention.border", "Border", "no model"),
+                      blocking=True))
+    result = AuditResult(checks=checks, verdict="fail", policy=policy)
     _, cases = _cases(write_junit(result, tmp_path / "junit.xml"))
-    assert _outcome(cases["generalization.leave_one_source_out"]) == "failure"
-    assert _outcome(cases["site.embedding"]) == "failure"
-    assert "attention.outside_lung" not in cases  # the policy does not require it
+    assert {name: _outcome(case) for name, case in cases.items()} == {
+        "data.leakage": "skipped", "site.image": "skipped", "attention.border": "failure"}
 
 
 def test_unjudged_and_unparseable_text_still_give_valid_xml(tmp_path):
@@ -69,7 +83,7 @@ def test_unjudged_and_unparseable_text_still_give_valid_xml(tmp_path):
     measured = CheckResult(check_id="data.leakage", title="Leakage", metric=0.0)
     path = write_junit(AuditResult(checks=(check, measured)), tmp_path / "junit.xml")
     _, cases = _cases(path)
-    assert _outcome(cases["site.image"]) == "error"  # unjudged: every check counts as required
-    assert "KeyError" in cases["site.image"].find("error").get("message")
-    assert "<&>" in cases["site.image"].find("error").get("message")
+    assert _outcome(cases["site.image"]) == "skipped"  # unjudged: the gate marked nothing blocking
+    assert "KeyError" in cases["site.image"].find("skipped").get("message")
+    assert "<&>" in cases["site.image"].find("skipped").get("message")
     assert _outcome(cases["data.leakage"]) == "skipped"

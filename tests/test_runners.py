@@ -3,8 +3,9 @@ import os
 import pytest
 
 from audit.core.config import RuntimeConfig
+from audit.core.errors import InputError
 from audit.runners import JobError, LocalRunner, RayRunner, get_runner
-from tests.runner_jobs import die_on_odd, fail_on_odd, seeded_draw
+from tests.runner_jobs import bad_input_on_odd, die_on_odd, fail_on_odd, seeded_draw
 
 PAYLOADS = [{"seed": s} for s in range(5)]
 
@@ -31,6 +32,20 @@ def test_failure_names_the_payload_after_all_jobs_ran(workers):
     with pytest.raises(JobError, match=r"\{'seed': 1\} failed: ValueError: odd seed 1") as caught:
         LocalRunner(workers=workers).map(fail_on_odd, PAYLOADS)
     assert caught.value.payload == {"seed": 1}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_input_inside_a_job_surfaces_as_that_input_error(workers):
+    with pytest.raises(InputError, match=r"weights-1.h5: no such weights file"):
+        LocalRunner(workers=workers).map(bad_input_on_odd, PAYLOADS)
+
+
+def test_a_failed_job_is_named_without_the_config_it_carries():
+    payloads = [{"config": {"models": {"epochs": 60}}, "backbone": "mobilenetv2", "seed": 1}]
+    with pytest.raises(JobError) as caught:
+        LocalRunner().map(fail_on_odd, payloads)
+    assert "'backbone': 'mobilenetv2', 'seed': 1" in str(caught.value)
+    assert "epochs" not in str(caught.value)
 
 
 def test_a_worker_killed_mid_job_fails_the_map_instead_of_hanging():

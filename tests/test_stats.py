@@ -1,12 +1,10 @@
 import numpy as np
 import pytest
 
-from probes.base import CheckResult, Status
 from probes.stats import (
     balanced_accuracy,
     bootstrap_ci,
     chance_rescaled_skill,
-    holm_adjust,
     mcnemar_exact,
     permutation_p_value,
     permute_within_groups,
@@ -100,17 +98,3 @@ def test_chance_rescaled_skill():
     assert chance_rescaled_skill(1.0, 4) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
         chance_rescaled_skill(1.0, 1)
-
-
-def test_holm_adjust_fills_only_results_with_p_values():
-    results = [
-        CheckResult("a", "A", p_value=0.01),
-        CheckResult("b", "B", p_value=0.04),
-        CheckResult("c", "C"),
-        CheckResult.not_run("d", "D", "no masks"),
-    ]
-    adjusted = holm_adjust(results)
-    assert adjusted[0].p_adjusted == pytest.approx(0.02)
-    assert adjusted[1].p_adjusted == pytest.approx(0.04)
-    assert adjusted[2].p_adjusted is None and adjusted[3].status == Status.NOT_RUN
-    assert results[0].p_adjusted is None  # inputs untouched

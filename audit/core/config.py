@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from audit.core.errors import InputError
 
@@ -27,7 +27,9 @@ InputMode = Literal["raw", "lung_masked", "lungs_removed", "border_only"]
 Backbone = Literal["mobilenet", "mobilenetv2", "resnet50", "inceptionv3", "xception"]
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Strict: YAML's `true` or `2.5` for a count is a mistake to report, not to round to 1 or 2.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Section(BaseModel):
@@ -37,9 +39,9 @@ class _Section(BaseModel):
 class SiteTraits(_Section):
     """Acquisition traits a synthetic source carries outside the lungs (all on by default)."""
 
-    markers: bool = True  # burned-in laterality marker / text at a site-specific place
-    borders: bool = True  # collimation border or letterbox bars
-    intensity: bool = True  # site-specific exposure, contrast and noise profile
+    markers: StrictBool = True  # burned-in laterality marker / text at a site-specific place
+    borders: StrictBool = True  # collimation border or letterbox bars
+    intensity: StrictBool = True  # site-specific exposure, contrast and noise profile
 
 
 class SynthConfig(_Section):
@@ -103,11 +105,11 @@ class SweepStep(_Section):
 class ModelsConfig(_Section):
     """The paper's classifiers. Defaults are its Table 2."""
 
-    backbones: list[Backbone] = ["mobilenetv2"]
+    backbones: Annotated[list[Backbone], Field(min_length=1)] = ["mobilenetv2"]
     alpha: Annotated[float, Field(gt=0, le=1.4)] = 1.0  # width multiplier (MobileNet family)
     weights: str = "imagenet"  # "imagenet", "none" or a path to a Keras weights file
     weights_dirs: list[Path] = []  # folders searched for Keras' cache-named ImageNet files
-    input_modes: list[InputMode] = ["raw", "lung_masked"]
+    input_modes: Annotated[list[InputMode], Field(min_length=1)] = ["raw", "lung_masked"]
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.3
     dense_units: PositiveInt = 256
@@ -117,10 +119,19 @@ class ModelsConfig(_Section):
     rotation_degrees: Annotated[float, Field(ge=0, le=45)] = 10.0
     augmented_views: Annotated[int, Field(ge=0)] = 2  # extra rotated copies per image (cached path)
     training_path: Literal["auto", "cached", "end_to_end"] = "auto"
-    cross_validate: bool = True
-    seeds: list[int] = [0]
+    cross_validate: StrictBool = True
+    seeds: Annotated[list[Annotated[int, Field(strict=True)]], Field(min_length=1)] = [0]
     sweep: list[SweepStep] = []  # `cxr-audit train`: examined in order, best value kept
     final_sizes: list[PositiveInt] = []  # `cxr-audit train`: images per non-COVID class, test runs
+
+    @model_validator(mode="after")
+    def _audits_a_raw_model(self) -> ModelsConfig:
+        # The audited model is the raw-input one: the attention, site-embedding, masking
+        # and generalization checks read it, and the masked modes are compared against it.
+        if "raw" not in self.input_modes:
+            raise ValueError(f"input_modes must include 'raw' (the audited model takes the "
+                             f"radiograph as it is), got {list(self.input_modes)}")
+        return self
 
 
 class ProbesConfig(_Section):
@@ -144,8 +155,8 @@ class CheckPolicy(_Section):
     the check has a p-value, its Holm-adjusted p-value is below ``alpha``."""
 
     gate: Literal["fail", "warn", "ignore"] = "fail"
-    threshold: float | None = None
-    required: bool = True  # a required check that did not run fails the gate
+    threshold: FiniteFloat | None = None  # .inf would silently switch a check off
+    required: StrictBool = True  # a required check that did not run fails the gate
 
 
 class PolicyConfig(_Section):
@@ -158,7 +169,7 @@ class RuntimeConfig(_Section):
     workers: PositiveInt = 1
     ray_address: str | None = None
     cache_dir: Path | None = None  # default: <out>/cache
-    quiet: bool = False
+    quiet: StrictBool = False
 
 
 class AuditConfig(_Section):
@@ -220,9 +231,12 @@ def load_config(path: str | Path) -> AuditConfig:
     """Read and validate a YAML config file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"{path}: cannot read config file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: a config file must be UTF-8 text; byte {error.start} "
+                         f"is not ({error.reason})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old content or the complete new one, never half."""
+"""Atomic file writes (a reader sees the old content or the complete new one, never half),
+and CSV files that are safe to open in a spreadsheet."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 
 @contextmanager
@@ -26,3 +29,45 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): a
+# label or file name from an untrusted folder must not become one when a reviewer opens
+# a CSV the tool wrote. Such cells are written behind a single quote, which spreadsheets
+# show as text, and `restore_csv_cells` takes it off again when the tool reads its CSVs.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _neutralise(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _restore(value: Any) -> Any:
+    if (isinstance(value, str) and value[:1] == "'" and value[1:].startswith(FORMULA_STARTS)
+            and not _is_number(value[1:])):
+        return value[1:]
+    return value
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` as CSV atomically, formula-like text cells neutralised.
+
+    Negative numbers ("-0.5") stay as they are: a spreadsheet reads them as numbers.
+    """
+    with atomic_write(path) as handle:
+        frame.map(_neutralise).to_csv(handle, index=False)
+
+
+def restore_csv_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` read from a CSV written by ``write_csv``, the neutralising quotes removed."""
+    return frame.map(_restore)

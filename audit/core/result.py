@@ -1,8 +1,9 @@
 """The result types: one check's ``CheckResult`` and a run's ``AuditResult``, plain data.
 
-The pipeline builds it, the gate sets ``verdict`` and each check's status from the policy,
-and the report writers render it. ``summary.json`` is its serialised form, so ``cxr-audit
-gate`` can reload a run and re-judge it without recomputing.
+The pipeline builds it; the gate sets each check's status, Holm-adjusted p-value and
+``blocking``, the result's ``absent_required`` and ``verdict``; the report writers render
+it. ``summary.json`` is its serialised form, so ``cxr-audit gate`` can reload a run and
+re-judge it without recomputing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from audit.core.errors import InputError
 from audit.core.io import atomic_write
 
 
@@ -37,9 +39,10 @@ class CheckResult:
     metric: float | None = None
     ci: tuple[float, float] | None = None
     p_value: float | None = None
-    p_adjusted: float | None = None  # Holm across the run's checks, set by the pipeline
+    p_adjusted: float | None = None  # Holm across the checks the policy gates, set by the gate
     threshold: float | None = None  # set by the gate from the policy
     gate: str | None = None  # "fail" | "warn" | "ignore", set by the gate
+    blocking: bool = False  # set by the gate: this check is a reason the verdict fails
     summary: str = ""  # one plain sentence with the numbers, written by the probe
     explanation: str = ""  # what the finding means for the model, for a non-expert reader
     reason: str | None = None  # why not_run / error
@@ -85,8 +88,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class AuditResult:
     """Resolved config, library versions, data and model hashes, seeds, timings, stages."""
     verdict: str = "unjudged"  # "pass" | "fail" (set by the gate)
     verdict_reasons: tuple[str, ...] = ()
+    absent_required: tuple[str, ...] = ()  # set by the gate: required checks the run lacks
     policy: dict[str, Any] = field(default_factory=dict)  # the policy that judged it
 
     def check(self, check_id: str) -> CheckResult:
@@ -113,14 +116,17 @@ class AuditResult:
         raise KeyError(check_id)
 
     def with_judgement(self, checks: tuple[CheckResult, ...], verdict: str,
-                       reasons: tuple[str, ...], policy: dict[str, Any]) -> AuditResult:
-        return replace(self, checks=checks, verdict=verdict, verdict_reasons=reasons, policy=policy)
+                       reasons: tuple[str, ...], absent_required: tuple[str, ...],
+                       policy: dict[str, Any]) -> AuditResult:
+        return replace(self, checks=checks, verdict=verdict, verdict_reasons=reasons,
+                       absent_required=absent_required, policy=policy)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
             "schema_version": SCHEMA_VERSION,
             "verdict": self.verdict,
             "verdict_reasons": list(self.verdict_reasons),
+            "absent_required": list(self.absent_required),
             "checks": [c.to_dict() for c in self.checks],
             "models": list(self.models),
             "data": self.data,
@@ -130,7 +136,21 @@ class AuditResult:
         })
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AuditResult:
+    def from_dict(cls, data: dict[str, Any], source: str = "summary.json") -> AuditResult:
+        """The result ``to_dict`` wrote.
+
+        Args:
+            data: The parsed ``summary.json``.
+            source: File name used in the error message. Defaults to "summary.json".
+
+        Raises:
+            InputError: ``data`` was written with another schema version.
+        """
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{source}: summary schema version {version!r}, but this "
+                             f"cxr-audit reads version {SCHEMA_VERSION!r}; re-run the audit "
+                             "to write it anew")
         return cls(
             checks=tuple(CheckResult.from_dict(c) for c in data["checks"]),
             models=tuple(data.get("models", ())),
@@ -139,6 +159,7 @@ class AuditResult:
             provenance=data.get("provenance", {}),
             verdict=data.get("verdict", "unjudged"),
             verdict_reasons=tuple(data.get("verdict_reasons", ())),
+            absent_required=tuple(data.get("absent_required", ())),
             policy=data.get("policy", {}),
         )
 
@@ -148,4 +169,4 @@ class AuditResult:
 
     @classmethod
     def load_json(cls, path: str | Path) -> AuditResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))

@@ -43,19 +43,36 @@ def import_command(
         help="DICOM tree, same layout as --folder; header fields become columns.")] = None,
     source: Annotated[str | None, typer.Option(help="Source name for a <label>/<image> tree.")] = None,
     rename: Annotated[list[str] | None, typer.Option(
-        help="Column rename OLD=NEW for --csv (repeatable), e.g. --rename file=path.")] = None,
+        help="Column rename OLD=NEW for --csv (repeatable), e.g. --rename file=path, or "
+             "--rename subject=patient_id for the patient ids.")] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="Folder of lung masks for --folder/--dicom, matched by relative path or file "
+             "stem; unmatched images are reported.")] = None,
+    patient_id_regex: Annotated[str | None, typer.Option(
+        help="Regex on each file name whose first group (or group 'patient') is the patient "
+             "id, e.g. '^(P\\d+)_'. Without patient ids every image is its own patient.")] = None,
 ) -> None:
-    """Build a manifest from a folder tree, an existing CSV or DICOM files."""
+    """Build a manifest from a folder tree, an existing CSV or DICOM files.
+
+    Labels are taken as written (folder names or the CSV's label column). The classes are
+    covid, opacity, other and normal; map any other label onto them with the run config's
+    data.label_map (e.g. {tb: opacity}); `data validate --config` checks that mapping.
+    """
     from audit.data.importers import import_csv, import_dicom, import_folder
 
     chosen = [name for name, value in (("--folder", folder), ("--csv", csv), ("--dicom", dicom)) if value]
     try:
         if len(chosen) != 1:
             raise InputError(f"give exactly one of --folder, --csv, --dicom (got {', '.join(chosen) or 'none'})")
+        if (masks or patient_id_regex) and csv:
+            raise InputError("--masks and --patient-id-regex go with --folder or --dicom; a "
+                             "CSV brings mask_path and patient_id columns (see --rename)")
         if folder:
-            frame = import_folder(folder, out, source=source)
+            frame = import_folder(folder, out, source=source, masks=masks,
+                                  patient_id_regex=patient_id_regex)
         elif dicom:
-            frame = import_dicom(dicom, out, source=source)
+            frame = import_dicom(dicom, out, source=source, masks=masks,
+                                 patient_id_regex=patient_id_regex)
         else:
             frame = import_csv(csv, out, _parse_renames(rename or []))
     except InputError as error:
@@ -70,22 +87,26 @@ def validate_command(
         help="Also write the problems to this file (.csv: a table; otherwise text).")] = None,
     near_duplicate_distance: Annotated[int | None, typer.Option(
         help="Largest 256-bit dhash distance reported as a near-duplicate (default 10).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="Run config whose data.label_map maps the manifest's labels to the classes.")] = None,
 ) -> None:
     """Check every row; print one line per problem. Exit 0 clean, 1 problems, 2 unreadable."""
-    from audit.core.io import atomic_write
+    from audit.core.config import load_config
+    from audit.core.io import atomic_write, write_csv
     from audit.data.validate import validate_manifest
 
     options = {} if near_duplicate_distance is None else {"near_duplicate_distance": near_duplicate_distance}
     try:
-        result = validate_manifest(manifest, **options)
+        label_map = dict(load_config(config).data.label_map) if config else None
+        result = validate_manifest(manifest, label_map, **options)
     except InputError as error:
         raise _fail(error) from None
     typer.echo(result.to_text(), nl=False)
     if report is not None:
-        with atomic_write(report) as handle:
-            if report.suffix.lower() == ".csv":
-                result.problems.to_csv(handle, index=False)
-            else:
+        if report.suffix.lower() == ".csv":
+            write_csv(result.problems, report)
+        else:
+            with atomic_write(report) as handle:
                 handle.write(result.to_text())
     raise typer.Exit(code=result.exit_code)
 

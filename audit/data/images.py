@@ -22,6 +22,7 @@ from PIL import Image
 
 from audit.core.cache import StageCache
 from audit.core.errors import InputError
+from audit.core.io import restore_csv_cells, write_csv
 from audit.core.progress import log, progress
 from audit.data.dataset import Dataset
 from audit.data.dicom import read_dicom
@@ -123,10 +124,10 @@ def _write_store(manifest: Manifest, size: int, folder: Path) -> None:
     for name in ("all_images.npy", "all_masks.npy"):
         (folder / name).unlink(missing_ok=True)
     np.save(folder / "has_mask.npy", has_mask[keep])
-    rows[keep].to_csv(folder / "manifest.csv", index=False)
+    write_csv(rows[keep], folder / "manifest.csv")
     failed = rows[~keep].assign(reason=np.asarray(reasons, dtype=object)[~keep])
     quarantined = pd.concat([manifest.quarantined, quarantine_frame(failed)], ignore_index=True)
-    quarantined.to_csv(folder / "quarantined.csv", index=False)
+    write_csv(quarantined, folder / "quarantined.csv")
     log.info("decoded %d images into the image store, %d quarantined", int(keep.sum()), len(quarantined))
 
 
@@ -152,7 +153,7 @@ def store_inputs(manifest: Manifest, size: int) -> dict:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = restore_csv_cells(pd.read_csv(path, dtype=str, keep_default_na=False))
     if "row" in table.columns:
         table["row"] = table["row"].astype(np.int64)
     return table

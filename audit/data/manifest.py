@@ -13,6 +13,7 @@ and the bad ones stay visible.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 
 from audit.core.config import CLASSES
 from audit.core.errors import InputError
+from audit.core.io import restore_csv_cells
 
 REQUIRED_COLUMNS = ("path", "label", "source")
 OPTIONAL_COLUMNS = ("patient_id", "view", "mask_path")
@@ -54,7 +56,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             table = pd.read_parquet(path).fillna("").astype(str)
         else:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            table = restore_csv_cells(pd.read_csv(path, dtype=str, keep_default_na=False))
     except (OSError, ValueError, ImportError, pd.errors.ParserError) as error:
         raise InputError(f"{path}: cannot read manifest table ({error})") from None
     return table.fillna("")
@@ -92,11 +94,26 @@ def _row_problems(row: pd.Series, lookup: dict[str, str]) -> list[str]:
         problems.append("missing source")
     if not row["path"]:
         problems.append("missing path")
-    elif not os.path.isfile(row["path"]):
-        problems.append("missing file")
-    if row["mask_path"] and not os.path.isfile(row["mask_path"]):
-        problems.append(f"missing mask file {row['mask_path']}")
+    elif (problem := file_problem(row["path"])) is not None:
+        problems.append(problem)
+    if row["mask_path"] and (problem := file_problem(row["mask_path"])) is not None:
+        problems.append(f"{problem.replace('file', 'mask file', 1)} {row['mask_path']}")
     return problems
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` is not a readable regular file, in a few words; None when it is one."""
+    if os.path.isfile(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "file is a symbolic link loop"
+        if os.path.islink(path):
+            return "file is a broken symbolic link (its target does not exist)"
+        return "missing file"
+    return "file is not a regular file (a folder or device)"
 
 
 def read_manifest(path: str | Path, label_map: dict[str, str] | None = None) -> Manifest:

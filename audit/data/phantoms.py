@@ -44,7 +44,7 @@ from scipy.special import expit as _sigmoid
 
 from audit.core.cache import stable_hash
 from audit.core.config import CLASSES, SiteTraits, SynthConfig
-from audit.core.io import atomic_write
+from audit.core.io import write_csv
 from audit.data.dataset import Dataset
 
 CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
@@ -159,8 +159,7 @@ def generate_phantoms(config: SynthConfig, out_dir: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array * np.uint8(scale)).save(target)
     manifest_path = out_dir / "manifest.csv"
-    with atomic_write(manifest_path) as handle:
-        phantoms.manifest.to_csv(handle, index=False)
+    write_csv(phantoms.manifest, manifest_path)
     return manifest_path
 
 

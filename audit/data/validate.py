@@ -205,5 +205,9 @@ def validate_manifest(path: str | Path, label_map: dict[str, str] | None = None,
              + _split_leaks(rows))
     problems = _problem_frame(manifest, found)
     n_rows = len(rows) + len(manifest.quarantined)
+    if n_rows == 0:  # a header alone is not a clean data set
+        problems = pd.DataFrame({"path": [str(manifest.path)], "row": [0],
+                                 "reason": ["no data rows: the manifest has a header only"]})
+        return ValidationReport(manifest=manifest.path, problems=problems, n_rows=0, n_ok=0)
     return ValidationReport(manifest=manifest.path, problems=problems, n_rows=n_rows,
                             n_ok=n_rows - problems["row"].nunique())

@@ -1,0 +1,101 @@
+"""``cxr-audit init``: a starter run config written from what a manifest holds.
+
+A new user edits a config rather than writing one: the starter names the labels found and
+how they map onto the four classes, the sources, how many images have lung masks and which
+segmentation setting that calls for, with a comment on each choice. The text is plain
+YAML (strings JSON-quoted), so ``audit.core.config.load_config`` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from audit.core.config import CLASSES
+from audit.data.manifest import read_table
+
+# Words in a raw label that suggest a class, checked in this order. A guess is written
+# with a comment asking the user to confirm it; a label matching none maps to "other".
+LABEL_HINTS = (
+    ("covid", ("covid", "sars-cov-2", "sars_cov_2", "cov19")),
+    ("normal", ("normal", "healthy", "no finding", "no_finding", "negative")),
+    ("opacity", ("opacity", "pneumonia", "tuberculosis", "tb", "consolidation", "infiltrat")),
+)
+
+
+def guess_class(label: str) -> str:
+    """The class a raw label most likely means (``"other"`` when no hint matches)."""
+    text = label.strip().lower()
+    for name, hints in LABEL_HINTS:
+        if any(hint == text or (len(hint) > 2 and hint in text) for hint in hints):
+            return name
+    return "other"
+
+
+def starter_config(manifest: str | Path) -> str:
+    """YAML text of a run config for ``manifest``, commented for a first edit.
+
+    Raises:
+        InputError: the manifest cannot be read (from ``read_table``).
+    """
+    manifest = Path(os.path.abspath(manifest))
+    table = read_table(manifest)
+    labels = Counter(value.strip() for value in table.get("label", []))
+    sources = Counter(value.strip() for value in table.get("source", []))
+    masks = sum(1 for value in table.get("mask_path", []) if value.strip())
+    patients = sum(1 for value in table.get("patient_id", []) if value.strip())
+    n_rows = len(table)
+    lines = [
+        f"# Starter config for {manifest.name}: {n_rows} images, {len(labels)} labels, "
+        f"{len(sources)} sources, {masks} lung masks, {patients} patient ids.",
+        "# Written by `cxr-audit init`; edit, then `cxr-audit run THIS.yaml --out DIR`.",
+        "# Every key not set here has the default of README 'Config reference'.",
+        "data:",
+        f"  manifest: {json.dumps(str(manifest))}",
+        *_label_map_lines(labels),
+        "  image_size: 224          # the backbones' ImageNet size",
+        "  test_fraction: 0.15      # held-out test patients",
+        "  n_folds: 5",
+        "  seed: 0",
+        "segmentation:",
+        *_segmentation_lines(masks, n_rows),
+        "models:",
+        "  backbones: [mobilenetv2]  # the fastest of the paper's five on a CPU",
+        "  weights: imagenet          # downloaded by Keras when online",
+        "  weights_dirs: []           # offline: folders holding Keras' cache-named files",
+        "  input_modes: [raw, lung_masked]",
+        "probes:",
+        "  seed: 0",
+    ]
+    if len(sources) < 2:
+        lines.append("# One source only: the site and leave-one-source-out checks cannot run "
+                     "(README 'Checks').")
+    if patients < n_rows:
+        lines.append(f"# {n_rows - patients} image(s) have no patient id: each counts as its "
+                     "own patient in the splits and the leakage check.")
+    return "\n".join(lines) + "\n"
+
+
+def _label_map_lines(labels: Counter) -> list[str]:
+    """``label_map`` entries for the labels that are not class names, each a guess to check."""
+    unknown = sorted(label for label in labels if label.lower() not in CLASSES)
+    counts = ", ".join(f"{label} {count}" for label, count in sorted(labels.items()))
+    if not unknown:
+        return [f"  # labels found: {counts}: all are class names ({', '.join(CLASSES)})"]
+    lines = [f"  # labels found: {counts}. The classes are {', '.join(CLASSES)};",
+             "  # each other label is mapped below by a guess from its name: check each one.",
+             "  label_map:"]
+    lines += [f"    {json.dumps(label)}: {guess_class(label)}" for label in unknown]
+    return lines
+
+
+def _segmentation_lines(masks: int, n_rows: int) -> list[str]:
+    if masks == n_rows and n_rows:
+        return ["  source: manifest         # every image has a lung mask"]
+    if masks:
+        return [f"  source: auto             # {masks} of {n_rows} images have masks: a U-Net "
+                "trained on them segments the rest"]
+    return ["  source: manifest         # no lung masks: the mask-based checks will be not_run;",
+            "                           # add masks with `cxr-audit data import --masks DIR`"]
