@@ -1,4 +1,7 @@
-"""Attention checks: where in the image does the audited model find its evidence?
+"""The attention checks' engine: where in the image does the audited model find its evidence?
+
+The checks themselves (spec and ``run``) are ``probes.checks.attention_border`` and
+``probes.checks.attention_outside_lung``; both call ``run_attention``.
 
 Both checks take raw Grad-CAMs (``probes.cam``; never min-max standardised, which would
 distort mass ratios) of up to ``params.cam_max_images`` test images, for the predicted and
