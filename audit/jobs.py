@@ -114,7 +114,7 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     dataset, _ = prepare_data(config, cache)
     train, val, evaluate = fold_rows(split_data(config, dataset), payload["fold"])
     spec = classifier_spec(config, payload["backbone"], payload["input_mode"], payload["seed"])
-    inputs = {"classifier": classifier_stage_inputs(dataset, train, val, spec),
+    inputs = {"classifier": classifier_stage_inputs(dataset, train, val, spec, cache),
               "evaluate": hash_array(evaluate), "n_bootstrap": config.probes.n_bootstrap}
 
     def compute(tmp: Path) -> None:

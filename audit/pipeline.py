@@ -9,25 +9,32 @@ folder.
 
 Every expensive step is a stage of the run's cache (``<out>/cache`` unless
 ``runtime.cache_dir`` is set), probe results included, so a rerun, or a run resumed after
-a crash, reuses what is finished and recomputes only what its changed settings touch.
+a crash, reuses what is finished and recomputes only what its changed settings touch. The
+probes get the models layer's services through their context, cached here (frozen
+features, Grad-CAMs), and return plain data; the arrays a check's figures draw are saved
+with its probe stage and copied into the run folder's ``artifacts/``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import platform
+import re
 import shutil
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.core.cache import StageCache, stable_hash
+from audit.core.cache import StageCache, hash_array, hash_file, stable_hash
 from audit.core.config import AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
@@ -40,8 +47,15 @@ from audit.runners import Runner, get_runner
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids, get_check
 
+if TYPE_CHECKING:
+    from models.gradcam import Explanations
+    from models.trained import TrainedModel
+
 VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
                       "scikit-learn", "statsmodels", "tf-keras-vis", "segmentation-models")
+CAM_STAGE = "gradcam"
+ARTIFACTS_DIR = "artifacts"  # in the run folder: ``<check_id>/<name>.npz`` per check artifact
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # an artifact's name is its file name
 
 
 def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = None) -> AuditResult:
@@ -63,10 +77,10 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     models = _load_models(config, dataset, splits, cache)
     context = ProbeContext(
         dataset=dataset, splits=splits, models=models,
-        audited=f"{config.models.backbones[0]}/raw", params=config.probes, cache=cache,
-        artifacts_dir=out_dir / "artifacts", seed=config.probes.seed,
-        train_variant=_variant_trainer(config, dataset, cache),
+        audited=f"{config.models.backbones[0]}/raw", params=config.probes,
+        seed=config.probes.seed, train_variant=_variant_trainer(config, dataset, cache),
         image_features=_feature_extractor(config, cache),
+        explanations=explanation_service(dataset, models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     result = AuditResult(
@@ -91,10 +105,12 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     model = load_external_model(model_path, spec_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
+    models = {model.key: model}
     context = ProbeContext(
-        dataset=dataset, splits=splits, models={model.key: model}, audited=model.key,
-        params=config.probes, cache=cache, artifacts_dir=out_dir / "artifacts",
-        seed=config.probes.seed, image_features=_feature_extractor(config, cache),
+        dataset=dataset, splits=splits, models=models, audited=model.key,
+        params=config.probes, seed=config.probes.seed,
+        image_features=_feature_extractor(config, cache),
+        explanations=explanation_service(dataset, models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
@@ -200,6 +216,49 @@ def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
     return image_features
 
 
+def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
+                        cache: StageCache) -> Callable[[str, np.ndarray], Explanations]:
+    """``explanations`` for the probes: Grad-CAMs of ``models[key]`` for dataset rows
+    (``models.gradcam.explain_rows``), one cached ``gradcam`` stage per model and rows.
+
+    The stage key holds the model's identity, the rows, the data and masks keys and the
+    source of the code that computes the maps, so the attention checks share one
+    computation per model and a rerun reuses it.
+    """
+    from models import gradcam, inputs, trained
+
+    code = _source_hash(gradcam, trained, inputs)
+
+    def explanations(key: str, rows: np.ndarray) -> Explanations:
+        model, rows = models[key], np.asarray(rows)
+        stage_inputs = {"model": _model_identity(model), "rows": rows, "data": dataset.data_key,
+                        "masks": dataset.masks_key, "code": code}
+
+        def compute(folder: Path) -> None:
+            explained = gradcam.explain_rows(model, dataset, rows)
+            np.savez(folder / "cams.npz", predicted_class=explained.predicted_class,
+                     **explained.cams)
+
+        folder = cache.run(CAM_STAGE, stage_inputs, compute)
+        with np.load(folder / "cams.npz") as stored:
+            return gradcam.Explanations(predicted_class=stored["predicted_class"],
+                                        cams={target: stored[target]
+                                              for target in gradcam.CAM_TARGETS})
+
+    return explanations
+
+
+def _model_identity(model: TrainedModel) -> str:
+    """A hash of the model's weights and of how it is fed and explained."""
+    weights = [hash_array(np.asarray(w)) for w in model.keras_model.get_weights()]
+    return stable_hash([model.input_mode, model.input_size, model.last_conv_layer, weights])
+
+
+def _source_hash(*modules: ModuleType) -> str:
+    """A hash of the modules' source files: a stage computed by older code is not reused."""
+    return stable_hash([hash_file(inspect.getsourcefile(module)) for module in modules])
+
+
 def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                run_dir: Path) -> list[CheckResult]:
     """Every known check in registry order: enabled ones run (each a cached stage; a crash
@@ -226,8 +285,7 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
         "masks": dataset.masks_key,
         "splits": stable_hash([context.splits.train, context.splits.test,
                                [list(fold) for fold in context.splits.folds]]),
-        "models": {key: (model.path.name if model.path else stable_hash(model.metadata))
-                   for key, model in context.models.items()},
+        "models": {key: model.identity for key, model in context.models.items()},
         "audited": context.audited,
         "retraining": context.train_variant is not None,
         "params": context.params.model_dump(mode="json", exclude={"checks"}),
@@ -237,10 +295,7 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
 def _run_check(check_id: str, context: ProbeContext, cache: StageCache, inputs: dict[str, Any],
                run_dir: Path) -> CheckResult:
     def compute(folder: Path) -> None:
-        result = get_check(check_id).run(context)
-        for relative in _artifact_paths(result):
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(run_dir / relative, folder / relative)
+        result = _save_artifacts(get_check(check_id).run(context), folder)
         with atomic_write(folder / "result.json") as handle:
             json.dump(result.to_dict(), handle)
 
@@ -251,17 +306,34 @@ def _run_check(check_id: str, context: ProbeContext, cache: StageCache, inputs: 
         return CheckResult(check_id=check_id, title=check_id, status=Status.ERROR,
                            reason=f"{type(error).__name__}: {error}",
                            summary=f"Crashed: {type(error).__name__}: {error}")
-    result = CheckResult.from_dict(json.loads((folder / "result.json").read_text()))
-    for relative in _artifact_paths(result):  # a reused stage may come from another run
-        if not (run_dir / relative).exists():
-            (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(folder / relative, run_dir / relative)
-    return result
+    # Into this run's folder, also when the stage was reused from another run.
+    run_artifacts = run_dir / ARTIFACTS_DIR / check_id
+    for saved in sorted(folder.glob("*.npz")):
+        run_artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(saved, run_artifacts / saved.name)
+    return CheckResult.from_dict(json.loads((folder / "result.json").read_text()))
 
 
-def _artifact_paths(result: CheckResult) -> list[str]:
-    """Run-relative files a check's figures refer to (e.g. Grad-CAM galleries)."""
-    return [spec["npz"] for spec in result.figures.values() if spec.get("npz")]
+def _save_artifacts(result: CheckResult, folder: Path) -> CheckResult:
+    """Save each of the result's artifacts as ``<name>.npz`` in the stage ``folder``; return
+    the result without the arrays, each figure spec naming an artifact given its
+    run-relative ``npz`` path (``artifacts/<check_id>/<name>.npz``), which the report reads."""
+    for name, arrays in result.artifacts.items():
+        if not _ARTIFACT_NAME.fullmatch(name):
+            raise ValueError(f"{result.check_id}: artifact name {name!r} must be letters, "
+                             "digits, '_' or '-' (it becomes the file name)")
+        np.savez_compressed(folder / f"{name}.npz", **arrays)
+    figures = {}
+    for figure, spec in result.figures.items():
+        if "artifact" in spec:
+            if spec["artifact"] not in result.artifacts:
+                raise ValueError(f"{result.check_id}: figure {figure!r} draws artifact "
+                                 f"{spec['artifact']!r}; the result's artifacts are "
+                                 f"{sorted(result.artifacts)}")
+            spec = {**spec,
+                    "npz": f"{ARTIFACTS_DIR}/{result.check_id}/{spec['artifact']}.npz"}
+        figures[figure] = spec
+    return replace(result, figures=figures, artifacts={})
 
 
 def summarise_data(dataset: Dataset) -> dict[str, Any]:

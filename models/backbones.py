@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +121,7 @@ def resolve_weights(
     alpha: float = 1.0,
     input_size: int = 224,
     weights_dirs: list[Path] | None = None,
+    file_hash: Callable[[Path], str] = hash_file,
 ) -> tuple[str | None, str]:
     """Decide what to pass as Keras' ``weights=`` and describe where the weights come from.
 
@@ -130,6 +132,9 @@ def resolve_weights(
         input_size: model input side. Defaults to 224.
         weights_dirs: folders searched for Keras' cache-named ImageNet files before
             downloading. Defaults to none (only Keras' cache folder).
+        file_hash: the hash of a weights file in ``origin``; a ``StageCache.hash_file``
+            remembers it for every key built with that cache. Defaults to ``hash_file``
+            (reads the file).
 
     Returns:
         ``(keras_weights, origin)``: ``None``, a file path or ``"imagenet"`` (download),
@@ -147,13 +152,13 @@ def resolve_weights(
         local = _find_local_imagenet(names, weights_dirs or [])
         if local is None:
             return "imagenet", "imagenet (keras download)"
-        return str(local), f"imagenet (local file {local}, sha256 {hash_file(local)})"
+        return str(local), f"imagenet (local file {local}, sha256 {file_hash(local)})"
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(
             f"models.weights: expected 'imagenet', 'none' or an existing weights file, "
             f"got {weights!r} (no such file)")
-    return str(path), f"file {path} (sha256 {hash_file(path)})"
+    return str(path), f"file {path} (sha256 {file_hash(path)})"
 
 
 def _download_error(backbone: str, alpha: float, input_size: int, error: Exception) -> WeightsUnavailableError:

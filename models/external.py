@@ -18,7 +18,9 @@ weights), which keeps the result flat: a backbone nested as one layer of a simpl
 (``Model(x, head(backbone(x)))``, ``Sequential([backbone, ...])``) is expanded in place, so
 Grad-CAM can reach its convolutions. A nested model inside a branching graph cannot be
 expanded; it is kept as it is and the metadata says Grad-CAM cannot reach it
-(``gradcam_available: false``).
+(``gradcam_available: false``). The spec is kept in the metadata (``external_spec``) and is
+part of the model's ``identity`` with its weights: two models of one ``backbone`` label
+are told apart by content, not by their file name.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from audit.core.cache import StageCache, hash_array
+from audit.core.cache import StageCache, hash_array, hash_file
 from models.backbones import backbone_info, build_backbone, resolve_weights
 from models.inputs import ModeImages
 from models.trained import to_model_array
@@ -119,10 +119,12 @@ class FeatureSpec:
     cut: str = POOLED
     model: keras.Model | None = field(default=None, compare=False)
 
-    def key(self, images: np.ndarray | ModeImages) -> dict:
-        """Stage key of these features of ``images`` (a ``ModeImages`` by its own key)."""
+    def key(self, images: np.ndarray | ModeImages, cache: StageCache | None) -> dict:
+        """Stage key of these features of ``images`` (a ``ModeImages`` by its own key);
+        ``cache``, when given, remembers the weights file's hash."""
         _, origin = resolve_weights(self.weights, self.backbone, self.alpha, self.input_size,
-                                    list(self.weights_dirs))
+                                    list(self.weights_dirs),
+                                    hash_file if cache is None else cache.hash_file)
         images_key = images.key if isinstance(images, ModeImages) else hash_array(images)
         return {"images": images_key, "backbone": self.backbone, "weights": origin,
                 "alpha": self.alpha if backbone_info(self.backbone).has_alpha else 1.0,
@@ -147,7 +149,7 @@ def frozen_features(images_uint8: np.ndarray | ModeImages, spec: FeatureSpec,
     Returns:
         float32 ``(N, D)`` for ``"pooled"``, else ``(N, h, w, c)``.
     """
-    return _cached(cache, "features", spec.key(images_uint8),
+    return _cached(cache, "features", spec.key(images_uint8, cache),
                    lambda: extract(spec.extractor(), images_uint8, spec.input_size))
 
 
@@ -159,7 +161,7 @@ def view_features(images_uint8: np.ndarray | ModeImages, n_views: int, degrees: 
     (``rotate_images``), made a chunk at a time while the backbone reads it; the other
     arguments are those of ``frozen_features``.
     """
-    key = {**spec.key(images_uint8), "n_views": n_views, "degrees": degrees, "seed": seed}
+    key = {**spec.key(images_uint8, cache), "n_views": n_views, "degrees": degrees, "seed": seed}
 
     def compute() -> np.ndarray:
         angles = view_angles(n_views, len(images_uint8), degrees, seed)

@@ -261,9 +261,9 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
 
 
 def classifier_stage_inputs(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
-                  spec: ClassifierSpec) -> dict[str, Any]:
+                  spec: ClassifierSpec, cache: StageCache) -> dict[str, Any]:
     _, origin = resolve_weights(spec.weights, spec.backbone, spec.alpha, spec.image_size,
-                                [Path(p) for p in spec.weights_dirs])
+                                [Path(p) for p in spec.weights_dirs], cache.hash_file)
     return {"spec": spec.key_fields(), "weights_origin": origin,
             "data": dataset.data_key,
             "labels": hash_array(dataset.labels),
@@ -307,7 +307,8 @@ def train_classifier(
             computed.append(_train(dataset, train_idx, val_idx, spec, cache))
             save_trained(computed[0], tmp)
 
-        folder = cache.run("classifier", classifier_stage_inputs(dataset, train_idx, val_idx, spec),
+        folder = cache.run("classifier",
+                           classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
                            compute)
         trained = computed[0] if computed else load_trained(folder)
         trained.path = folder

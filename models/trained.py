@@ -3,6 +3,14 @@
 The Keras model is *flat* (the head applied to the backbone's output tensor, not a nested
 backbone layer) so Grad-CAM can reach the last convolutional layer by name, and it carries
 its own preprocessing: it takes plain pixel arrays ``(n, S, S, 3)`` float32 in 0..255.
+
+A model's ``identity`` is a content hash of what decides every number a probe reads from
+it: the weight arrays in order, how inputs are prepared (input mode, border fraction,
+size, channels), the class order, the layers Grad-CAM and embeddings read, and for an
+external model its preprocessing spec (scaling is a ``Rescaling`` layer's setting, not a
+weight). It is computed from the loaded model, so a model saved and loaded again (weights
+round-trip exactly) has the identity it had, whatever file or folder it came from; stage
+keys use it instead of a name.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.core.cache import hash_array, stable_hash
 from models.inputs import apply_input_mode
 
 _PREDICT_ROWS = 512  # rows turned into float32 model input at a time (bounds memory)
@@ -39,6 +48,18 @@ class TrainedModel:
     border_fraction: float = 0.10  # used by the ``border_only`` input mode
     input_size: int = 224  # side the Keras model expects; images are resized to it
     channels: int = 3
+    identity: str = field(init=False)
+    """Content hash of the weights and the preprocessing (module docstring)."""
+
+    def __post_init__(self) -> None:
+        weights = [hash_array(np.asarray(array)) for array in self.keras_model.get_weights()]
+        self.identity = stable_hash({
+            "weights": weights, "input_mode": self.input_mode,
+            "border_fraction": self.border_fraction, "input_size": self.input_size,
+            "channels": self.channels, "classes": list(self.classes),
+            "last_conv_layer": self.last_conv_layer, "embedding_layer": self.embedding_layer,
+            "external_spec": self.metadata.get("external_spec"),
+        })
 
     def model_inputs(self, dataset: Dataset, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` of the dataset as this model's input: mode applied, resized, float32."""

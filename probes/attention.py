@@ -3,10 +3,11 @@
 The checks themselves (spec and ``run``) are ``probes.checks.attention_border`` and
 ``probes.checks.attention_outside_lung``; both call ``run_attention``.
 
-Both checks take raw Grad-CAMs (``probes.cam``; never min-max standardised, which would
-distort mass ratios) of up to ``params.cam_max_images`` test images, for the predicted and
-for the true class, upsample them bilinearly to the image side and measure the share of
-the positive CAM mass that falls in a region where no disease can be seen:
+Both checks take raw Grad-CAMs (``context.explanations``, computed by ``models.gradcam``;
+never min-max standardised, which would distort mass ratios) of up to
+``params.cam_max_images`` test images, for the predicted and for the true class, upsample
+them bilinearly to the image side and measure the share of the positive CAM mass that
+falls in a region where no disease can be seen (``probes.regions``):
 
 - ``attention.border``: a band of ``params.border_fraction`` of the side along every edge,
   widened to at least one cell of the coarsest CAM (7x7 for MobileNetV2 at 224 px: a band
@@ -32,8 +33,8 @@ Bonferroni-corrected for the number of classes tested. The lung-masked model of 
 same backbone is compared on the headline class's images with a paired signed-rank test
 (same images, so a paired test; Mann-Whitney would ignore the pairing).
 
-Both checks share one CAM computation per model, cached as the ``attention_cams`` stage,
-so the second check and reruns reuse it. The policy's thresholds come from the
+Both checks share one CAM computation per model: the pipeline caches the service's
+results, so the second check and reruns reuse it. The policy's thresholds come from the
 measurements of ``benchmarks/attention_thresholds.py`` (Grad-CAM's coarse cells blur
 attention: lung-focused models measure about 0.5-0.9, so thresholds sit just above 1 and
 the p-value guards against false alarms).
@@ -43,37 +44,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from audit.core.cache import hash_array, stable_hash
-from audit.core.io import atomic_write
+from models.gradcam import CAM_TARGETS, Explanations
 from models.inputs import border_band
 from probes.base import CheckResult, CheckSpec, ProbeContext
-from probes.cam import RANDOM_CAM_DRAWS, ZONES, GradCam, Measurement, measure, zone_enrichment
+from probes.regions import RANDOM_CAM_DRAWS, ZONES, Measurement, measure, zone_enrichment
 from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
 
-if TYPE_CHECKING:
-    from models.trained import TrainedModel
-
-CAM_STAGE = "attention_cams"
-TARGETS = ("predicted", "true")  # which class each CAM explains
 GALLERY_PER_END = 4  # most focused and worst images in the gallery
 MIN_CLASS_IMAGES = 5  # a class needs this many usable images to enter the headline
-
-
-@dataclass(frozen=True)
-class ModelCams:
-    """One model's raw CAMs of the selected rows."""
-
-    predicted_class: np.ndarray  # (n,)
-    cams: dict[str, np.ndarray]  # target -> (n, h, w) raw maps
-
-    @property
-    def resolution(self) -> int:
-        return int(self.cams["predicted"].shape[1])
 
 
 @dataclass(frozen=True)
@@ -103,39 +85,6 @@ def cam_rows(test_rows: np.ndarray, labels: np.ndarray, max_images: int, seed: i
         members = rng.permutation(np.flatnonzero(row_labels == label))
         quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
     return np.sort(test_rows[np.argsort(quantile, kind="stable")[:max_images]])
-
-
-def model_cams(context: ProbeContext, key: str, rows: np.ndarray) -> ModelCams:
-    """Raw CAMs of ``rows`` for model ``key``, through the stage cache."""
-    trained = context.models[key]
-    dataset = context.dataset
-    inputs = {
-        "model": _model_identity(trained),
-        "images": hash_array(np.asarray(dataset.images[rows])),
-        "masks": hash_array(np.asarray(dataset.masks[rows])) if dataset.masks is not None else None,
-        "labels": dataset.labels[rows],
-    }
-    folder = context.cache.run(
-        CAM_STAGE, inputs, lambda tmp: _write_cams(tmp, trained, context, rows)
-    )
-    with np.load(folder / "cams.npz") as stored:
-        return ModelCams(
-            predicted_class=stored["predicted_class"],
-            cams={target: stored[f"cam_{target}"] for target in TARGETS},
-        )
-
-
-def _model_identity(trained: TrainedModel) -> str:
-    weights = [hash_array(np.asarray(w)) for w in trained.keras_model.get_weights()]
-    return stable_hash([trained.input_mode, trained.input_size, trained.last_conv_layer, weights])
-
-
-def _write_cams(folder: Path, trained: TrainedModel, context: ProbeContext, rows: np.ndarray) -> None:
-    x = trained.model_inputs(context.dataset, rows)
-    explained = GradCam(trained.keras_model, trained.last_conv_layer).explain(
-        x, context.dataset.labels[rows])
-    np.savez(folder / "cams.npz", predicted_class=explained.predicted_class,
-             cam_predicted=explained.cam_predicted, cam_true=explained.cam_true)
 
 
 def summarize(
@@ -209,14 +158,16 @@ def run_attention(
         extras_of: ``(context, rows, cams, measurement, regions) -> {"details", "tables",
             "figures"}``, check-specific additions for the audited model.
     """
+    if context.explanations is None:
+        return spec.not_run("no Grad-CAM service in the probe context (ProbeContext.explanations)")
     rows = cam_rows(context.splits.test, context.dataset.labels,
                     context.params.cam_max_images, context.seed)
     keys = [context.audited] + sorted(set(context.models) - {context.audited})
-    cams = {key: model_cams(context, key, rows) for key in keys}
+    cams = {key: context.explanations(key, rows) for key in keys}
     regions = regions_of(context, rows, min(c.resolution for c in cams.values()))
     size = context.dataset.image_size
     measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)
-                for key in keys for target in TARGETS}
+                for key in keys for target in CAM_TARGETS}
     return _result(context, spec, metric_name, extras_of, rows, cams, regions, measured)
 
 
@@ -265,8 +216,8 @@ def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured
             worst["class"]),
     }
     extras = extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
-    gallery = _write_gallery(context, spec.id, rows, cams[audited],
-                             measured[audited, "predicted"], regions)
+    gallery, gallery_arrays = _gallery(context, rows, cams[audited],
+                                       measured[audited, "predicted"], regions)
     return CheckResult(
         check_id=spec.id, title=spec.title, metric_name=metric_name,
         metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
@@ -280,7 +231,8 @@ def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured
         details={**details, **extras["details"]},
         tables={"by_model": by_model, "by_class": by_class, **extras["tables"]},
         figures={"enrichment_by_model": _bars(by_model, metric_name),
-                 **({"gallery": gallery} if gallery else {}), **extras["figures"]},
+                 **gallery, **extras["figures"]},
+        artifacts=gallery_arrays,
         notes=[f"Grad-CAM at {cams[audited].resolution}x{cams[audited].resolution} cells, "
                f"raw maps upsampled bilinearly to {context.dataset.image_size} px."],
     )
@@ -314,12 +266,15 @@ def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
             "reference": 1.0, "ylabel": "enrichment (1 = spread like the area)"}
 
 
-def _write_gallery(context: ProbeContext, check_id: str, rows: np.ndarray, cams: ModelCams,
-                   measurement: Measurement, regions: Regions) -> dict[str, Any] | None:
-    """The most region-free and the most region-bound images of the audited model."""
+def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
+             measurement: Measurement, regions: Regions
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """The most region-free and the most region-bound images of the audited model: the
+    ``"gallery"`` figure spec and the artifact of the same name it draws (both empty when
+    no image has a usable region and CAM mass)."""
     ok = np.flatnonzero(regions.usable & np.isfinite(measurement.share))
     if len(ok) == 0:
-        return None
+        return {}, {}
     order = ok[np.argsort(measurement.share[ok] / regions.area[ok], kind="stable")]
     chosen = np.unique(np.concatenate([order[:GALLERY_PER_END], order[-GALLERY_PER_END:]]))
     chosen = chosen[np.argsort(measurement.share[chosen] / regions.area[chosen], kind="stable")]
@@ -328,17 +283,14 @@ def _write_gallery(context: ProbeContext, check_id: str, rows: np.ndarray, cams:
               "cams": cams.cams["predicted"][chosen]}
     if dataset.masks is not None:
         arrays["masks"] = np.asarray(dataset.masks[rows[chosen]])
-    name = f"{check_id.replace('.', '_')}_gallery.npz"
-    context.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(context.artifacts_dir / name, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
     labels = dataset.labels[rows[chosen]]
     captions = [f"{classes[label]} -> {classes[pred]}: {share:.0%} {regions.description}"
                 for label, pred, share in zip(labels, cams.predicted_class[chosen],
                                               measurement.share[chosen], strict=True)]
-    return {"kind": "cam_gallery", "npz": f"{context.artifacts_dir.name}/{name}",
+    spec = {"kind": "cam_gallery", "artifact": "gallery",
             "title": f"Grad-CAM of {context.audited}: most focused (first) to worst (last)",
             "captions": captions}
+    return {"gallery": spec}, {"gallery": arrays}
 
 
 def border_band_regions(context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
@@ -347,7 +299,7 @@ def border_band_regions(context: ProbeContext, rows: np.ndarray, resolution: int
                           context.params.border_fraction, resolution)
 
 
-def border_zones(context: ProbeContext, rows: np.ndarray, cams: ModelCams,
+def border_zones(context: ProbeContext, rows: np.ndarray, cams: Explanations,
                  measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
     """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
     width = max(1, round(context.params.border_fraction * cams.resolution))
@@ -365,7 +317,7 @@ def border_zones(context: ProbeContext, rows: np.ndarray, cams: ModelCams,
             "figures": {"zones_by_class": heatmap}}
 
 
-def pointing_game(context: ProbeContext, rows: np.ndarray, cams: ModelCams,
+def pointing_game(context: ProbeContext, rows: np.ndarray, cams: Explanations,
                   measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
     """How often the audited model's CAM peak lies inside the lungs (the pointing game)."""
     ok = regions.usable & np.isfinite(measurement.share)

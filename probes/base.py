@@ -3,11 +3,13 @@
 A check is one module of ``probes.checks`` exporting ``SPEC`` (a ``CheckSpec``: what the
 check asks, what its metric means, its default gate and what it needs) and
 ``run(context) -> CheckResult``. ``run`` reads data and trained models from the
-``ProbeContext``, asks the models layer (through the context) when it needs a variant
-trained, and returns plain data. It never renders, never reads files on its own and never
-applies a threshold: the gate judges results against the policy, so a finished run can be
-re-judged without recomputing. The registry, the config's check ids, the default policy,
-``cxr-audit checks``, the report's questions and JUnit's test names all come from the specs.
+``ProbeContext``, asks the models layer (through the context's services, cached by the
+pipeline) for variants, features and Grad-CAMs, and returns plain data: numbers, tables,
+figure specs and the arrays a figure draws (``CheckResult.artifacts``). It never renders,
+never reads or writes files and never applies a threshold: the gate judges results against
+the policy, so a finished run can be re-judged without recomputing. The registry, the
+config's check ids, the default policy, ``cxr-audit checks``, the report's questions and
+JUnit's test names all come from the specs.
 
 Every headline metric is oriented the same way: **larger means more shortcut**. The gate's
 rule is therefore uniform: a check fires when ``metric > threshold`` and, where the check
@@ -21,9 +23,11 @@ the kinds it knows:
   "ylabel"}`` (ci lists and reference optional)
 - ``{"kind": "lines", "title", "x", "series": {name: [...]}, "xlabel", "ylabel"}``
 - ``{"kind": "hist", "title", "series": {name: [...]}, "xlabel", "reference": float|None}``
-- ``{"kind": "cam_gallery", "title", "npz": "<path relative to the run folder>",
-  "captions": [...]}`` where the npz holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w)
-  float and optionally ``masks`` (n,S,S) uint8.
+- ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...]}`` where
+  ``CheckResult.artifacts[<name>]`` holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w) float
+  and optionally ``masks`` (n,S,S) uint8. The pipeline saves those arrays once, as
+  ``artifacts/<check_id>/<name>.npz`` in the run folder, and adds that run-relative path
+  to the spec as ``"npz"``, which the report reads.
 """
 
 from __future__ import annotations
@@ -31,16 +35,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from audit.core.result import CheckResult, Status
 
 if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
-    from audit.core.cache import StageCache
+    import numpy as np
+
     from audit.core.config import ProbesConfig
     from audit.data.dataset import Dataset, Splits
+    from models.gradcam import Explanations
     from models.trained import TrainedModel
 
 TARGET_CLASS = "covid"
@@ -140,10 +145,6 @@ class ProbeContext:
     audited: str
     """Key in ``models`` of the model under audit (its raw-input model)."""
     params: ProbesConfig
-    cache: StageCache
-    artifacts_dir: Path
-    """Where a check may write large figure data (``.npz``) that a figure spec refers to
-    by a path relative to the run folder."""
     train_variant: Callable[..., TrainedModel] | None = None
     """``train_variant(train_idx, val_idx, *, input_mode=..., seed=..., backbone=...)`` trains
     a classifier with the run's settings through the models layer (cached). ``None`` when
@@ -151,6 +152,10 @@ class ProbeContext:
     image_features: Callable[[Any], Any] | None = None
     """``image_features(images_uint8_NxSxS) -> (N, D)`` float32 features of a frozen ImageNet
     backbone (cached by content)."""
+    explanations: Callable[[str, np.ndarray], Explanations] | None = None
+    """``explanations(model_key, rows)`` -> raw Grad-CAMs of ``models[model_key]`` for the
+    dataset's ``rows``: each image's predicted class and its maps for the predicted and the
+    true class (``models.gradcam.explain_rows``, cached by the pipeline per model and rows)."""
     seed: int = 0
 
 

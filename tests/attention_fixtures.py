@@ -16,6 +16,7 @@ import pandas as pd
 from audit.core.cache import StageCache
 from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
+from audit.pipeline import explanation_service
 from models.trained import TrainedModel
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
@@ -88,16 +89,18 @@ def train_flat_mobilenet_v2(
 
 def synthetic_context(
     tmp_path: Path, dataset: Dataset, models: list[TrainedModel], test_rows: np.ndarray,
-    seed: int = 0, **params,
+    seed: int = 0, cache: StageCache | None = None, **params,
 ) -> ProbeContext:
-    """A probe context over ``dataset`` with ``models`` (the first is audited)."""
+    """A probe context over ``dataset`` with ``models`` (the first is audited) and the
+    pipeline's Grad-CAM service on ``cache`` (default: a new one in ``tmp_path/cache``)."""
     train_rows = np.setdiff1d(np.arange(len(dataset)), test_rows)
     splits = Splits(train=train_rows, test=np.asarray(test_rows), folds=((train_rows, test_rows),),
                     seed=seed)
+    by_key = {m.key: m for m in models}
+    explanations = explanation_service(dataset, by_key, cache or StageCache(tmp_path / "cache"))
     return ProbeContext(
-        dataset=dataset, splits=splits, models={m.key: m for m in models}, audited=models[0].key,
-        params=ProbesConfig(**params), cache=StageCache(tmp_path / "cache"),
-        artifacts_dir=tmp_path / "run" / "artifacts", seed=seed,
+        dataset=dataset, splits=splits, models=by_key, audited=models[0].key,
+        params=ProbesConfig(**params), explanations=explanations, seed=seed,
     )
 
 

@@ -22,7 +22,6 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from audit.core.cache import StageCache
 from audit.core.config import CLASSES, ProbesConfig, SiteTraits, SynthConfig
 from audit.core.result import AuditResult, CheckResult, Status
 from audit.data.dataset import Dataset, Splits
@@ -143,8 +142,7 @@ def make_context(
     probe_params = ProbesConfig(**{"n_permutations": 39, "n_bootstrap": 200, **params})
     return ProbeContext(
         dataset=dataset, splits=splits, models=dict(models or {}), audited="pixels/raw",
-        params=probe_params, cache=StageCache(tmp_path / "cache"), artifacts_dir=tmp_path,
-        train_variant=pixel_train_variant(dataset), image_features=features,
+        params=probe_params, train_variant=pixel_train_variant(dataset), image_features=features,
         seed=probe_params.seed,
     )
 

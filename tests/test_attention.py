@@ -14,8 +14,8 @@ import pytest
 from audit.core.cache import StageCache
 from probes.attention import border_regions, cam_rows, summarize
 from probes.base import CheckResult, Status
-from probes.cam import Measurement, measure
 from probes.checks import attention_border, attention_outside_lung
+from probes.regions import Measurement, measure
 from tests.attention_fixtures import brightness_trained, lung_phantoms, synthetic_context
 
 
@@ -66,35 +66,41 @@ def test_result_reports_tables_exclusions_and_gallery(tmp_path):
     assert {row["class"] for row in border.tables["by_class"]} == {
         "covid", "opacity", "other", "normal"}
     gallery = border.figures["gallery"]
-    assert gallery["kind"] == "cam_gallery" and gallery["npz"] == "artifacts/attention_border_gallery.npz"
-    with np.load(tmp_path / "run" / gallery["npz"]) as stored:
-        assert stored["images"].shape[1:] == (64, 64) and stored["cams"].shape[1:] == (8, 8)
-        assert stored["masks"].shape == stored["images"].shape
-        assert len(gallery["captions"]) == len(stored["images"])
+    assert gallery["kind"] == "cam_gallery" and gallery["artifact"] == "gallery"
+    stored = border.artifacts["gallery"]
+    assert stored["images"].shape[1:] == (64, 64) and stored["cams"].shape[1:] == (8, 8)
+    assert stored["masks"].shape == stored["images"].shape
+    assert len(gallery["captions"]) == len(stored["images"])
+    assert not list(tmp_path.rglob("*gallery*"))  # the probe wrote nothing itself
     CheckResult.from_dict(border.to_dict())  # JSON-able round trip
 
 
 def test_both_probes_share_one_cam_stage_per_model(tmp_path):
     dataset = lung_phantoms(n=8, bright="border")
-    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    cache = StageCache(tmp_path / "cache")
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
+                                cache=cache)
     attention_border.run(context)
     attention_outside_lung.run(context)
-    actions = [(event.stage, event.action) for event in context.cache.events]
-    assert actions == [("attention_cams", "computed"), ("attention_cams", "reused")]
-    rerun = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
-    rerun.cache = StageCache(tmp_path / "cache")
+    actions = [(event.stage, event.action) for event in cache.events]
+    assert actions == [("gradcam", "computed"), ("gradcam", "reused")]
+    rerun_cache = StageCache(tmp_path / "cache")
+    rerun = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
+                              cache=rerun_cache)
     attention_border.run(rerun)
-    assert [event.action for event in rerun.cache.events] == ["reused"]
+    assert [event.action for event in rerun_cache.events] == ["reused"]
 
 
 def test_outside_lung_not_run_without_masks(tmp_path):
     from dataclasses import replace
 
     dataset = replace(lung_phantoms(n=8), masks=None, has_mask=None)
-    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
+    cache = StageCache(tmp_path / "cache")
+    context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
+                                cache=cache)
     result = attention_outside_lung.run(context)
     assert result.status == Status.NOT_RUN and "no lung masks" in result.reason
-    assert context.cache.events == []  # nothing computed for a check that cannot run
+    assert cache.events == []  # nothing computed for a check that cannot run
 
 
 def test_rows_without_mask_are_excluded_and_counted(tmp_path):
@@ -152,3 +158,14 @@ def test_summarize_of_an_empty_subset_reports_zero_rows():
     empty = Measurement(share=np.full(2, np.nan), random_share=np.full(2, np.nan),
                         peak_in_region=np.zeros(2, bool))
     assert summarize(empty, regions, np.ones(2, bool), n_bootstrap=10, seed=0) == {"n": 0}
+
+
+def test_not_run_without_a_grad_cam_service(tmp_path):
+    from dataclasses import replace
+
+    context = synthetic_context(tmp_path, lung_phantoms(n=8), [brightness_trained("raw")],
+                                np.arange(8))
+    for check in (attention_border, attention_outside_lung):
+        result = check.run(replace(context, explanations=None))
+        assert result.status == Status.NOT_RUN
+        assert result.reason == "no Grad-CAM service in the probe context (ProbeContext.explanations)"

@@ -1,4 +1,5 @@
-"""Grad-CAM: equal to tf-keras-vis on saved-and-reloaded models; mass-ratio helpers."""
+"""Grad-CAM (``models.gradcam``): equal to tf-keras-vis on saved-and-reloaded models; the
+mass-ratio helpers (``probes.regions``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import keras
 import numpy as np
 import pytest
 
-from probes.cam import (
-    ZONES,
-    GradCam,
-    mass_fraction,
-    reference_gradcam,
-    upsample_cams,
-    zone_enrichment,
+from models.gradcam import GradCam, explain_rows, reference_gradcam, upsample_cams
+from probes.regions import ZONES, mass_fraction, zone_enrichment
+from tests.attention_fixtures import (
+    MOBILENET_V2_035,
+    brightness_trained,
+    flat_mobilenet_v2,
+    lung_phantoms,
+    tiny_cnn,
 )
-from tests.attention_fixtures import MOBILENET_V2_035, flat_mobilenet_v2, tiny_cnn
 
 
 def _reloaded(model: keras.Model, tmp_path) -> keras.Model:
@@ -29,23 +30,28 @@ def _assert_same_maps(ours: np.ndarray, reference: np.ndarray) -> None:
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * reference.max())
 
 
-def test_gradcam_equals_tf_keras_vis_on_reloaded_cnn(tmp_path):
+def test_explain_equals_tf_keras_vis_on_reloaded_cnn(tmp_path):
     model = _reloaded(tiny_cnn(size=32), tmp_path)
     x = np.random.default_rng(0).uniform(0, 255, (10, 32, 32, 3)).astype(np.float32)
-    classes = np.arange(10) % 4
+    true = np.arange(10) % 4
     gradcam = GradCam(model, "last_relu", batch_size=4)  # several batches, one ragged
-    ours = gradcam(x, classes)
-    assert gradcam.resolution == (16, 16)
-    _assert_same_maps(ours, reference_gradcam(model, "last_relu", x, classes))
-    assert ours.min() >= 0
+    explained = gradcam.explain(x, true)
+    assert gradcam.resolution == (16, 16) and explained.resolution == 16
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    np.testing.assert_array_equal(explained.predicted_class, predicted)
+    assert (predicted != true).any() and (predicted == true).any()  # both cases exercised
+    _assert_same_maps(explained.cams["predicted"],
+                      reference_gradcam(model, "last_relu", x, predicted))
+    _assert_same_maps(explained.cams["true"], reference_gradcam(model, "last_relu", x, true))
+    assert explained.cams["true"].min() >= 0
 
 
 @pytest.mark.skipif(not MOBILENET_V2_035.exists(), reason="needs ../shared/weights")
-def test_gradcam_equals_tf_keras_vis_on_reloaded_mobilenet_v2(tmp_path):
+def test_explain_equals_tf_keras_vis_on_reloaded_mobilenet_v2(tmp_path):
     model = _reloaded(flat_mobilenet_v2(size=96), tmp_path)
     x = np.random.default_rng(1).uniform(0, 255, (6, 96, 96, 3)).astype(np.float32)
     classes = np.array([0, 1, 2, 3, 0, 1])
-    ours = GradCam(model, "out_relu")(x, classes)
+    ours = GradCam(model, "out_relu").explain(x, classes).cams["true"]
     assert ours.shape == (6, 3, 3)
     _assert_same_maps(ours, reference_gradcam(model, "out_relu", x, classes))
 
@@ -54,34 +60,37 @@ def test_gradcam_depends_on_the_class():
     model = tiny_cnn(size=32)
     x = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     gradcam = GradCam(model, "last_relu")
-    assert not np.allclose(gradcam(x, np.zeros(3, int)), gradcam(x, np.ones(3, int)))
+    assert not np.allclose(gradcam.explain(x, np.zeros(3, int)).cams["true"],
+                           gradcam.explain(x, np.ones(3, int)).cams["true"])
 
 
-def test_explain_gives_the_prediction_and_both_maps_of_separate_calls(tmp_path):
-    model = _reloaded(tiny_cnn(size=32), tmp_path)
-    x = np.random.default_rng(3).uniform(0, 255, (10, 32, 32, 3)).astype(np.float32)
-    true = np.arange(10) % 4
-    gradcam = GradCam(model, "last_relu", batch_size=4)
-    explained = gradcam.explain(x, true)
-    predicted = model.predict(x, verbose=0).argmax(axis=1)
-    np.testing.assert_array_equal(explained.predicted_class, predicted)
-    assert (predicted != true).any() and (predicted == true).any()  # both cases exercised
-    _assert_same_maps(explained.cam_predicted, gradcam(x, predicted))
-    _assert_same_maps(explained.cam_true, gradcam(x, true))
+def test_explain_rows_shows_the_model_its_input_mode_and_explains_the_true_labels():
+    dataset = lung_phantoms(n=8, bright="border")  # a bright frame around dark lungs
+    rows = np.array([4, 1, 6])  # covid, opacity, other
+    raw = explain_rows(brightness_trained("raw"), dataset, rows)
+    masked = explain_rows(brightness_trained("lung_masked"), dataset, rows)
+    # The brightness model predicts class 0 and its class-0 map is the image's brightness:
+    # the frame's corner cell is bright in the raw image and blanked in the lung-masked one.
+    assert (raw.predicted_class == 0).all()
+    assert (raw.cams["predicted"][:, 0, 0] > 0).all()
+    assert (masked.cams["predicted"][:, 0, 0] == 0).all()
+    # Only the covid row's true class is class 0; the other classes' maps have no mass.
+    np.testing.assert_array_equal(raw.cams["true"][0], raw.cams["predicted"][0])
+    assert (raw.cams["true"][1:] == 0).all()
 
 
 @pytest.mark.parametrize(
     ("shape", "classes", "message"),
     [
         ((2, 16, 16, 3), [0, 1], r"input must have shape \(n, 32, 32, 3\); got \(2, 16, 16, 3\)"),
-        ((2, 32, 32, 3), [0], r"one class per image, shape \(2,\); got \(1,\)"),
-        ((2, 32, 32, 3), [0, 4], r"class_idx must lie in 0..3; got values 0..4"),
+        ((2, 32, 32, 3), [0], r"true_class must have one class per image, shape \(2,\); got \(1,\)"),
+        ((2, 32, 32, 3), [0, 4], r"true_class must lie in 0..3; got values 0..4"),
     ],
 )
 def test_gradcam_rejects_bad_input(shape, classes, message):
     gradcam = GradCam(tiny_cnn(size=32), "last_relu")
     with pytest.raises(ValueError, match=message):
-        gradcam(np.zeros(shape, np.float32), np.array(classes))
+        gradcam.explain(np.zeros(shape, np.float32), np.array(classes))
 
 
 def test_gradcam_rejects_unknown_or_flat_layer():

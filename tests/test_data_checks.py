@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.core.cache import StageCache
 from audit.core.config import CLASSES, ProbesConfig, SynthConfig
 from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import synthetic_dataset
@@ -21,8 +20,7 @@ from probes.registry import get_check
 
 def context_for(dataset: Dataset, splits: Splits, tmp_path) -> ProbeContext:
     return ProbeContext(dataset=dataset, splits=splits, models={}, audited="",
-                        params=ProbesConfig(), cache=StageCache(tmp_path / "cache"),
-                        artifacts_dir=tmp_path)
+                        params=ProbesConfig())
 
 
 def phantoms(confounding: float, seed: int = 0, n_per_class: int = 4) -> Dataset:

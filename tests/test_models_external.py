@@ -77,3 +77,36 @@ def test_unreadable_model_file(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     with pytest.raises(InputError, match="broken.keras: cannot load the Keras model"):
         load_external_model(tmp_path / "broken.keras", tmp_path / "spec.yaml")
+
+
+def _load(folder, model, spec_text=SPEC):
+    folder.mkdir()
+    return load_external_model(*_write(folder, model, spec_text))
+
+
+def _other_weights(model: keras.Model) -> keras.Model:
+    other = _user_model(False)
+    other.set_weights([weights + 0.5 for weights in model.get_weights()])
+    return other
+
+
+def test_identity_is_the_weights_and_the_spec_not_the_file(tmp_path):
+    user = _user_model(False)
+    first = _load(tmp_path / "a", user)
+    assert _load(tmp_path / "b", user).identity == first.identity  # same model elsewhere
+    assert _load(tmp_path / "c", _other_weights(user)).identity != first.identity
+    rescaled = SPEC.replace('"0-1"', '"0-255"')
+    assert _load(tmp_path / "d", user, rescaled).identity != first.identity
+
+
+def test_a_saved_model_reloads_with_its_identity_and_a_swapped_file_is_refused(tmp_path):
+    from models.saving import MODEL_FILE, load_trained, save_trained
+
+    user = _user_model(False)
+    wrapped = _load(tmp_path / "user", user)
+    save_trained(wrapped, tmp_path / "saved")
+    assert load_trained(tmp_path / "saved").identity == wrapped.identity
+    swapped = _load(tmp_path / "other", _other_weights(user))
+    swapped.keras_model.save(tmp_path / "saved" / MODEL_FILE)
+    with pytest.raises(InputError, match=f"{MODEL_FILE}: weights do not match metadata.json"):
+        load_trained(tmp_path / "saved")

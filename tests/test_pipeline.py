@@ -1,7 +1,10 @@
-"""The pipeline's own logic with stand-in probes: cached probe stages, crashes, artifacts,
-disabled checks, data summaries and model records (no TensorFlow, no training)."""
+"""The pipeline's own logic with stand-in probes: cached probe stages, crashes, artifacts
+(saved with the stage, copied into the run folder, drawn by the report), disabled checks,
+data summaries and model records (no TensorFlow, no training)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,7 @@ from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids
+from reports.figures import render_figure
 
 
 def tiny_dataset() -> Dataset:
@@ -33,12 +37,20 @@ def tiny_context(tmp_path) -> ProbeContext:
     rows = np.arange(6)
     splits = Splits(train=rows[:4], test=rows[4:], folds=((rows[:2], rows[2:4]),), seed=0)
     return ProbeContext(dataset=tiny_dataset(), splits=splits, models={}, audited="m/raw",
-                        params=ProbesConfig(), cache=StageCache(tmp_path / "cache"),
-                        artifacts_dir=tmp_path / "run" / "artifacts")
+                        params=ProbesConfig())
+
+
+def tiny_cache(tmp_path) -> StageCache:
+    return StageCache(tmp_path / "cache")
+
+
+GALLERY_ARRAYS = {"images": np.arange(128, dtype=np.uint8).reshape(2, 8, 8),
+                  "cams": np.arange(8.0).reshape(2, 2, 2)}
 
 
 class CountingProbe:
-    """Measures a fixed metric, writes one artifact, and counts how often it ran."""
+    """Measures a fixed metric, returns one artifact its figure draws, and counts how often
+    it ran."""
 
     calls: list[str] = []
 
@@ -50,11 +62,9 @@ class CountingProbe:
         CountingProbe.calls.append(self.check_id)
         if self.check_id == "site.image":
             raise RuntimeError("probe exploded")
-        relative = f"artifacts/{self.check_id}.npz"
-        context.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(context.artifacts_dir / f"{self.check_id}.npz", cams=np.zeros(2))
         return CheckResult(check_id=self.check_id, title=self.title, metric=0.5, p_value=0.01,
-                           figures={"gallery": {"kind": "cam_gallery", "npz": relative}})
+                           figures={"gallery": {"kind": "cam_gallery", "artifact": "maps"}},
+                           artifacts={"maps": GALLERY_ARRAYS})
 
 
 @pytest.fixture
@@ -67,11 +77,11 @@ def counting_probes(monkeypatch):
 def test_checks_run_once_then_come_from_the_cache(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
     enabled = ["data.confounding", "attention.border", "site.image"]
-    first = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
+    first = pipeline.run_checks(context, enabled, tiny_cache(tmp_path), tmp_path / "run")
     assert [r.check_id for r in first] == list(check_ids())
     assert counting_probes.calls == ["data.confounding", "site.image", "attention.border"]
 
-    second = pipeline.run_checks(context, enabled, context.cache, tmp_path / "run")
+    second = pipeline.run_checks(context, enabled, tiny_cache(tmp_path), tmp_path / "run")
     # Finished probes are reused; the crashed one is retried (a crash is never cached).
     assert counting_probes.calls[3:] == ["site.image"]
     assert [r.to_dict() for r in second] == [r.to_dict() for r in first]
@@ -79,7 +89,7 @@ def test_checks_run_once_then_come_from_the_cache(tmp_path, counting_probes):
 
 def test_a_crashing_probe_becomes_an_error_and_others_still_run(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
-    results = pipeline.run_checks(context, ["site.image", "data.leakage"], context.cache,
+    results = pipeline.run_checks(context, ["site.image", "data.leakage"], tiny_cache(tmp_path),
                                   tmp_path / "run")
     crashed = next(r for r in results if r.check_id == "site.image")
     assert crashed.status == Status.ERROR
@@ -89,7 +99,7 @@ def test_a_crashing_probe_becomes_an_error_and_others_still_run(tmp_path, counti
 
 def test_disabled_checks_are_not_run_with_the_reason(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
-    results = pipeline.run_checks(context, ["data.leakage"], context.cache, tmp_path / "run")
+    results = pipeline.run_checks(context, ["data.leakage"], tiny_cache(tmp_path), tmp_path / "run")
     disabled = [r for r in results if r.check_id != "data.leakage"]
     assert {r.status for r in disabled} == {Status.NOT_RUN}
     assert all("disabled in the config (probes.checks)" in r.reason for r in disabled)
@@ -98,18 +108,57 @@ def test_disabled_checks_are_not_run_with_the_reason(tmp_path, counting_probes):
 def test_run_checks_leaves_the_holm_adjustment_to_the_gate(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
     results = pipeline.run_checks(context, ["data.leakage", "data.confounding"],
-                                  context.cache, tmp_path / "run")
+                                  tiny_cache(tmp_path), tmp_path / "run")
     measured = [r for r in results if r.status == Status.MEASURED]
     assert [(r.p_value, r.p_adjusted) for r in measured] == [(0.01, None), (0.01, None)]
 
 
+def test_artifacts_are_saved_with_the_stage_and_the_figure_points_at_the_run_copy(tmp_path,
+                                                                                  counting_probes):
+    context, run_dir = tiny_context(tmp_path), tmp_path / "run"
+    cache = tiny_cache(tmp_path)
+    results = pipeline.run_checks(context, ["attention.border"], cache, run_dir)
+    border = next(r for r in results if r.check_id == "attention.border")
+    spec = border.figures["gallery"]
+    assert spec == {"kind": "cam_gallery", "artifact": "maps",
+                    "npz": "artifacts/attention.border/maps.npz"}
+    assert border.artifacts == {} and "artifacts" not in border.to_dict()
+    stage = cache.folder("probe", cache.events[-1].key)
+    for saved in (stage / "maps.npz", run_dir / spec["npz"]):
+        with np.load(saved) as stored:
+            for name, array in GALLERY_ARRAYS.items():
+                np.testing.assert_array_equal(stored[name], array)
+    drawn = render_figure(spec, run_dir)  # what the report does with the spec
+    assert drawn.note is None and drawn.data_uri.startswith("data:image/png")
+
+
 def test_reused_probe_restores_its_artifacts_into_a_new_run_folder(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
-    pipeline.run_checks(context, ["attention.border"], context.cache, tmp_path / "run")
-    context.artifacts_dir = tmp_path / "other" / "artifacts"
-    pipeline.run_checks(context, ["attention.border"], context.cache, tmp_path / "other")
+    pipeline.run_checks(context, ["attention.border"], tiny_cache(tmp_path), tmp_path / "run")
+    pipeline.run_checks(context, ["attention.border"], tiny_cache(tmp_path), tmp_path / "other")
     assert counting_probes.calls == ["attention.border"]
-    assert (tmp_path / "other" / "artifacts" / "attention.border.npz").is_file()
+    assert (tmp_path / "other" / "artifacts" / "attention.border" / "maps.npz").is_file()
+
+
+@pytest.mark.parametrize(("figures", "artifacts", "message"), [
+    ({"g": {"kind": "cam_gallery", "artifact": "lost"}}, {"maps": {"cams": np.zeros(1)}},
+     r"attention.border: figure 'g' draws artifact 'lost'; the result's artifacts are \['maps'\]"),
+    ({}, {"../maps": {"cams": np.zeros(1)}},
+     r"attention.border: artifact name '../maps' must be letters, digits"),
+])
+def test_a_figure_without_its_artifact_or_a_bad_name_is_an_error(tmp_path, monkeypatch, figures,
+                                                                  artifacts, message):
+    def broken_probe(check_id):
+        return type("Broken", (), {"run": lambda self, context: CheckResult(
+            check_id=check_id, title=check_id, figures=figures, artifacts=artifacts)})()
+
+    monkeypatch.setattr(pipeline, "get_check", broken_probe)
+    results = pipeline.run_checks(tiny_context(tmp_path), ["attention.border"],
+                                  tiny_cache(tmp_path), tmp_path / "run")
+    crashed = next(r for r in results if r.check_id == "attention.border")
+    assert crashed.status == Status.ERROR
+    assert re.fullmatch("ValueError: " + message + ".*", crashed.reason)
+    assert not (tmp_path / "run" / "artifacts").exists()
 
 
 def test_probe_stage_key_changes_with_params_but_not_with_the_checks_list(tmp_path):

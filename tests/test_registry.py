@@ -81,8 +81,7 @@ def bright_corner_context(tmp_path) -> ProbeContext:
     rows = np.arange(6)
     splits = Splits(train=rows[:4], test=rows[4:], folds=((rows[:2], rows[2:4]),), seed=0)
     return ProbeContext(dataset=Dataset(manifest=manifest, images=images, manifest_hash="toy"),
-                        splits=splits, models={}, audited="m/raw", params=ProbesConfig(),
-                        cache=StageCache(tmp_path / "cache"), artifacts_dir=tmp_path / "art")
+                        splits=splits, models={}, audited="m/raw", params=ProbesConfig())
 
 
 def test_specs_are_in_their_declared_order_data_checks_first():
@@ -159,7 +158,8 @@ def test_a_toy_check_module_flows_everywhere(tmp_path, toy_check):
     assert load_policy(reviewer).checks[toy_check].threshold == 2
     # the pipeline runs it (only it: the others are disabled by the config)
     context = bright_corner_context(tmp_path)
-    ran = pipeline.run_checks(context, chosen.probes.checks, context.cache, tmp_path / "run")
+    ran = pipeline.run_checks(context, chosen.probes.checks, StageCache(tmp_path / "cache"),
+                              tmp_path / "run")
     toy = next(result for result in ran if result.check_id == toy_check)
     assert (toy.status, toy.metric, toy.title) == (Status.MEASURED, 1.0, "Toy: corner pixel")
     # the gate judges it by its spec's default, the report asks its question, JUnit names it

@@ -4,12 +4,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from audit.core.cache import StageCache, hash_array, hash_file, stable_hash
+from audit.core.cache import CODE_LAYERS, StageCache, code_layer, hash_array, stable_hash
 from audit.core.io import atomic_write
 from audit.runners import LocalRunner
 from tests.runner_jobs import count_and_build
@@ -20,6 +22,11 @@ def write_value(value):
         np.save(folder / "value.npy", np.asarray(value))
 
     return compute
+
+
+def is_done(cache, stage, inputs):
+    """Whether ``stage`` of ``inputs`` is finished, as a compute of this module keys it."""
+    return cache.folder(stage, cache.key(stage, inputs, write_value(0))).is_dir()
 
 
 def test_stable_hash_ignores_dict_order_but_not_values():
@@ -36,7 +43,6 @@ def test_second_run_reuses_and_a_changed_input_recomputes(tmp_path):
     assert first == again and first != other
     assert int(np.load(again / "value.npy")) == 1
     assert [e.action for e in cache.events] == ["computed", "reused", "computed"]
-    assert cache.summary() == {"reused": 1, "computed": 2}
 
 
 def test_failed_compute_leaves_nothing_that_looks_done(tmp_path):
@@ -48,7 +54,7 @@ def test_failed_compute_leaves_nothing_that_looks_done(tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         cache.run("model", {"k": 1}, broken)
-    assert not cache.is_done("model", {"k": 1})
+    assert not is_done(cache, "model", {"k": 1})
     assert [p.name for p in (tmp_path / "model").iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -66,7 +72,7 @@ def test_killed_writer_leaves_only_a_temp_folder_that_is_cleaned(tmp_path):
     stage_dir = tmp_path / "model"
     assert any(p.name.startswith(".") and ".tmp-" in p.name for p in stage_dir.iterdir())
     cache = StageCache(tmp_path)
-    assert not cache.is_done("model", {"k": 1})
+    assert not is_done(cache, "model", {"k": 1})
     folder = cache.run("model", {"k": 1}, write_value(7))
     assert int(np.load(folder / "value.npy")) == 7
     assert not any(".tmp-" in p.name for p in stage_dir.iterdir())
@@ -128,8 +134,8 @@ def test_a_waiter_takes_over_when_the_lock_holder_is_killed(tmp_path):
     holder.kill()
     assert holder.wait() == -signal.SIGKILL
     assert waiter.wait(timeout=300) == 0
-    folder = StageCache(tmp_path / "cache").folder("model", StageCache(tmp_path).key(
-        "model", {"k": 1}))
+    cache = StageCache(tmp_path / "cache")
+    folder = cache.folder("model", cache.key("model", {"k": 1}, write_value(0)))
     assert {int(np.load(folder / name)[0]) for name in ("first.npy", "second.npy")} == {2}
     assert [p.name for p in folder.parent.iterdir() if ".tmp-" in p.name] == []
 
@@ -140,10 +146,10 @@ def test_a_reader_never_sees_a_stage_before_all_its_files_are_written(tmp_path):
         tmp_path / "cache", 3, started=started, hold=release)])
     wait_for(started, writer)
     cache = StageCache(tmp_path / "cache")
-    assert not cache.is_done("model", {"k": 1})  # first file written, stage not visible
+    assert not is_done(cache, "model", {"k": 1})  # first file written, stage not visible
     release.touch()
     assert writer.wait(timeout=300) == 0
-    assert cache.is_done("model", {"k": 1})
+    assert is_done(cache, "model", {"k": 1})
     folder = cache.run("model", {"k": 1}, write_value(999))
     assert sorted(p.name for p in folder.iterdir()) == ["first.npy", "second.npy"]
     assert cache.events[-1].action == "reused"
@@ -177,18 +183,71 @@ def test_atomic_write_from_concurrent_threads_never_tears_the_file(tmp_path):
     assert os.listdir(tmp_path) == ["summary.json"]
 
 
-def test_hash_file_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
+def test_a_cache_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
+    """Every cache object on one root (each job of a run, the next run) shares the memo."""
     import hashlib
 
     path = tmp_path / "weights.h5"
     path.write_bytes(b"first version")
-    assert hash_file(path, length=64) == hashlib.sha256(b"first version").hexdigest()
+    cache = StageCache(tmp_path / "cache")
+    assert cache.hash_file(path, length=64) == hashlib.sha256(b"first version").hexdigest()
 
     def no_reading(*args, **kwargs):
         raise AssertionError("an unchanged file was read again")
 
     monkeypatch.setattr("audit.core.cache.open", no_reading, raising=False)
-    assert hash_file(path, length=8) == hashlib.sha256(b"first version").hexdigest()[:8]
+    assert cache.hash_file(path, length=8) == hashlib.sha256(b"first version").hexdigest()[:8]
+    another_job = StageCache(tmp_path / "cache")
+    assert another_job.hash_file(path, length=64) == hashlib.sha256(b"first version").hexdigest()
     monkeypatch.undo()
     path.write_bytes(b"second, longer version")
-    assert hash_file(path, length=64) == hashlib.sha256(b"second, longer version").hexdigest()
+    assert cache.hash_file(path, length=64) == hashlib.sha256(b"second, longer version").hexdigest()
+
+
+def compute_in(module):
+    """A stage compute that looks defined in module ``module`` (dotted name)."""
+    compute = write_value(0)
+    compute.__module__ = module
+    return compute
+
+
+def test_a_stage_key_changes_with_the_code_of_its_layer_and_below_only(tmp_path, monkeypatch):
+    sources = tmp_path / "src"
+    for folder in ("audit/core", "audit/data", "models", "probes", "reports"):
+        (sources / folder).mkdir(parents=True)
+        (sources / folder / "code.py").write_text(f"# {folder}\n")
+    monkeypatch.setattr("audit.core.cache._SOURCE_ROOT", sources)
+    features = compute_in("models.features")
+
+    def key():
+        return StageCache(tmp_path / "cache").key("features", {"size": 64}, features)
+
+    first = key()
+    assert key() == first  # same code, another cache object
+    (sources / "probes" / "code.py").write_text("# a probe changed\n")
+    assert key() == first  # a layer above the features' code
+    (sources / "audit/core" / "code.py").write_text("# the foundation changed\n")
+    after_core = key()
+    assert after_core != first
+    (sources / "models" / "new_module.py").write_text("x = 1\n")
+    assert key() not in (first, after_core)
+
+
+def test_the_real_sources_give_one_key_per_code_and_inputs(tmp_path):
+    first, second = StageCache(tmp_path / "a"), StageCache(tmp_path / "b")
+    probe = compute_in("audit.pipeline")
+    assert first.key("probe", {"k": 1}, probe) == second.key("probe", {"k": 1}, probe)
+    assert first.key("probe", {"k": 1}, probe) != first.key(
+        "probe", {"k": 1}, compute_in("audit.data.images"))
+
+
+def test_code_layers_follow_the_import_contract():
+    """Each module the contract names (top layer first) maps to its layer, in order."""
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (contract,) = [c for c in pyproject["tool"]["importlinter"]["contracts"]
+                   if c["type"] == "layers"]
+    bottom_first = [[name.strip() for name in layer.split(":")]
+                    for layer in reversed(contract["layers"])]
+    assert len(bottom_first) == len(CODE_LAYERS)
+    assert [{code_layer(name) for name in layer} for layer in bottom_first] == [
+        {index} for index in range(len(CODE_LAYERS))]

@@ -2,12 +2,23 @@
 
 Every expensive step (decoded images, masks, backbone features, a trained model, a probe
 result) is a *stage*: a folder under ``<cache>/<stage>/<key>`` whose key is a hash of the
-stage's inputs (data hashes, the config section that matters, the code version). A stage
-is computed into a private temporary folder and renamed into place only when complete, so
-a folder that exists is always whole: a run killed part-way leaves only temporary folders
-behind, which are never read and are cleaned up on the next run. A file lock per key keeps
-concurrent runs sharing one cache from computing the same stage twice or reading it half
-written.
+stage's inputs (data hashes, the config section that matters, a model's identity) and of
+the code that computes it. A stage is computed into a private temporary folder and renamed
+into place only when complete, so a folder that exists is always whole: a run killed
+part-way leaves only temporary folders behind, which are never read and are cleaned up on
+the next run. A file lock per key keeps concurrent runs sharing one cache from computing
+the same stage twice or reading it half written.
+
+The code in a key is the source of whole packages, not of one module or function: every
+``*.py`` file of the layer whose module defines the stage's ``compute`` and of every layer
+below it (``CODE_LAYERS``, the order of pyproject.toml's import contract). A stage's code
+calls into its package's other modules and into the layers below (the features stage into
+the backbones, the probe stage into every probe through the registry's import by name), so
+hashing less would miss a change that alters the result, while the layers contract
+guarantees a module reaches nothing above its layer. Any edit of those files (a comment
+too) makes new keys: the cost is recomputing, never reusing a stale result. A ``compute``
+defined outside these packages (a test, a script) is keyed on all of them. The sources are
+read once per ``StageCache`` object.
 
 Usage::
 
@@ -32,8 +43,17 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-CODE_VERSION = "2"
-"""Bumped when a change alters what any stage computes, so old cache entries are not reused."""
+from audit.core.io import atomic_write
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+"""The folder holding the ``audit``, ``models``, ``probes`` and ``reports`` packages."""
+CODE_LAYERS = (("audit/core",), ("audit/data",), ("models",), ("probes",), ("reports",),
+               ("audit",))
+"""Source folders of each layer, bottom first, as pyproject.toml's import contract orders
+them (``tests/test_stages.py`` checks they agree); the last holds the application
+(``audit.pipeline``, ``audit.jobs``, ...) and, inside it, the two layers at the bottom."""
+_FILE_HASH_FOLDER = "file-hashes"
+"""Folder of the cache root remembering the hashes of files (``StageCache.hash_file``)."""
 
 
 def _canonical(value: Any) -> Any:
@@ -65,25 +85,34 @@ def hash_array(array: np.ndarray, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def hash_file(path: str | Path, length: int = 16) -> str:
-    """SHA-256 of the file's bytes, hex, its first ``length`` characters.
+    """SHA-256 of the file's bytes, hex, its first ``length`` characters."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
 
-    Remembered for the process by path, size and modification time: a run puts the same
-    weights file (up to 100 MB for ResNet50) into the keys of every classifier and feature
-    stage, and would otherwise read it again for each.
-    """
-    stat = os.stat(path)
-    memo_key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo_key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _FILE_HASHES[memo_key] = digest.hexdigest()
-    return _FILE_HASHES[memo_key][:length]
+
+def code_layer(module: str) -> int:
+    """Index in ``CODE_LAYERS`` of the layer holding module ``module`` (dotted name); the
+    top layer for a module outside the packages."""
+    path = module.replace(".", "/") + "/"
+    for index, folders in enumerate(CODE_LAYERS):
+        if any(path.startswith(folder + "/") for folder in folders):
+            return index
+    return len(CODE_LAYERS) - 1
+
+
+def _hash_sources(layer: int) -> str:
+    """SHA-256 of every ``*.py`` file of layers ``0..layer``, by relative path and bytes."""
+    files = sorted({path for folders in CODE_LAYERS[:layer + 1] for folder in folders
+                    for path in (_SOURCE_ROOT / folder).rglob("*.py")})
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(_SOURCE_ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -95,21 +124,44 @@ class StageEvent:
 
 
 class StageCache:
-    """A folder of finished stages, keyed by the hash of their inputs."""
+    """A folder of finished stages, keyed by the hash of their inputs and code."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.events: list[StageEvent] = []
+        self._code_hashes: dict[int, str] = {}  # layer -> its sources' hash, read once
 
-    def key(self, stage: str, inputs: Any) -> str:
-        return stable_hash({"stage": stage, "code": CODE_VERSION, "inputs": inputs})
+    def code_hash(self, compute: Callable) -> str:
+        """Hash of the code ``compute`` may run: its layer and the layers below (module
+        docstring), read once per cache object."""
+        layer = code_layer(getattr(compute, "__module__", None) or "")
+        if layer not in self._code_hashes:
+            self._code_hashes[layer] = _hash_sources(layer)
+        return self._code_hashes[layer]
+
+    def key(self, stage: str, inputs: Any, compute: Callable) -> str:
+        """The key ``run`` files ``compute``'s result of ``inputs`` under."""
+        return stable_hash({"stage": stage, "code": self.code_hash(compute), "inputs": inputs})
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def is_done(self, stage: str, inputs: Any) -> bool:
-        return self.folder(stage, self.key(stage, inputs)).is_dir()
+    def hash_file(self, path: str | Path, length: int = 16) -> str:
+        """``hash_file(path, length)``, remembered in the cache by the file's path, size,
+        modification time and inode.
+
+        A run puts the same weights file (up to 100 MB for ResNet50) into the keys of every
+        classifier and feature stage, in every job; remembered here, each job and each run
+        sharing the cache reads it once, until it changes.
+        """
+        stat = os.stat(path)
+        memo = self.root / _FILE_HASH_FOLDER / stable_hash(
+            [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino])
+        if not memo.is_file():
+            with atomic_write(memo) as handle:
+                handle.write(hash_file(path, length=64))
+        return memo.read_text()[:length]
 
     def run(self, stage: str, inputs: Any, compute: Callable[[Path], None]) -> Path:
         """Return the finished folder of ``stage`` for ``inputs``, computing it if needed.
@@ -117,7 +169,7 @@ class StageCache:
         ``compute(tmp_folder)`` writes the stage's files into ``tmp_folder``; the folder
         becomes visible under its key only after ``compute`` returned.
         """
-        key = self.key(stage, inputs)
+        key = self.key(stage, inputs, compute)
         final = self.folder(stage, key)
         if final.is_dir():
             self.events.append(StageEvent(stage, key, "reused", 0.0))
@@ -146,13 +198,6 @@ class StageCache:
         # Only called under the key's lock, so no live writer owns these folders.
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-
-    def summary(self) -> dict[str, int]:
-        """How many stages were reused and computed in this process."""
-        counts = {"reused": 0, "computed": 0}
-        for event in self.events:
-            counts[event.action] += 1
-        return counts
 
 
 def _fsync_tree(folder: Path) -> None:

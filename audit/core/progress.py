@@ -12,7 +12,14 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 log = logging.getLogger("cxr_audit")
-_state = {"bars": True}
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """The handler ``configure`` installs; it says whether progress bars may be drawn."""
+
+    def __init__(self, progress_bars: bool):
+        super().__init__(sys.stderr)
+        self.progress_bars = progress_bars
 
 
 class _JsonFormatter(logging.Formatter):
@@ -27,8 +34,7 @@ def configure(quiet: bool = False, json_logs: bool = False) -> None:
     JSON logs come without progress bars: a bar redrawn while a log line is written
     would cut that line in two, and a reader of JSON lines expects nothing else.
     """
-    _state["bars"] = not (quiet or json_logs)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ConsoleHandler(progress_bars=not (quiet or json_logs))
     handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -36,6 +42,8 @@ def configure(quiet: bool = False, json_logs: bool = False) -> None:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on stderr, unless quiet or logging JSON."""
-    return iter(tqdm(items, desc=desc, total=total, disable=not _state["bars"], leave=False,
+    """Iterate with a progress bar on stderr, unless ``configure`` made the logger quiet or
+    JSON (bars are drawn when it was never called: a library user's logging is theirs)."""
+    bars = all(getattr(handler, "progress_bars", True) for handler in log.handlers)
+    return iter(tqdm(items, desc=desc, total=total, disable=not bars, leave=False,
                      file=sys.stderr, dynamic_ncols=True))

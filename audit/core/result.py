@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Status(StrEnum):
@@ -50,13 +53,19 @@ class CheckResult:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> rows
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> figure spec
     notes: list[str] = field(default_factory=list)
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, compare=False,
+                                                        repr=False)
+    """Name -> arrays a figure spec refers to (``"artifact": name``). Not part of
+    ``to_dict``: the pipeline saves each as ``artifacts/<check_id>/<name>.npz`` in the run
+    folder and sets the spec's ``"npz"`` to that path."""
 
     @property
     def ran(self) -> bool:
         return self.status not in (Status.NOT_RUN, Status.ERROR)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {item.name: getattr(self, item.name) for item in fields(self)
+                if item.name != "artifacts"}
         data["status"] = str(self.status)
         data["ci"] = list(self.ci) if self.ci is not None else None
         return json_safe(data)

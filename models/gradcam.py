@@ -1,4 +1,4 @@
-"""Grad-CAM, compiled once per model, plus the mass-ratio helpers the attention checks use.
+"""Grad-CAM, compiled once per model: the raw maps the attention checks measure.
 
 ``GradCam`` computes the same raw maps as tf-keras-vis' ``Gradcam`` with
 ``ReplaceToLinear`` (class score taken from the logits, not the softmax; channel weights
@@ -9,9 +9,9 @@ the reference (``reference_gradcam``) and the home of the wider method family
 (Grad-CAM++, Score-CAM).
 
 Maps are *raw*: the attention checks compare mass ratios, which min-max standardisation
-would distort. The map helpers measure them: ``upsample_cams``, ``mass_fraction``,
-``measure`` (region shares with a cell-shuffled random-CAM baseline) and
-``zone_enrichment`` (corners, edges and centre at the CAM's own resolution).
+would distort. ``explain_rows`` is the service the pipeline caches and hands to the probes
+(``ProbeContext.explanations``); ``upsample_cams`` brings maps to the image side for
+``probes.regions``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ import tensorflow as tf
 if TYPE_CHECKING:
     import keras
 
-RANDOM_CAM_DRAWS = 8  # cell shuffles averaged into the random-CAM baseline of ``measure``
-MEASURE_CHUNK = 32  # images upsampled at a time (bounds memory at large image sizes)
+    from audit.data.dataset import Dataset
+    from models.trained import TrainedModel
+
+CAM_TARGETS = ("predicted", "true")
+"""The classes a map explains, the keys of ``Explanations.cams``: each image's predicted
+class and its true class."""
 
 
 class GradCam:
@@ -43,8 +47,8 @@ class GradCam:
 
     Example::
 
-        cams = GradCam(trained.keras_model, trained.last_conv_layer)(x, classes)
         explained = GradCam(trained.keras_model, trained.last_conv_layer).explain(x, labels)
+        explained.cams["predicted"]  # (n, h, w) raw maps of each image's predicted class
     """
 
     def __init__(self, model: keras.Model, layer_name: str, batch_size: int = 32):
@@ -65,19 +69,9 @@ class GradCam:
         self.batch_size = batch_size
         signature = [tf.TensorSpec((None, *self.input_shape), tf.float32),
                      tf.TensorSpec((None,), tf.int32)]
-        self._compiled = tf.function(self._batch_cams, input_signature=signature)
         self._compiled_explain = tf.function(self._batch_explain, input_signature=signature)
 
-    def __call__(self, x: np.ndarray, class_idx: np.ndarray) -> np.ndarray:
-        """Raw Grad-CAMs ``(n, h, w)`` float32 of ``x`` ``(n, *input_shape)`` for ``class_idx``."""
-        x, class_idx = self._validated(x, class_idx)
-        cams = np.empty((len(x), *self.resolution), dtype=np.float32)
-        for start in range(0, len(x), self.batch_size):
-            stop = start + self.batch_size
-            cams[start:stop] = self._compiled(x[start:stop], class_idx[start:stop]).numpy()
-        return cams
-
-    def explain(self, x: np.ndarray, true_class: np.ndarray) -> Explanation:
+    def explain(self, x: np.ndarray, true_class: np.ndarray) -> Explanations:
         """Each image's predicted class and its raw Grad-CAMs for the predicted and for the
         true class, from a single forward pass per image.
 
@@ -88,24 +82,17 @@ class GradCam:
         x, true_class = self._validated(x, true_class)
         predicted = np.empty(len(x), dtype=np.int64)
         cams = {target: np.empty((len(x), *self.resolution), dtype=np.float32)
-                for target in ("predicted", "true")}
+                for target in CAM_TARGETS}
         for start in range(0, len(x), self.batch_size):
             stop = start + self.batch_size
             batch = self._compiled_explain(x[start:stop], true_class[start:stop])
             predicted[start:stop] = batch[0].numpy()
             cams["predicted"][start:stop] = batch[1].numpy()
             cams["true"][start:stop] = batch[2].numpy()
-        return Explanation(predicted_class=predicted, cam_predicted=cams["predicted"],
-                           cam_true=cams["true"])
-
-    def _batch_cams(self, x: tf.Tensor, class_idx: tf.Tensor) -> tf.Tensor:
-        with _recording(x) as tape:
-            maps, logits = self._maps_and_logits(x)
-            score = _class_score(logits, class_idx)
-        return _cam(maps, tape.gradient(score, maps))
+        return Explanations(predicted_class=predicted, cams=cams)
 
     def _batch_explain(self, x: tf.Tensor, true_class: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        with _recording(x, persistent=True) as tape:
+        with _recording(x) as tape:
             maps, logits = self._maps_and_logits(x)
             predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
             predicted_score = _class_score(logits, predicted)
@@ -118,40 +105,54 @@ class GradCam:
         maps, pre_scores = self._maps_and_scores(x, training=False)
         return maps, self._logits(pre_scores)
 
-    def _validated(self, x: np.ndarray, class_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _validated(self, x: np.ndarray, true_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, dtype=np.float32)
-        class_idx = np.asarray(class_idx)
+        true_class = np.asarray(true_class)
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise ValueError(
                 f"Grad-CAM input must have shape (n, {', '.join(map(str, self.input_shape))}); "
                 f"got {x.shape}"
             )
-        if class_idx.shape != (len(x),):
+        if true_class.shape != (len(x),):
             raise ValueError(
-                f"class_idx must have one class per image, shape ({len(x)},); got {class_idx.shape}"
+                f"true_class must have one class per image, shape ({len(x)},); "
+                f"got {true_class.shape}"
             )
-        if len(class_idx) and (class_idx.min() < 0 or class_idx.max() >= self.n_classes):
+        if len(true_class) and (true_class.min() < 0 or true_class.max() >= self.n_classes):
             raise ValueError(
-                f"class_idx must lie in 0..{self.n_classes - 1}; got values "
-                f"{class_idx.min()}..{class_idx.max()}"
+                f"true_class must lie in 0..{self.n_classes - 1}; got values "
+                f"{true_class.min()}..{true_class.max()}"
             )
-        return x, class_idx.astype(np.int32)
+        return x, true_class.astype(np.int32)
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanations:
     """What ``GradCam.explain`` returns: per image, the predicted class and two raw maps."""
 
     predicted_class: np.ndarray  # (n,) int64
-    cam_predicted: np.ndarray  # (n, h, w) float32, for the predicted class
-    cam_true: np.ndarray  # (n, h, w) float32, for the true class
+    cams: dict[str, np.ndarray]  # CAM_TARGETS -> (n, h, w) float32 raw maps
+
+    @property
+    def resolution(self) -> int:
+        """Cells per side of the (square) maps."""
+        return int(self.cams["predicted"].shape[1])
+
+
+def explain_rows(trained: TrainedModel, dataset: Dataset, rows: np.ndarray) -> Explanations:
+    """Grad-CAMs of ``trained`` for the dataset's ``rows``, in the model's input mode, for
+    each image's predicted and true class (``dataset.labels``)."""
+    rows = np.asarray(rows)
+    gradcam = GradCam(trained.keras_model, trained.last_conv_layer)
+    return gradcam.explain(trained.model_inputs(dataset, rows), dataset.labels[rows])
 
 
 @contextmanager
-def _recording(x: tf.Tensor, persistent: bool = False) -> Iterator[tf.GradientTape]:
+def _recording(x: tf.Tensor) -> Iterator[tf.GradientTape]:
     # Watching the input records every op, so the gradient can reach the intermediate
     # maps even when the backbone's weights are frozen (not watched by default).
-    with tf.GradientTape(persistent=persistent, watch_accessed_variables=False) as tape:
+    # Persistent: one forward pass gives the gradients of two class scores.
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
         tape.watch(x)
         yield tape
 
@@ -235,104 +236,3 @@ def upsample_cams(cams: np.ndarray, size: int, batch_size: int = 256) -> np.ndar
         chunk = cams[start : start + batch_size, ..., None]
         out[start : start + batch_size] = tf.image.resize(chunk, (size, size)).numpy()[..., 0]
     return out
-
-
-def mass_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """Per image, the fraction of positive CAM mass inside ``regions``.
-
-    Args:
-        cams: ``(n, S, S)`` maps (negative values are ignored).
-        regions: ``(S, S)`` or ``(n, S, S)`` masks, nonzero inside the region.
-
-    Returns:
-        ``(n,)`` float64 fractions in 0..1; NaN for an image whose map has no positive mass.
-    """
-    positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
-    regions = np.asarray(regions) > 0
-    if regions.shape[-2:] != positive.shape[-2:]:
-        raise ValueError(
-            f"regions shape {regions.shape} does not match the maps' {positive.shape[-2:]}"
-        )
-    total = positive.sum(axis=(1, 2))
-    inside = (positive * regions).sum(axis=(1, 2))
-    return np.divide(inside, total, out=np.full_like(total, np.nan), where=total > 0)
-
-
-ZONES = ("top-left", "top", "top-right", "left", "centre", "right",
-         "bottom-left", "bottom", "bottom-right")
-"""The 3x3 zones of ``zone_enrichment``, row by row."""
-
-
-def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
-    """Per image, each zone's share of positive CAM mass divided by its share of the cells.
-
-    The map is cut into corners, edges and centre by a band of ``width`` cells along every
-    side (corners are ``width`` x ``width``), at the CAM's own resolution, so "where" is
-    read without interpolation. 1 means the zone got the attention its size would get.
-
-    Args:
-        cams: ``(n, h, w)`` maps, ``h, w > 2 * width``.
-        width: band width in cells. Defaults to 1.
-
-    Returns:
-        ``(n, 9)`` float64 in ``ZONES`` order; NaN rows for maps without positive mass.
-    """
-    positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
-    n, h, w = positive.shape
-    if min(h, w) <= 2 * width:
-        raise ValueError(f"zone_enrichment: maps of {h}x{w} cells are too small for a "
-                         f"{width}-cell band; need more than {2 * width} cells a side")
-    total = positive.sum(axis=(1, 2))
-    out = np.full((n, 9), np.nan)
-    bounds = [((0, width), (width, side - width), (side - width, side)) for side in (h, w)]
-    for zone, ((top, bottom), (left, right)) in enumerate(
-        (rows, cols) for rows in bounds[0] for cols in bounds[1]
-    ):
-        block = positive[:, top:bottom, left:right]
-        area = block.shape[1] * block.shape[2] / (h * w)
-        np.divide(block.sum(axis=(1, 2)) / area, total, out=out[:, zone], where=total > 0)
-    return out
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Per-image shares of one model's CAMs in the region (NaN: no positive mass)."""
-
-    share: np.ndarray
-    random_share: np.ndarray
-    peak_in_region: np.ndarray
-
-
-def measure(cams: np.ndarray, regions: np.ndarray, size: int, seed: int) -> Measurement:
-    """Shares of positive CAM mass in ``regions`` at image side ``size``, with a random-CAM
-    baseline and whether each map's peak lies in the region.
-
-    The random CAM is each map with its cells shuffled (``RANDOM_CAM_DRAWS`` draws from
-    ``seed``, averaged), measured the same way: same mass and values, random position.
-
-    Args:
-        cams: ``(n, h, w)`` raw maps.
-        regions: ``(size, size)`` shared or ``(n, size, size)`` per-image region masks.
-        size: image side the maps are upsampled to.
-        seed: seed of the shuffles.
-    """
-    rng = np.random.default_rng(seed)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start in range(0, len(cams), MEASURE_CHUNK):
-        chunk = slice(start, start + MEASURE_CHUNK)
-        region = regions if regions.ndim == 2 else regions[chunk]
-        maps = upsample_cams(cams[chunk], size)
-        peaks = maps.reshape(len(maps), -1).argmax(axis=1)
-        flat_region = np.broadcast_to(region, maps.shape).reshape(len(maps), -1)
-        random = [mass_fraction(upsample_cams(_shuffle_cells(cams[chunk], rng), size), region)
-                  for _ in range(RANDOM_CAM_DRAWS)]
-        parts.append((mass_fraction(maps, region), np.mean(random, axis=0),
-                      flat_region[np.arange(len(maps)), peaks]))
-    share, random_share, peak = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return Measurement(share=share, random_share=random_share, peak_in_region=peak)
-
-
-def _shuffle_cells(cams: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each map's cells in a random order: same mass and values, random position."""
-    flat = cams.reshape(len(cams), -1)
-    return rng.permuted(flat, axis=1).reshape(cams.shape)

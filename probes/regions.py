@@ -1,0 +1,120 @@
+"""Where a Grad-CAM's mass lies: the numpy measurements the attention checks make.
+
+Maps are *raw* (``models.gradcam``): the checks compare mass ratios, which min-max
+standardisation would distort. ``mass_fraction`` is the share of positive mass in a region,
+``measure`` adds a cell-shuffled random-CAM baseline and whether the peak is in the region
+(maps upsampled to the image side by ``models.gradcam.upsample_cams``), and
+``zone_enrichment`` reads corners, edges and centre at the CAM's own resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.gradcam import upsample_cams
+
+RANDOM_CAM_DRAWS = 8  # cell shuffles averaged into the random-CAM baseline of ``measure``
+MEASURE_CHUNK = 32  # images upsampled at a time (bounds memory at large image sizes)
+
+
+def mass_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Per image, the fraction of positive CAM mass inside ``regions``.
+
+    Args:
+        cams: ``(n, S, S)`` maps (negative values are ignored).
+        regions: ``(S, S)`` or ``(n, S, S)`` masks, nonzero inside the region.
+
+    Returns:
+        ``(n,)`` float64 fractions in 0..1; NaN for an image whose map has no positive mass.
+    """
+    positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
+    regions = np.asarray(regions) > 0
+    if regions.shape[-2:] != positive.shape[-2:]:
+        raise ValueError(
+            f"regions shape {regions.shape} does not match the maps' {positive.shape[-2:]}"
+        )
+    total = positive.sum(axis=(1, 2))
+    inside = (positive * regions).sum(axis=(1, 2))
+    return np.divide(inside, total, out=np.full_like(total, np.nan), where=total > 0)
+
+
+ZONES = ("top-left", "top", "top-right", "left", "centre", "right",
+         "bottom-left", "bottom", "bottom-right")
+"""The 3x3 zones of ``zone_enrichment``, row by row."""
+
+
+def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
+    """Per image, each zone's share of positive CAM mass divided by its share of the cells.
+
+    The map is cut into corners, edges and centre by a band of ``width`` cells along every
+    side (corners are ``width`` x ``width``), at the CAM's own resolution, so "where" is
+    read without interpolation. 1 means the zone got the attention its size would get.
+
+    Args:
+        cams: ``(n, h, w)`` maps, ``h, w > 2 * width``.
+        width: band width in cells. Defaults to 1.
+
+    Returns:
+        ``(n, 9)`` float64 in ``ZONES`` order; NaN rows for maps without positive mass.
+    """
+    positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
+    n, h, w = positive.shape
+    if min(h, w) <= 2 * width:
+        raise ValueError(f"zone_enrichment: maps of {h}x{w} cells are too small for a "
+                         f"{width}-cell band; need more than {2 * width} cells a side")
+    total = positive.sum(axis=(1, 2))
+    out = np.full((n, 9), np.nan)
+    bounds = [((0, width), (width, side - width), (side - width, side)) for side in (h, w)]
+    for zone, ((top, bottom), (left, right)) in enumerate(
+        (rows, cols) for rows in bounds[0] for cols in bounds[1]
+    ):
+        block = positive[:, top:bottom, left:right]
+        area = block.shape[1] * block.shape[2] / (h * w)
+        np.divide(block.sum(axis=(1, 2)) / area, total, out=out[:, zone], where=total > 0)
+    return out
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-image shares of one model's CAMs in the region (NaN: no positive mass)."""
+
+    share: np.ndarray
+    random_share: np.ndarray
+    peak_in_region: np.ndarray
+
+
+def measure(cams: np.ndarray, regions: np.ndarray, size: int, seed: int) -> Measurement:
+    """Shares of positive CAM mass in ``regions`` at image side ``size``, with a random-CAM
+    baseline and whether each map's peak lies in the region.
+
+    The random CAM is each map with its cells shuffled (``RANDOM_CAM_DRAWS`` draws from
+    ``seed``, averaged), measured the same way: same mass and values, random position.
+
+    Args:
+        cams: ``(n, h, w)`` raw maps.
+        regions: ``(size, size)`` shared or ``(n, size, size)`` per-image region masks.
+        size: image side the maps are upsampled to.
+        seed: seed of the shuffles.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, len(cams), MEASURE_CHUNK):
+        chunk = slice(start, start + MEASURE_CHUNK)
+        region = regions if regions.ndim == 2 else regions[chunk]
+        maps = upsample_cams(cams[chunk], size)
+        peaks = maps.reshape(len(maps), -1).argmax(axis=1)
+        flat_region = np.broadcast_to(region, maps.shape).reshape(len(maps), -1)
+        random = [mass_fraction(upsample_cams(_shuffle_cells(cams[chunk], rng), size), region)
+                  for _ in range(RANDOM_CAM_DRAWS)]
+        parts.append((mass_fraction(maps, region), np.mean(random, axis=0),
+                      flat_region[np.arange(len(maps)), peaks]))
+    share, random_share, peak = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return Measurement(share=share, random_share=random_share, peak_in_region=peak)
+
+
+def _shuffle_cells(cams: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each map's cells in a random order: same mass and values, random position."""
+    flat = cams.reshape(len(cams), -1)
+    return rng.permuted(flat, axis=1).reshape(cams.shape)
