@@ -213,13 +213,28 @@ def init(
 
 
 @app.command()
-def checks() -> None:
-    """List the check ids and what each one's metric means."""
-    from audit.gate import CHECK_DESCRIPTIONS
+def checks(as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the check specs as a JSON list.")] = False) -> None:
+    """List every check: its question, metric, default gate and what it needs."""
+    from dataclasses import asdict
 
-    width = max(len(check_id) for check_id in CHECK_DESCRIPTIONS)
-    for check_id, description in CHECK_DESCRIPTIONS.items():
-        typer.echo(f"{check_id:<{width}}  {description}")
+    from probes.base import NEEDS
+    from probes.registry import specs
+
+    if as_json:
+        typer.echo(json.dumps([asdict(spec) for spec in specs()], indent=2))
+        return
+    typer.echo("Every metric is oriented the same way: larger means more shortcut.\n")
+    for spec in specs():
+        rule = spec.default
+        needs = "; ".join(f"{need} ({NEEDS[need]})" for need in spec.needs) or "-"
+        typer.echo(f"{spec.id}  {spec.title}\n"
+                   f"  question:   {spec.question}\n"
+                   f"  metric:     {spec.metric}\n"
+                   f"  default:    {rule.level} above {rule.threshold:g}, "
+                   f"{'required' if rule.required else 'optional'}\n"
+                   f"  needs:      {needs}\n"
+                   f"  next steps: {spec.next_steps}\n")
 
 
 def _run_and_exit(config: AuditConfig, out: Path, log_json: bool) -> None:

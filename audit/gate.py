@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -28,35 +27,23 @@ from audit.core.config import CheckPolicy, PolicyConfig, format_validation_error
 from audit.core.errors import InputError
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
-from probes.registry import CHECK_IDS
-
-CHECK_DESCRIPTIONS = {
-    "data.confounding": "Cramér's V between label and source (0 independent, 1 each label "
-                        "its own source)",
-    "data.leakage": "test images whose patient or near-duplicate image is also in training "
-                    "(count)",
-    "site.image": "source predicted from lungs-removed images: balanced accuracy rescaled to "
-                  "0 = chance, 1 = perfect",
-    "site.embedding": "source predicted from the audited model's embedding within each class "
-                      "(rescaled balanced accuracy)",
-    "attention.border": "Grad-CAM mass in the border band over the band's area share "
-                        "(1 = uniform)",
-    "attention.outside_lung": "Grad-CAM mass outside the lungs over the outside area share "
-                              "(1 = uniform)",
-    "masking.raw_vs_lung": "COVID recall of the raw-input model minus the lung-masked model's",
-    "ablation.class_size": "change in COVID recall from the smallest to the largest "
-                           "non-COVID class size",
-    "generalization.leave_one_source_out": "internal test accuracy minus accuracy on a "
-                                           "source held out of training",
-}
-"""What each check's headline metric means (larger always means more shortcut)."""
+from probes.registry import check_ids, specs
 
 IGNORED_NOTE = "Not gated: the policy ignores this check."
 
 
-def default_policy_path() -> Path:
-    """The packaged default policy, ``audit/defaults/policy.yaml``."""
-    return Path(str(resources.files("audit") / "defaults" / "policy.yaml"))
+def default_policy() -> PolicyConfig:
+    """The default policy: each registered check's ``CheckSpec.default`` rule, and the
+    ``PolicyConfig`` default ``alpha``.
+
+    The thresholds were set from measured runs: synthetic clean controls (confounding 0, no
+    site traits; none may fire), confounded phantoms and planted markers (must fire), and
+    the real set (README, "Measured").
+    """
+    return PolicyConfig(checks={
+        spec.id: CheckPolicy(gate=spec.default.level, threshold=spec.default.threshold,
+                             required=spec.default.required)
+        for spec in specs()})
 
 
 def read_policy(path: str | Path) -> PolicyConfig:
@@ -101,8 +88,9 @@ def merge_policies(base: PolicyConfig, override: PolicyConfig) -> PolicyConfig:
 
 def load_policy(path: str | Path | None = None,
                 overrides: PolicyConfig | None = None) -> PolicyConfig:
-    """The policy a run is judged by: the packaged default, then ``overrides`` (a config's
-    ``policy`` section), then the file at ``path`` (a reviewer's policy has the last word).
+    """The policy a run is judged by: the default (``default_policy``, from the check specs),
+    then ``overrides`` (a config's ``policy`` section), then the file at ``path`` (a
+    reviewer's policy has the last word).
 
     Args:
         path: A policy YAML file layered on top. Defaults to None (none).
@@ -112,7 +100,7 @@ def load_policy(path: str | Path | None = None,
         InputError: an unreadable file, an unknown key or check id, or a gating check
             without a threshold.
     """
-    policy = read_policy(default_policy_path())
+    policy = default_policy()
     if overrides is not None:
         _check_ids_known(overrides, "config policy.checks")
         policy = merge_policies(policy, overrides)
@@ -123,10 +111,11 @@ def load_policy(path: str | Path | None = None,
 
 
 def _check_ids_known(policy: PolicyConfig, source: str) -> None:
-    unknown = sorted(set(policy.checks) - set(CHECK_IDS))
+    known = check_ids()
+    unknown = sorted(set(policy.checks) - set(known))
     if unknown:
         raise InputError(f"{source}: unknown check id(s) {', '.join(unknown)}; "
-                         f"known checks: {', '.join(CHECK_IDS)}")
+                         f"known checks: {', '.join(known)}")
 
 
 def _check_thresholds_set(policy: PolicyConfig, source: str) -> None:

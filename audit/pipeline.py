@@ -25,7 +25,7 @@ import shutil
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -51,7 +51,7 @@ from audit.jobs import (
 )
 from audit.runners import Runner, get_runner
 from probes.base import CheckResult, ProbeContext, Status
-from probes.registry import CHECK_IDS, get_probe
+from probes.registry import check_ids, get_check
 
 if TYPE_CHECKING:
     from models.gradcam import Explanations
@@ -92,7 +92,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
     )
-    checks = run_checks(context, config.probes.checks, cache, out_dir)
+    checks = run_checks(context, enabled_checks(config), cache, out_dir)
     result = AuditResult(
         checks=tuple(checks), models=tuple(_model_records(records)),
         data=summarise_data(dataset), segmentation=segmentation,
@@ -122,7 +122,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
     )
-    checks = run_checks(context, config.probes.checks, cache, out_dir)
+    checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
               "path": str(model_path), "external": True, **model.metadata}
     result = AuditResult(
@@ -134,10 +134,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
 
 def _start_run(config: AuditConfig, out_dir: str | Path) -> tuple[Path, StageCache, Any]:
     """Validate what can be validated before any expensive step; write the resolved config."""
-    unknown = sorted(set(config.probes.checks) - set(CHECK_IDS))
-    if unknown:
-        raise InputError(f"probes.checks: unknown check id(s) {', '.join(unknown)}; "
-                         f"known checks: {', '.join(CHECK_IDS)}")
+    enabled_checks(config)
     policy = load_policy(overrides=config.policy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +142,22 @@ def _start_run(config: AuditConfig, out_dir: str | Path) -> tuple[Path, StageCac
         handle.write(dump_config(config))
     cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
     return out_dir, cache, policy
+
+
+def enabled_checks(config: AuditConfig) -> tuple[str, ...]:
+    """The check ids ``probes.checks`` enables: every registered one when it is unset.
+
+    Raises:
+        InputError: an id that is not registered, naming the known ones.
+    """
+    known = check_ids()
+    if config.probes.checks is None:
+        return known
+    unknown = sorted(set(config.probes.checks) - set(known))
+    if unknown:
+        raise InputError(f"probes.checks: unknown check id(s) {', '.join(unknown)}; "
+                         f"known checks: {', '.join(known)}")
+    return tuple(config.probes.checks)
 
 
 def _save_splits(config: AuditConfig, dataset: Dataset, out_dir: Path) -> Splits:
@@ -250,14 +263,14 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
     return explanations
 
 
-def run_checks(context: ProbeContext, enabled: list[str], cache: StageCache,
+def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                run_dir: Path) -> list[CheckResult]:
     """Every known check in registry order: enabled ones run (each a cached stage; a crash
     becomes ``error`` with its message), disabled ones are ``not_run`` saying so. Raw
     p-values only: the gate Holm-adjusts the family its policy gates."""
     inputs = _probe_inputs(context)
     results = []
-    for check_id in progress(CHECK_IDS, desc="checks"):
+    for check_id in progress(check_ids(), desc="checks"):
         if check_id not in enabled:
             results.append(CheckResult.not_run(check_id, check_id,
                                                "disabled in the config (probes.checks)"))
@@ -286,7 +299,7 @@ def _probe_inputs(context: ProbeContext) -> dict[str, Any]:
 def _run_check(check_id: str, context: ProbeContext, cache: StageCache, inputs: dict[str, Any],
                run_dir: Path) -> CheckResult:
     def compute(folder: Path) -> None:
-        result = _save_artifacts(get_probe(check_id).run(context), folder)
+        result = _save_artifacts(get_check(check_id).run(context), folder)
         with atomic_write(folder / "result.json") as handle:
             json.dump(result.to_dict(), handle)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from audit.core.config import SiteTraits, SynthConfig
 from audit.data.phantoms import plant_marker, synthetic_dataset
-from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
+from probes.checks import attention_border, attention_outside_lung
 from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
 
 KINDS = ("confounded", "shortcut_only", "control", "marker")
@@ -66,10 +66,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 context = synthetic_context(Path(folder), dataset, models, test, seed=seed,
                                             n_bootstrap=200)
-                for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe()):
-                    result = probe.run(context)
+                for check in (attention_border, attention_outside_lung):
+                    result = check.run(context)
                     twin = result.details["lung_masked_comparison"] or {}
-                    print(f"seed {seed} {kind:10s} {probe.check_id:22s} "
+                    print(f"seed {seed} {kind:10s} {check.SPEC.id:22s} "
                           f"{result.metric:.3f} ({result.details['worst_class']}) "
                           f"p={result.p_value:.2g} all={result.details['all_images']['enrichment']:.3f}"
                           f" lung-masked={twin.get('masked_enrichment', float('nan')):.3f}",

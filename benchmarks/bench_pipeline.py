@@ -41,7 +41,7 @@ import yaml
 from audit.cli import demo_config_path
 from audit.core.config import CLASSES, load_config
 from audit.data.phantoms import label_source_counts
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "cxr-real.yaml"
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr-real"
@@ -65,10 +65,11 @@ def steps(records: list[dict[str, Any]], started: float, ended: float) -> list[t
     """(step, seconds) from the milestones in the log: see the module docstring."""
     milestones: list[tuple[str, float]] = []
     n_trained, training_end = 0, started
+    known = check_ids()
     for record in records:
         message = record["message"]
         check = message.split(":", 1)[0]
-        if check in CHECK_IDS:  # first: a check's summary may say ": accuracy " too
+        if check in known:  # first: a check's summary may say ": accuracy " too
             if n_trained:  # the grid ended at its last classifier's report
                 milestones.append((f"training grid ({n_trained} classifiers)", training_end))
                 n_trained = 0

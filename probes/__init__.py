@@ -1,5 +1,2 @@
-"""Shortcut-learning probes: one module per family, one interface (``probes.base``)."""
-
-from probes.registry import CHECK_IDS, get_probe
-
-__all__ = ["CHECK_IDS", "get_probe"]
+"""Shortcut-learning checks: one module per check in ``probes.checks``, found by
+``probes.registry``; the interface is ``probes.base``."""

@@ -1,11 +1,14 @@
-"""``ablation.class_size``: does COVID recall move when only the *other* classes grow?
+"""The class-size ablation's engine: nested training plans and the GLM of recall on size.
+
+``ablation.class_size`` (``probes.checks.ablation_class_size``) asks: does COVID recall move
+when only the *other* classes grow?
 
 The paper saw COVID accuracy rise from 83% to 95% when only the non-COVID classes grew
 (1000 -> 2000 images each). COVID evidence did not change, so a model whose COVID calls
 rest on the disease should not change either. With balanced class weights, growing the
 other classes leaves the class prior alone; a rise then means the model separates COVID
 *by exclusion*: it learns what the other sources look like, and "not like them" becomes
-COVID. This probe retrains with the non-COVID classes at several sizes (COVID fixed, several
+COVID. The check retrains with the non-COVID classes at several sizes (COVID fixed, several
 seeds, each smaller training set nested in the larger one) and fits a binomial GLM of COVID
 correctness on the class size, with standard errors clustered by test image (every model
 sees the same test images).
@@ -20,10 +23,8 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
-from models.train import VariantRequest
-from probes.base import CheckResult, ProbeContext
+from probes.base import TARGET_CLASS, ProbeContext
 
-TARGET_CLASS = "covid"
 MIN_PER_CLASS = 2
 
 
@@ -49,10 +50,10 @@ def planned_sizes(available: dict[str, int], sizes: list[int]) -> tuple[list[dic
     return plans, [note]
 
 
-def _training_rows(context: ProbeContext, plans: list[dict], seed: int) -> list[np.ndarray]:
+def training_rows(context: ProbeContext, plans: list[dict], seed: int) -> list[np.ndarray]:
     """Nested training sets for one seed: COVID rows fixed, others a growing prefix."""
     fit = np.asarray(context.splits.fit)
-    names = context.dataset.manifest["label"].astype(str).to_numpy()[fit]
+    names = context.dataset.label_names[fit]
     rng = np.random.default_rng(seed)
     shuffled = {name: rng.permutation(fit[names == name]) for name in plans[0]}
     covid = fit[names == TARGET_CLASS]
@@ -60,7 +61,7 @@ def _training_rows(context: ProbeContext, plans: list[dict], seed: int) -> list[
             for plan in plans]
 
 
-def _glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
+def glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     """Binomial GLM of correctness on ``x``; predicted change from min(x) to max(x).
 
     Returns ``(change, (low, high), p_value, notes)``; the CI is the delta method on the
@@ -91,76 +92,6 @@ def _glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     return change, (change - 1.96 * se, change + 1.96 * se), float(fit.pvalues[1]), notes
 
 
-def _plan_fraction(plan: dict, plans: list[dict]) -> float:
+def plan_fraction(plan: dict, plans: list[dict]) -> float:
     """A plan's total size as a fraction of the largest plan's: the GLM's covariate."""
     return sum(plan.values()) / sum(plans[-1].values())
-
-
-class ClassSizeProbe:
-    """``ablation.class_size``: predicted COVID recall change, smallest -> largest other classes."""
-
-    check_id = "ablation.class_size"
-    title = "COVID recall depends on the size of the other classes"
-
-    def run(self, context: ProbeContext) -> CheckResult:
-        if context.train_variants is None:
-            return CheckResult.not_run(self.check_id, self.title,
-                                       "needs retraining, which an external model does not allow")
-        labels = context.dataset.manifest["label"].astype(str)
-        fit_labels = labels.iloc[context.splits.fit]
-        available = {name: int((fit_labels == name).sum())
-                     for name in context.dataset.classes if name != TARGET_CLASS}
-        test = np.asarray(context.splits.test)
-        covid_test = test[labels.iloc[test].to_numpy() == TARGET_CLASS]
-        if min(available.values()) < MIN_PER_CLASS or not len(covid_test):
-            return CheckResult.not_run(
-                self.check_id, self.title,
-                f"needs >= {MIN_PER_CLASS} training rows per non-COVID class and a COVID test "
-                f"image; found {available} and {len(covid_test)} COVID test images")
-        plans, notes = planned_sizes(available, context.params.ablation_sizes)
-        runs = self._train_and_score(context, plans, covid_test)
-        return self._result(context, plans, runs, covid_test, notes)
-
-    def _train_and_score(self, context, plans, covid_test) -> list[dict]:
-        covid = context.dataset.classes.index(TARGET_CLASS)
-        runs, requests = [], []
-        for seed in context.params.ablation_seeds:
-            for plan, rows in zip(plans, _training_rows(context, plans, seed), strict=True):
-                requests.append(VariantRequest(rows, context.splits.val, "raw", seed))
-                runs.append({"seed": seed, "per_class": plan,
-                             "fraction": _plan_fraction(plan, plans)})
-        for run, model in zip(runs, context.train_variants(requests), strict=True):
-            run["correct"] = model.predict_proba(context.dataset, covid_test).argmax(1) == covid
-        return runs
-
-    def _result(self, context, plans, runs, covid_test, notes) -> CheckResult:
-        x = np.concatenate([np.full(len(covid_test), r["fraction"]) for r in runs])
-        correct = np.concatenate([r["correct"] for r in runs])
-        image = np.tile(np.arange(len(covid_test)), len(runs))
-        change, ci, p_value, fit_notes = _glm_change(x, correct, image)
-        notes = notes + fit_notes
-        table = [{"seed": r["seed"], **{f"n_{k}": v for k, v in r["per_class"].items()},
-                  "covid_recall": float(r["correct"].mean())} for r in runs]
-        seeds = sorted({r["seed"] for r in runs})
-        sizes = [sum(plan.values()) for plan in plans]
-        figure = {"kind": "lines", "title": "COVID recall vs size of the other classes",
-                  "x": sizes, "series": {f"seed {s}": [float(r["correct"].mean()) for r in runs
-                                                      if r["seed"] == s] for s in seeds},
-                  "xlabel": "non-COVID training images", "ylabel": "COVID recall"}
-        summary = (f"Growing the other classes from {sizes[0]} to {sizes[-1]} training images "
-                   f"(COVID fixed, {len(seeds)} seeds, {len(covid_test)} COVID test images) "
-                   f"changes predicted COVID recall by {change:+.2f} (95% CI {ci[0]:+.2f} to "
-                   f"{ci[1]:+.2f}, GLM slope p = {p_value:.3g}).")
-        return CheckResult(
-            check_id=self.check_id, title=self.title,
-            metric_name="COVID recall change, smallest to largest other classes",
-            metric=change, ci=ci, p_value=p_value, summary=summary,
-            explanation=(
-                "Only the non-COVID classes grew; the COVID images and the class weights stayed "
-                "the same. If COVID recall rises anyway (as in the paper: 83% -> 95%), the model "
-                "finds COVID by exclusion, learning what the other datasets look like, which "
-                "is how a source shortcut behaves. A fall usually reflects the class prior."),
-            details={"sizes_per_class": plans, "seeds": seeds, "n_covid_test": len(covid_test)},
-            tables={"runs": table}, figures={"covid_recall_vs_size": figure}, notes=notes,
-        )
-

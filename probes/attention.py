@@ -1,4 +1,7 @@
-"""Attention checks: where in the image does the audited model find its evidence?
+"""The attention checks' engine: where in the image does the audited model find its evidence?
+
+The checks themselves (spec and ``run``) are ``probes.checks.attention_border`` and
+``probes.checks.attention_outside_lung``; both call ``run_attention``.
 
 Both checks take raw Grad-CAMs (``context.explanations``, computed by ``models.gradcam``;
 never min-max standardised, which would distort mass ratios) of up to
@@ -39,6 +42,7 @@ the p-value guards against false alarms).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +50,7 @@ import numpy as np
 
 from models.gradcam import CAM_TARGETS, Explanations
 from models.inputs import border_band
-from probes.base import CheckResult, ProbeContext
+from probes.base import CheckResult, CheckSpec, ProbeContext
 from probes.regions import RANDOM_CAM_DRAWS, ZONES, Measurement, measure, zone_enrichment
 from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
 
@@ -137,106 +141,101 @@ def outside_lung_regions(context: ProbeContext, rows: np.ndarray) -> Regions:
     )
 
 
-class _AttentionProbe:
-    """Shared run of both checks; subclasses say which region and what else to report."""
+def run_attention(
+    context: ProbeContext,
+    spec: CheckSpec,
+    metric_name: str,
+    regions_of: Callable[[ProbeContext, np.ndarray, int], Regions],
+    extras_of: Callable[..., dict[str, dict[str, Any]]],
+) -> CheckResult:
+    """The run both attention checks share; they differ in the region and the extras.
 
-    check_id = ""
-    title = ""
-    metric_name = ""
-    explanation = ""
+    Args:
+        context: The probe context.
+        spec: The check's spec (id, title and explanation of the result).
+        metric_name: The result's metric name, e.g. ``"border enrichment"``.
+        regions_of: ``(context, rows, cam_resolution) -> Regions``, the measured region.
+        extras_of: ``(context, rows, cams, measurement, regions) -> {"details", "tables",
+            "figures"}``, check-specific additions for the audited model.
+    """
+    if context.explanations is None:
+        return spec.not_run("no Grad-CAM service in the probe context (ProbeContext.explanations)")
+    rows = cam_rows(context.splits.test, context.dataset.labels,
+                    context.params.cam_max_images, context.seed)
+    keys = [context.audited] + sorted(set(context.models) - {context.audited})
+    cams = {key: context.explanations(key, rows) for key in keys}
+    regions = regions_of(context, rows, min(c.resolution for c in cams.values()))
+    size = context.dataset.image_size
+    measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)
+                for key in keys for target in CAM_TARGETS}
+    return _result(context, spec, metric_name, extras_of, rows, cams, regions, measured)
 
-    def unavailable(self, context: ProbeContext) -> str | None:
-        if context.explanations is None:
-            return "no Grad-CAM service in the probe context (ProbeContext.explanations)"
-        return None
 
-    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
-        raise NotImplementedError
+def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured) -> CheckResult:
+    audited = context.audited
+    labels = context.dataset.labels[rows]
+    everyone = np.ones(len(rows), dtype=bool)
 
-    def extras(self, context: ProbeContext, rows: np.ndarray, cams: Explanations,
-               measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
-        """Check-specific ``details``, ``tables`` and ``figures`` for the audited model."""
-        return {"details": {}, "tables": {}, "figures": {}}
+    def stats(key, target, subset=everyone):
+        return summarize(measured[key, target], regions, subset, context.params.n_bootstrap,
+                         context.seed)
 
-    def run(self, context: ProbeContext) -> CheckResult:
-        reason = self.unavailable(context)
-        if reason is not None:
-            return CheckResult.not_run(self.check_id, self.title, reason)
-        rows = cam_rows(context.splits.test, context.dataset.labels,
-                        context.params.cam_max_images, context.seed)
-        keys = [context.audited] + sorted(set(context.models) - {context.audited})
-        cams = {key: context.explanations(key, rows) for key in keys}
-        regions = self.regions(context, rows, min(c.resolution for c in cams.values()))
-        size = context.dataset.image_size
-        measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)
-                    for key in keys for target in CAM_TARGETS}
-        return self._result(context, rows, cams, regions, measured)
-
-    def _result(self, context, rows, cams, regions, measured) -> CheckResult:
-        audited = context.audited
-        labels = context.dataset.labels[rows]
-        everyone = np.ones(len(rows), dtype=bool)
-
-        def stats(key, target, subset=everyone):
-            return summarize(measured[key, target], regions, subset, context.params.n_bootstrap,
-                             context.seed)
-
-        by_model = [{"model": key, "input_mode": context.models[key].input_mode, "target": target,
-                     "cam_resolution": f"{cams[key].resolution}x{cams[key].resolution}",
-                     **stats(key, target)} for key, target in measured]
-        by_class = [{"model": key, "target": target, "class": name,
-                     **stats(key, target, labels == index)}
-                    for key, target in measured
-                    for index, name in enumerate(context.dataset.classes)]
-        tested = [row for row in by_class if row["model"] == audited
-                  and row["target"] == "predicted" and row["n"] >= MIN_CLASS_IMAGES]
-        if not tested:
-            return CheckResult.not_run(
-                self.check_id, self.title,
-                f"no class has {MIN_CLASS_IMAGES} test images with a usable region and CAM mass "
-                f"(excluded: {regions.excluded})")
-        worst = max(tested, key=lambda row: row["enrichment"])
-        p_value = min(1.0, worst["p_vs_random"] * len(tested))  # Bonferroni over the classes
-        overall = by_model[0]  # audited model, predicted-class CAMs, all images
-        no_mass = int((regions.usable & ~np.isfinite(measured[audited, "predicted"].share)).sum())
-        details = {
-            "model": audited,
-            "worst_class": worst["class"],
-            "classes_tested": len(tested),
-            "p_uncorrected": worst["p_vs_random"],
-            "all_images": {name: overall[name] for name in (
-                "n", "enrichment", "ci_low", "ci_high", "random_enrichment", "p_vs_random",
-                "area_share", "mass_share", "peak_in_region")},
-            "n_images": len(rows),
-            "cam_resolution": {key: cams[key].resolution for key in cams},
-            "excluded_rows": {**regions.excluded, "no positive CAM mass": no_mass},
-            "null": f"per-image cell-shuffled CAM ({RANDOM_CAM_DRAWS} draws), one-sided Wilcoxon "
-                    "signed-rank, Bonferroni over the classes tested",
-            "lung_masked_comparison": _masked_comparison(
-                context, measured, regions, labels == context.dataset.classes.index(worst["class"]),
-                worst["class"]),
-        }
-        extras = self.extras(context, rows, cams[audited], measured[audited, "predicted"], regions)
-        gallery, gallery_arrays = _gallery(context, rows, cams[audited],
-                                           measured[audited, "predicted"], regions)
-        return CheckResult(
-            check_id=self.check_id, title=self.title, metric_name=self.metric_name,
-            metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
-            summary=(f"{audited}, {worst['class']} images (the most enriched class): "
-                     f"{worst['mass_share']:.0%} of the Grad-CAM mass lies {regions.description}, "
-                     f"which covers {worst['area_share']:.0%} of the image: enrichment "
-                     f"{worst['enrichment']:.2f} (95% CI {worst['ci_low']:.2f}-"
-                     f"{worst['ci_high']:.2f}; random CAM {worst['random_enrichment']:.2f}; "
-                     f"{worst['n']} images; all classes {overall['enrichment']:.2f})."),
-            explanation=self.explanation,
-            details={**details, **extras["details"]},
-            tables={"by_model": by_model, "by_class": by_class, **extras["tables"]},
-            figures={"enrichment_by_model": _bars(by_model, self.metric_name),
-                     **gallery, **extras["figures"]},
-            artifacts=gallery_arrays,
-            notes=[f"Grad-CAM at {cams[audited].resolution}x{cams[audited].resolution} cells, "
-                   f"raw maps upsampled bilinearly to {context.dataset.image_size} px."],
-        )
+    by_model = [{"model": key, "input_mode": context.models[key].input_mode, "target": target,
+                 "cam_resolution": f"{cams[key].resolution}x{cams[key].resolution}",
+                 **stats(key, target)} for key, target in measured]
+    by_class = [{"model": key, "target": target, "class": name,
+                 **stats(key, target, labels == index)}
+                for key, target in measured
+                for index, name in enumerate(context.dataset.classes)]
+    tested = [row for row in by_class if row["model"] == audited
+              and row["target"] == "predicted" and row["n"] >= MIN_CLASS_IMAGES]
+    if not tested:
+        return CheckResult.not_run(
+            spec.id, spec.title,
+            f"no class has {MIN_CLASS_IMAGES} test images with a usable region and CAM mass "
+            f"(excluded: {regions.excluded})")
+    worst = max(tested, key=lambda row: row["enrichment"])
+    p_value = min(1.0, worst["p_vs_random"] * len(tested))  # Bonferroni over the classes
+    overall = by_model[0]  # audited model, predicted-class CAMs, all images
+    no_mass = int((regions.usable & ~np.isfinite(measured[audited, "predicted"].share)).sum())
+    details = {
+        "model": audited,
+        "worst_class": worst["class"],
+        "classes_tested": len(tested),
+        "p_uncorrected": worst["p_vs_random"],
+        "all_images": {name: overall[name] for name in (
+            "n", "enrichment", "ci_low", "ci_high", "random_enrichment", "p_vs_random",
+            "area_share", "mass_share", "peak_in_region")},
+        "n_images": len(rows),
+        "cam_resolution": {key: cams[key].resolution for key in cams},
+        "excluded_rows": {**regions.excluded, "no positive CAM mass": no_mass},
+        "null": f"per-image cell-shuffled CAM ({RANDOM_CAM_DRAWS} draws), one-sided Wilcoxon "
+                "signed-rank, Bonferroni over the classes tested",
+        "lung_masked_comparison": _masked_comparison(
+            context, measured, regions, labels == context.dataset.classes.index(worst["class"]),
+            worst["class"]),
+    }
+    extras = extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
+    gallery, gallery_arrays = _gallery(context, rows, cams[audited],
+                                       measured[audited, "predicted"], regions)
+    return CheckResult(
+        check_id=spec.id, title=spec.title, metric_name=metric_name,
+        metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
+        summary=(f"{audited}, {worst['class']} images (the most enriched class): "
+                 f"{worst['mass_share']:.0%} of the Grad-CAM mass lies {regions.description}, "
+                 f"which covers {worst['area_share']:.0%} of the image: enrichment "
+                 f"{worst['enrichment']:.2f} (95% CI {worst['ci_low']:.2f}-"
+                 f"{worst['ci_high']:.2f}; random CAM {worst['random_enrichment']:.2f}; "
+                 f"{worst['n']} images; all classes {overall['enrichment']:.2f})."),
+        explanation=spec.explanation,
+        details={**details, **extras["details"]},
+        tables={"by_model": by_model, "by_class": by_class, **extras["tables"]},
+        figures={"enrichment_by_model": _bars(by_model, metric_name),
+                 **gallery, **extras["figures"]},
+        artifacts=gallery_arrays,
+        notes=[f"Grad-CAM at {cams[audited].resolution}x{cams[audited].resolution} cells, "
+               f"raw maps upsampled bilinearly to {context.dataset.image_size} px."],
+    )
 
 
 def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset: np.ndarray,
@@ -294,66 +293,35 @@ def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
     return {"gallery": spec}, {"gallery": arrays}
 
 
-class BorderAttentionProbe(_AttentionProbe):
-    check_id = "attention.border"
-    title = "Attention on the image border"
-    metric_name = "border enrichment"
-    explanation = (
-        "Grad-CAM shows which parts of an image drove the model's decision. Enrichment 1 means "
-        "the border band got the share of attention its area would get; well above 1 means the "
-        "model's evidence sits at the image edges, where markers, text and collimation edges "
-        "are, not in the lungs."
-    )
-
-    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
-        return border_regions(len(rows), context.dataset.image_size,
-                              context.params.border_fraction, resolution)
-
-    def extras(self, context: ProbeContext, rows: np.ndarray, cams: Explanations,
-               measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
-        """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
-        width = max(1, round(context.params.border_fraction * cams.resolution))
-        zones = zone_enrichment(cams.cams["predicted"], width)
-        labels = context.dataset.labels[rows]
-        classes = [(index, name) for index, name in enumerate(context.dataset.classes)
-                   if np.isfinite(zones[labels == index]).any()]
-        values = [np.nanmean(zones[labels == index], axis=0).tolist() for index, _ in classes]
-        table = [{"class": name, **dict(zip(ZONES, row, strict=True))}
-                 for (_, name), row in zip(classes, values, strict=True)]
-        heatmap = {"kind": "heatmap", "title": f"Grad-CAM enrichment by zone ({width}-cell band)",
-                   "row_labels": [name for _, name in classes], "col_labels": list(ZONES),
-                   "values": values, "fmt": ".2f"}
-        return {"details": {"zone_band_cells": width}, "tables": {"zones_by_class": table},
-                "figures": {"zones_by_class": heatmap}}
+def border_band_regions(context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
+    """The border band of ``params.border_fraction``, at least one CAM cell wide."""
+    return border_regions(len(rows), context.dataset.image_size,
+                          context.params.border_fraction, resolution)
 
 
-class OutsideLungAttentionProbe(_AttentionProbe):
-    check_id = "attention.outside_lung"
-    title = "Attention outside the lungs"
-    metric_name = "outside-lung enrichment"
-    explanation = (
-        "COVID-19 signs are inside the lungs. Enrichment 1 means the area outside the lungs got "
-        "the share of Grad-CAM attention its size would get; well above 1 means the model looks "
-        "outside the lungs (markers, text, body outline, devices) for its decision. The pointing "
-        "game says how often the single hottest point lies inside the lungs."
-    )
+def border_zones(context: ProbeContext, rows: np.ndarray, cams: Explanations,
+                 measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
+    """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
+    width = max(1, round(context.params.border_fraction * cams.resolution))
+    zones = zone_enrichment(cams.cams["predicted"], width)
+    labels = context.dataset.labels[rows]
+    classes = [(index, name) for index, name in enumerate(context.dataset.classes)
+               if np.isfinite(zones[labels == index]).any()]
+    values = [np.nanmean(zones[labels == index], axis=0).tolist() for index, _ in classes]
+    table = [{"class": name, **dict(zip(ZONES, row, strict=True))}
+             for (_, name), row in zip(classes, values, strict=True)]
+    heatmap = {"kind": "heatmap", "title": f"Grad-CAM enrichment by zone ({width}-cell band)",
+               "row_labels": [name for _, name in classes], "col_labels": list(ZONES),
+               "values": values, "fmt": ".2f"}
+    return {"details": {"zone_band_cells": width}, "tables": {"zones_by_class": table},
+            "figures": {"zones_by_class": heatmap}}
 
-    def unavailable(self, context: ProbeContext) -> str | None:
-        reason = super().unavailable(context)
-        if reason is not None:
-            return reason
-        dataset = context.dataset
-        if dataset.masks is None or (dataset.has_mask is not None and not dataset.has_mask.any()):
-            return "no lung masks (segmentation produced none and the manifest has none)"
-        return None
 
-    def regions(self, context: ProbeContext, rows: np.ndarray, resolution: int) -> Regions:
-        return outside_lung_regions(context, rows)
-
-    def extras(self, context: ProbeContext, rows: np.ndarray, cams: Explanations,
-               measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
-        ok = regions.usable & np.isfinite(measurement.share)
-        hits, n = int((~measurement.peak_in_region[ok]).sum()), int(ok.sum())
-        pointing = {"hits": hits, "n": n, "hit_rate": hits / n if n else np.nan,
-                    "ci": wilson_ci(hits, n)}
-        return {"details": {"pointing_game": pointing}, "tables": {}, "figures": {}}
+def pointing_game(context: ProbeContext, rows: np.ndarray, cams: Explanations,
+                  measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
+    """How often the audited model's CAM peak lies inside the lungs (the pointing game)."""
+    ok = regions.usable & np.isfinite(measurement.share)
+    hits, n = int((~measurement.peak_in_region[ok]).sum()), int(ok.sum())
+    pointing = {"hits": hits, "n": n, "hit_rate": hits / n if n else np.nan,
+                "ci": wilson_ci(hits, n)}
+    return {"details": {"pointing_game": pointing}, "tables": {}, "figures": {}}

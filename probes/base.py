@@ -1,12 +1,15 @@
-"""The probe interface and its one result type.
+"""The check interface: a ``CheckSpec`` per check, the ``ProbeContext`` it reads, its result.
 
-A probe is a small object with a ``check_id`` and ``run(context) -> CheckResult``. It reads
-data and trained models from the ``ProbeContext``, asks the models layer (through the
-context's services, cached by the pipeline) for variants, features and Grad-CAMs, and
-returns plain data: numbers, tables, figure specs and the arrays a figure draws
-(``CheckResult.artifacts``). It never renders, never reads or writes files and never
-applies a threshold: the gate judges results against the policy, so a finished run can be
-re-judged without recomputing.
+A check is one module of ``probes.checks`` exporting ``SPEC`` (a ``CheckSpec``: what the
+check asks, what its metric means, its default gate and what it needs) and
+``run(context) -> CheckResult``. ``run`` reads data and trained models from the
+``ProbeContext``, asks the models layer (through the context's services, cached by the
+pipeline) for variants, features and Grad-CAMs, and returns plain data: numbers, tables,
+figure specs and the arrays a figure draws (``CheckResult.artifacts``). It never renders,
+never reads or writes files and never applies a threshold: the gate judges results against
+the policy, so a finished run can be re-judged without recomputing. The registry, the
+config's check ids, the default policy, ``cxr-audit checks``, the report's questions and
+JUnit's test names all come from the specs.
 
 Every headline metric is oriented the same way: **larger means more shortcut**. The gate's
 rule is therefore uniform: a check fires when ``metric > threshold`` and, where the check
@@ -29,9 +32,11 @@ the kinds it knows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from audit.core.result import CheckResult, Status
 
@@ -44,10 +49,95 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
     from models.train import VariantRequest
     from models.trained import TrainedModel
 
+TARGET_CLASS = "covid"
+"""The class whose detection the audit is about (the masking and ablation checks' focus)."""
+
+GateLevel = Literal["fail", "warn", "ignore"]
+Need = Literal["masks", "two_sources", "retraining", "lung_masked_model"]
+NEEDS = MappingProxyType({
+    "masks": "lung masks (from the manifest or the U-Net)",
+    "two_sources": "images from at least two sources",
+    "retraining": "retraining the classifier (not possible for an external model)",
+    "lung_masked_model": "a classifier of the same backbone trained on lung-masked images",
+})
+"""Each prerequisite a check may declare, with what it means for a reader."""
+CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A check's default rule in the policy: the gate applies it, the spec only states it.
+
+    Attributes:
+        level: What a firing check becomes: ``"fail"``, ``"warn"``, or ``"ignore"`` (never
+            gated).
+        threshold: The check fires when its metric is larger (and its p-value, if any, is
+            below the policy's alpha).
+        required: Whether the check not running fails the verdict.
+    """
+
+    level: GateLevel
+    threshold: float
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if self.level not in get_args(GateLevel):
+            raise ValueError(f"Gate level must be one of {', '.join(get_args(GateLevel))}; "
+                             f"got {self.level!r}")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """Everything about a check except how it computes: the one definition of the check.
+
+    Attributes:
+        id: ``"<family>.<name>"``, e.g. ``"site.image"``: the key in configs, policies,
+            reports and JUnit.
+        title: A short heading (the result's and the report section's title).
+        question: The reviewer's question the check answers, in plain words.
+        metric: What the headline metric measures; larger always means more shortcut.
+        default: The default policy's rule for this check.
+        order: Position in listings, reports and runs (ascending; ties by id): data checks
+            first, the checks that retrain last.
+        needs: Prerequisites from ``NEEDS``; without one the check reports ``not_run``.
+        explanation: What a finding means, for a reader who is not an expert (the
+            result's explanation, which a check may extend with what it measured).
+        next_steps: What to do when the check fires or cannot run.
+    """
+
+    id: str
+    title: str
+    question: str
+    metric: str
+    default: Gate
+    order: int
+    needs: tuple[Need, ...] = ()
+    explanation: str = ""
+    next_steps: str = ""
+
+    def __post_init__(self) -> None:
+        if not CHECK_ID.match(self.id):
+            raise ValueError(f"check id must look like 'family.name' (lower case, digits, "
+                             f"underscores); got {self.id!r}")
+        unknown = [need for need in self.needs if need not in NEEDS]
+        if unknown:
+            raise ValueError(f"{self.id}: unknown prerequisite(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(NEEDS)}")
+
+    def not_run(self, reason: str) -> CheckResult:
+        """This check's ``not_run`` result with ``reason``."""
+        return CheckResult.not_run(self.id, self.title, reason)
+
+    def result(self, **fields: Any) -> CheckResult:
+        """A measured result of this check: id, title and explanation from the spec unless
+        ``fields`` (the other ``CheckResult`` fields) give the explanation."""
+        return CheckResult(check_id=self.id, title=self.title,
+                           **{"explanation": self.explanation, **fields})
+
 
 @dataclass
 class ProbeContext:
-    """What a probe may use. Built by the pipeline; probes never construct models or read files."""
+    """What a check may use. Built by the pipeline; checks never construct models or read files."""
 
     dataset: Dataset
     splits: Splits
@@ -60,7 +150,7 @@ class ProbeContext:
     """``train_variants(requests)`` trains one classifier per ``models.train.VariantRequest``
     with the run's settings (cached; the run's runner may train them in parallel, so ask
     for all at once) and returns them in request order. ``None`` when auditing an
-    external model: probes that need retraining return ``not_run``."""
+    external model: checks that need retraining return ``not_run``."""
     image_features: Callable[[Any], Any] | None = None
     """``image_features(images_uint8_NxSxS) -> (N, D)`` float32 features of a frozen ImageNet
     backbone (cached by content)."""
@@ -71,11 +161,13 @@ class ProbeContext:
     seed: int = 0
 
 
-class Probe(Protocol):
-    check_id: str
-    title: str
+class Check(Protocol):
+    """The interface of a check module of ``probes.checks`` (a module satisfies it)."""
+
+    SPEC: CheckSpec
 
     def run(self, context: ProbeContext) -> CheckResult: ...
 
 
-__all__ = ["CheckResult", "Probe", "ProbeContext", "Status"]
+__all__ = ["NEEDS", "TARGET_CLASS", "Check", "CheckResult", "CheckSpec", "Gate", "ProbeContext",
+           "Status"]

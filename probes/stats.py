@@ -9,7 +9,7 @@ its intervals and p-values the same way. All randomness goes through an explicit
 - ``permute_within_groups``: a label shuffle that keeps each group's composition.
 - ``mcnemar_exact``: paired correctness of two models on the same rows.
 - ``two_proportion_test``: two independent accuracies (Fisher exact).
-- ``wilcoxon_signed_rank`` / ``mann_whitney``: paired / independent location tests.
+- ``wilcoxon_signed_rank``: a paired location test.
 - ``balanced_accuracy``: mean per-class recall, a fast equivalent of scikit-learn's for
   resampling loops.
 - ``chance_rescaled_skill``: balanced accuracy rescaled so 0 = chance and 1 = perfect.
@@ -162,11 +162,6 @@ def wilcoxon_signed_rank(x: np.ndarray, y: np.ndarray, alternative: str = "great
     if np.all(diff == 0):
         return 1.0
     return float(scipy_stats.wilcoxon(diff, alternative=alternative).pvalue)
-
-
-def mann_whitney(x: np.ndarray, y: np.ndarray, alternative: str = "greater") -> float:
-    """Mann-Whitney U p-value that ``x`` tends to exceed ``y`` (independent samples)."""
-    return float(scipy_stats.mannwhitneyu(x, y, alternative=alternative).pvalue)
 
 
 def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:

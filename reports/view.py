@@ -13,28 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from audit.core.result import AuditResult
-from audit.gate import CHECK_DESCRIPTIONS
-from probes.base import CheckResult, Status
+from probes.base import CheckResult, CheckSpec, Status
+from probes.registry import specs
 from reports.figures import RenderedFigure, render_figure
 from reports.formatting import NOT_AVAILABLE, format_ci, format_number
 from reports.models_view import ModelView, bars_spec, model_overview_figures, model_views
-
-# The question each known check answers, for a reader who never used the tool.
-CHECK_QUESTIONS = {
-    "data.confounding": "Could the label be guessed from which hospital or dataset an image "
-                        "came from, before any model is trained?",
-    "data.leakage": "Do images of the same patient (or duplicate images) appear in both the "
-                    "training and the test split?",
-    "site.image": "Can the image source be recognised from the pictures alone?",
-    "site.embedding": "Do the model's internal features encode the image source?",
-    "attention.border": "Does the model look at the image border (labels, markers, letterboxing) "
-                        "instead of the chest?",
-    "attention.outside_lung": "How much of the model's attention falls outside the lungs?",
-    "masking.raw_vs_lung": "Does accuracy collapse when everything but the lungs is removed?",
-    "ablation.class_size": "Does COVID-19 accuracy depend on how many non-COVID images were used?",
-    "generalization.leave_one_source_out": "Does the model still work on a source it never saw "
-                                           "in training?",
-}
 
 
 @dataclass(frozen=True)
@@ -44,8 +27,8 @@ class CheckView:
     check: CheckResult
     status: str
     anchor: str
-    question: str
-    metric_meaning: str
+    question: str  # the spec's reviewer question ("" for a check no longer registered)
+    metric_meaning: str  # the spec's metric meaning (likewise)
     metric: str
     figures: list[RenderedFigure] = field(default_factory=list)
     gallery: list[RenderedFigure] = field(default_factory=list)
@@ -76,7 +59,8 @@ def build_view(result: AuditResult, run_dir: Path) -> ReportView:
         result: The finished (ideally gate-judged) audit.
         run_dir: The run folder; figure specs' npz paths are relative to it.
     """
-    checks = [_check_view(check, run_dir) for check in result.checks]
+    known = {spec.id: spec for spec in specs()}
+    checks = [_check_view(check, known.get(check.check_id), run_dir) for check in result.checks]
     return ReportView(
         result=result,
         verdict=result.verdict,
@@ -97,19 +81,19 @@ def check_anchor(check_id: str) -> str:
     return "check-" + "".join(c if c.isalnum() else "-" for c in check_id)
 
 
-def _check_view(check: CheckResult, run_dir: Path) -> CheckView:
+def _check_view(check: CheckResult, spec: CheckSpec | None, run_dir: Path) -> CheckView:
     figures, gallery = [], []
-    for spec in check.figures.values():
-        drawn = render_figure(spec, run_dir)
-        (gallery if spec.get("kind") == "cam_gallery" else figures).append(drawn)
+    for figure in check.figures.values():
+        drawn = render_figure(figure, run_dir)
+        (gallery if figure.get("kind") == "cam_gallery" else figures).append(drawn)
     metric = format_number(check.metric) if check.metric is not None else NOT_AVAILABLE
     interval = format_ci(check.ci)
     return CheckView(
         check=check,
         status=str(check.status),
         anchor=check_anchor(check.check_id),
-        question=CHECK_QUESTIONS.get(check.check_id, ""),
-        metric_meaning=CHECK_DESCRIPTIONS.get(check.check_id, ""),
+        question=spec.question if spec else "",
+        metric_meaning=spec.metric if spec else "",
         metric=f"{metric} {interval}" if interval else metric,
         figures=figures,
         gallery=gallery,

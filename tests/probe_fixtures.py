@@ -9,6 +9,8 @@
   ``predict_proba``, ``embed``): a logistic regression on block-averaged pixels of the
   model's input mode, balanced class weights. Fast enough to retrain many variants in a test.
 - ``make_context``: a ``ProbeContext`` around all of the above.
+- ``judged_status`` / ``fires`` / ``default_threshold``: a check result judged by the real
+  gate with the shipped default policy, so probe tests never copy a threshold or the rule.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from audit.core.config import CLASSES, ProbesConfig, SiteTraits, SynthConfig
+from audit.core.result import AuditResult, CheckResult, Status
 from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import plant_marker, synthetic_dataset
+from audit.gate import judge, load_policy
 from models.inputs import apply_input_mode
 from models.train import VariantRequest
 from probes.base import ProbeContext
@@ -160,3 +164,19 @@ def train_pair(context: ProbeContext) -> ProbeContext:
                                          for mode in ("raw", "lung_masked")]):
         context.models[model.key] = model
     return context
+
+
+def judged_status(result: CheckResult) -> Status:
+    """The status the gate gives ``result`` under the shipped default policy (alone in a
+    run, so its raw p-value stands in for the Holm-adjusted one)."""
+    return judge(AuditResult(checks=(result,)), load_policy()).check(result.check_id).status
+
+
+def fires(result: CheckResult) -> bool:
+    """The default policy flags ``result`` (fail or warn, whichever its gate is)."""
+    return judged_status(result) in (Status.FAIL, Status.WARN)
+
+
+def default_threshold(check_id: str) -> float:
+    """The shipped default policy's threshold for ``check_id``."""
+    return load_policy().checks[check_id].threshold

@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 
 from audit.core.cache import StageCache
-from probes.attention import (
-    BorderAttentionProbe,
-    OutsideLungAttentionProbe,
-    border_regions,
-    cam_rows,
-    summarize,
-)
+from probes.attention import border_regions, cam_rows, summarize
 from probes.base import CheckResult, Status
+from probes.checks import attention_border, attention_outside_lung
 from probes.regions import Measurement, measure
 from tests.attention_fixtures import brightness_trained, lung_phantoms, synthetic_context
 
@@ -28,8 +23,8 @@ def _run_both(tmp_path, bright: str, with_twin: bool = True) -> dict[str, CheckR
     dataset = lung_phantoms(n=48, bright=bright)
     models = [brightness_trained("raw")] + ([brightness_trained("lung_masked")] if with_twin else [])
     context = synthetic_context(tmp_path, dataset, models, np.arange(48), n_bootstrap=200)
-    return {probe.check_id: probe.run(context)
-            for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe())}
+    return {check.SPEC.id: check.run(context)
+            for check in (attention_border, attention_outside_lung)}
 
 
 def test_planted_border_attention_is_measured_as_enriched(tmp_path):
@@ -85,14 +80,14 @@ def test_both_probes_share_one_cam_stage_per_model(tmp_path):
     cache = StageCache(tmp_path / "cache")
     context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
                                 cache=cache)
-    BorderAttentionProbe().run(context)
-    OutsideLungAttentionProbe().run(context)
+    attention_border.run(context)
+    attention_outside_lung.run(context)
     actions = [(event.stage, event.action) for event in cache.events]
     assert actions == [("gradcam", "computed"), ("gradcam", "reused")]
     rerun_cache = StageCache(tmp_path / "cache")
     rerun = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
                               cache=rerun_cache)
-    BorderAttentionProbe().run(rerun)
+    attention_border.run(rerun)
     assert [event.action for event in rerun_cache.events] == ["reused"]
 
 
@@ -103,7 +98,7 @@ def test_outside_lung_not_run_without_masks(tmp_path):
     cache = StageCache(tmp_path / "cache")
     context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8),
                                 cache=cache)
-    result = OutsideLungAttentionProbe().run(context)
+    result = attention_outside_lung.run(context)
     assert result.status == Status.NOT_RUN and "no lung masks" in result.reason
     assert cache.events == []  # nothing computed for a check that cannot run
 
@@ -116,7 +111,7 @@ def test_rows_without_mask_are_excluded_and_counted(tmp_path):
     has_mask[:4] = False  # one image of each class
     dataset = replace(dataset, has_mask=has_mask)
     context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(24))
-    result = OutsideLungAttentionProbe().run(context)
+    result = attention_outside_lung.run(context)
     assert result.details["excluded_rows"]["no lung mask"] == 4
     assert result.tables["by_model"][0]["n"] == 20
 
@@ -124,7 +119,7 @@ def test_rows_without_mask_are_excluded_and_counted(tmp_path):
 def test_not_run_when_no_class_has_enough_images(tmp_path):
     dataset = lung_phantoms(n=8, bright="border")  # two images per class
     context = synthetic_context(tmp_path, dataset, [brightness_trained("raw")], np.arange(8))
-    result = BorderAttentionProbe().run(context)
+    result = attention_border.run(context)
     assert result.status == Status.NOT_RUN
     assert result.reason.startswith("no class has 5 test images with a usable region")
 
@@ -170,7 +165,7 @@ def test_not_run_without_a_grad_cam_service(tmp_path):
 
     context = synthetic_context(tmp_path, lung_phantoms(n=8), [brightness_trained("raw")],
                                 np.arange(8))
-    for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe()):
-        result = probe.run(replace(context, explanations=None))
+    for check in (attention_border, attention_outside_lung):
+        result = check.run(replace(context, explanations=None))
         assert result.status == Status.NOT_RUN
         assert result.reason == "no Grad-CAM service in the probe context (ProbeContext.explanations)"

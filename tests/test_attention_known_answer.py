@@ -30,15 +30,15 @@ import pytest
 
 from audit.core.config import SiteTraits, SynthConfig
 from audit.data.phantoms import plant_marker, synthetic_dataset
-from audit.gate import load_policy
-from probes.attention import BorderAttentionProbe, OutsideLungAttentionProbe
 from probes.base import CheckResult
+from probes.checks import attention_border, attention_outside_lung
 from tests.attention_fixtures import (
     MOBILENET_V2_035,
     half_split,
     synthetic_context,
     train_flat_mobilenet_v2,
 )
+from tests.probe_fixtures import fires
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,15 +59,8 @@ def _run(tmp_path, dataset, seed: int = SEED) -> dict[str, CheckResult]:
     models = [train_flat_mobilenet_v2(dataset, train, mode, seed=seed)
               for mode in ("raw", "lung_masked")]
     context = synthetic_context(tmp_path, dataset, models, test, seed=seed, n_bootstrap=200)
-    return {probe.check_id: probe.run(context)
-            for probe in (BorderAttentionProbe(), OutsideLungAttentionProbe())}
-
-
-def _fires(result: CheckResult) -> bool:
-    """The gate's rule with the default policy (unadjusted p: Holm only makes p larger)."""
-    policy = load_policy()
-    threshold = policy.checks[result.check_id].threshold
-    return result.metric > threshold and result.p_value < policy.alpha
+    return {check.SPEC.id: check.run(context)
+            for check in (attention_border, attention_outside_lung)}
 
 
 def test_planted_marker_is_found_and_the_lung_masked_model_ignores_it(tmp_path):
@@ -89,7 +82,7 @@ def test_planted_marker_is_found_and_the_lung_masked_model_ignores_it(tmp_path):
 def test_clean_control_fires_neither_check(tmp_path):
     results = _run(tmp_path, _clean_set())
     assert all(result.ran for result in results.values())
-    assert not any(_fires(result) for result in results.values()), {
+    assert not any(fires(result) for result in results.values()), {
         check: (result.metric, result.p_value) for check, result in results.items()}
     assert np.isfinite([result.metric for result in results.values()]).all()
 
@@ -100,7 +93,7 @@ def test_shortcut_only_placed_traits_fire_both_checks(tmp_path):
                                                 intensity=False), seed=SEED))
     results = _run(tmp_path, dataset)
     border, outside = results["attention.border"], results["attention.outside_lung"]
-    assert _fires(border), (border.metric, border.p_value)
+    assert fires(border), (border.metric, border.p_value)
     assert border.ci[0] > 1.05  # measured 1.13
     # measured 1.12 (gate 1.1: fires, but by a margin too thin to assert on another machine)
     assert outside.ci[0] > 1.05 and outside.p_value < 0.05, (outside.metric, outside.ci)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -11,11 +13,13 @@ from audit import cli
 from audit.core import progress
 from audit.core.config import load_config
 from audit.core.result import AuditResult
+from audit.pipeline import enabled_checks
 from probes.base import CheckResult
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids, specs
 from tests.conftest import SHARED_DIR
 
-EXAMPLES = cli.Path(__file__).resolve().parents[1] / "examples"
+ROOT = cli.Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -27,10 +31,43 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return stop.value.code, captured.out, captured.err
 
 
-def test_checks_lists_every_check_id(monkeypatch, capsys):
+def test_checks_lists_every_check_from_its_spec(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "checks")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == list(CHECK_IDS)
+    blocks = out.strip().split("\n\n")[1:]  # after the one line on the metrics' direction
+    assert [block.split()[0] for block in blocks] == list(check_ids())
+    for spec, block in zip(specs(), blocks, strict=True):
+        lines = [line.strip() for line in block.splitlines()]
+        assert lines[0] == f"{spec.id}  {spec.title}"
+        assert f"question:   {spec.question}" in lines
+        assert f"metric:     {spec.metric}" in lines
+        required = "required" if spec.default.required else "optional"
+        assert f"default:    {spec.default.level} above {spec.default.threshold:g}, {required}" in lines
+        assert all(need in block for need in spec.needs)
+    masking = blocks[check_ids().index("masking.raw_vs_lung")]
+    assert "needs:      masks (lung masks" in masking and "lung_masked_model (" in masking
+
+
+def test_checks_json_is_the_specs(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "checks", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [entry["id"] for entry in listed] == list(check_ids())
+    assert listed[0]["default"].keys() == {"level", "threshold", "required"}
+    assert all(entry["question"] and entry["metric"] for entry in listed)
+
+
+def test_listing_checks_does_not_import_tensorflow():
+    """``cxr-audit checks`` stays fast: check modules import TensorFlow only in ``run``."""
+    code = ("import sys\n"
+            "from audit.cli import app\n"
+            "app(['checks'], standalone_mode=False)\n"
+            "from probes.registry import specs\n"
+            "assert len(specs()) > 1\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_help_documents_the_exit_codes(monkeypatch, capsys):
@@ -81,7 +118,7 @@ def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, 
                                                                     tmp_path):
     from audit.gate import judge, load_policy
 
-    quiet = {cid: CheckResult(check_id=cid, title=cid, metric=0.0) for cid in CHECK_IDS}
+    quiet = {cid: CheckResult(check_id=cid, title=cid, metric=0.0) for cid in check_ids()}
     quiet["site.image"] = CheckResult(check_id="site.image", title="t", metric=0.2)
     result = judge(AuditResult(checks=tuple(quiet.values())), load_policy())
     assert result.verdict == "pass"
@@ -108,7 +145,7 @@ def test_packaged_demo_config_is_the_examples_one():
 @pytest.mark.parametrize("name", ["demo.yaml", "clean-control.yaml", "cxr-real.yaml"])
 def test_example_configs_are_valid(name):
     config = load_config(EXAMPLES / name)
-    assert set(config.probes.checks) == set(CHECK_IDS)
+    assert enabled_checks(config) == check_ids()
 
 
 def test_real_example_points_at_the_shared_data():

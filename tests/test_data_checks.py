@@ -14,8 +14,8 @@ from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import synthetic_dataset
 from audit.data.splits import make_splits
 from probes.base import ProbeContext, Status
-from probes.data_checks import ConfoundingProbe, LeakageProbe
-from probes.registry import get_probe
+from probes.checks import data_confounding, data_leakage
+from probes.registry import get_check
 
 
 def context_for(dataset: Dataset, splits: Splits, tmp_path) -> ProbeContext:
@@ -42,12 +42,12 @@ def no_splits(n: int) -> Splits:
 
 
 def confounding(dataset: Dataset, tmp_path):
-    return ConfoundingProbe().run(context_for(dataset, no_splits(len(dataset)), tmp_path))
+    return data_confounding.run(context_for(dataset, no_splits(len(dataset)), tmp_path))
 
 
-def test_registry_finds_both_probes():
-    assert isinstance(get_probe("data.confounding"), ConfoundingProbe)
-    assert isinstance(get_probe("data.leakage"), LeakageProbe)
+def test_registry_finds_both_checks():
+    assert get_check("data.confounding") is data_confounding
+    assert get_check("data.leakage") is data_leakage
 
 
 def test_fully_confounded_phantoms_give_cramers_v_one(tmp_path):
@@ -111,7 +111,7 @@ def test_degenerate_tables_are_not_run_rather_than_crashing(tmp_path, labels, so
 
 
 def leakage(dataset: Dataset, splits: Splits, tmp_path):
-    return LeakageProbe().run(context_for(dataset, splits, tmp_path))
+    return data_leakage.run(context_for(dataset, splits, tmp_path))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.errors import InputError
 from audit.core.result import AuditResult
 from audit.gate import (
-    CHECK_DESCRIPTIONS,
     IGNORED_NOTE,
     exit_code,
     judge,
@@ -19,7 +18,7 @@ from audit.gate import (
     read_policy,
 )
 from probes.base import CheckResult, Status
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids, specs
 
 
 def measured(check_id: str, metric: float | None, p_value: float | None = None,
@@ -35,11 +34,14 @@ def only(*rules: tuple[str, CheckPolicy], alpha: float = 0.05) -> PolicyConfig:
 FAIL_AT_HALF = CheckPolicy(gate="fail", threshold=0.5)
 
 
-def test_default_policy_covers_every_check_with_a_threshold():
+def test_default_policy_is_each_specs_default_rule():
     policy = load_policy()
-    assert set(policy.checks) == set(CHECK_IDS) == set(CHECK_DESCRIPTIONS)
-    assert all(rule.threshold is not None for rule in policy.checks.values())
-    assert policy.alpha == 0.05
+    assert list(policy.checks) == list(check_ids())
+    for spec in specs():
+        rule = policy.checks[spec.id]
+        assert (rule.gate, rule.threshold, rule.required) == (
+            spec.default.level, spec.default.threshold, spec.default.required)
+    assert policy.alpha == PolicyConfig().alpha
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,16 @@ import pytest
 
 from models.train import VariantRequest
 from probes.base import Status
-from probes.masking import RawVsLungProbe
-from tests.probe_fixtures import make_context, synth_data, train_pair, with_marker
-
-THRESHOLD = 0.10  # proposed default: a 10-point COVID recall drop
-ALPHA = 0.05
+from probes.checks import masking_raw_vs_lung
+from tests.probe_fixtures import (
+    default_threshold,
+    fires,
+    judged_status,
+    make_context,
+    synth_data,
+    train_pair,
+    with_marker,
+)
 
 
 def _covid_marked(seed: int):
@@ -20,10 +25,11 @@ def _covid_marked(seed: int):
 
 def test_fires_when_raw_model_reads_a_marker_outside_the_lungs(tmp_path):
     context = train_pair(make_context(*_covid_marked(seed=0), tmp_path))
-    result = RawVsLungProbe().run(context)
+    result = masking_raw_vs_lung.run(context)
     assert result.status == Status.MEASURED
     assert result.details["covid_recall_raw"] == 1.0
-    assert result.metric > 0.3 and result.p_value < ALPHA and result.ci[0] > THRESHOLD
+    assert fires(result)
+    assert result.metric > 0.3 and result.ci[0] > default_threshold("masking.raw_vs_lung")
 
 
 def test_lung_masked_model_ignores_the_marker(tmp_path):
@@ -46,15 +52,15 @@ def test_lung_masked_model_ignores_the_marker(tmp_path):
 def test_quiet_on_clean_data(tmp_path, seed):
     context = train_pair(make_context(*synth_data(0.0, False, seed=seed, n_per_class=15),
                                       tmp_path))
-    result = RawVsLungProbe().run(context)
-    assert not (result.metric > THRESHOLD and result.p_value < ALPHA)
+    result = masking_raw_vs_lung.run(context)
+    assert judged_status(result) == Status.PASS
 
 
 def test_not_run_without_the_lung_masked_model(tmp_path):
     context = make_context(*synth_data(0.0, False, seed=0, n_per_class=3), tmp_path)
     (context.models["pixels/raw"],) = context.train_variants(
         [VariantRequest(context.splits.train, context.splits.val)])
-    result = RawVsLungProbe().run(context)
+    result = masking_raw_vs_lung.run(context)
     assert result.status == Status.NOT_RUN
     assert "missing pixels/lung_masked (loaded: pixels/raw)" in result.reason
 
@@ -64,6 +70,6 @@ def test_leaves_out_test_rows_without_masks(tmp_path):
     has_mask = np.ones(len(dataset), dtype=bool)
     has_mask[splits.test[:3]] = False
     dataset = dataset.with_masks(dataset.masks * has_mask[:, None, None], has_mask, "manifest")
-    result = RawVsLungProbe().run(train_pair(make_context(dataset, splits, tmp_path)))
+    result = masking_raw_vs_lung.run(train_pair(make_context(dataset, splits, tmp_path)))
     assert result.details["n_test_rows"] == len(splits.test) - 3
     assert f"3 of {len(splits.test)} test rows have no lung mask" in result.notes[0]

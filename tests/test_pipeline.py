@@ -15,7 +15,7 @@ from audit.core.cache import StageCache
 from audit.core.config import ProbesConfig
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids
 from reports.figures import render_figure
 
 
@@ -70,7 +70,7 @@ class CountingProbe:
 @pytest.fixture
 def counting_probes(monkeypatch):
     CountingProbe.calls = []
-    monkeypatch.setattr(pipeline, "get_probe", CountingProbe)
+    monkeypatch.setattr(pipeline, "get_check", CountingProbe)
     return CountingProbe
 
 
@@ -78,7 +78,7 @@ def test_checks_run_once_then_come_from_the_cache(tmp_path, counting_probes):
     context = tiny_context(tmp_path)
     enabled = ["data.confounding", "attention.border", "site.image"]
     first = pipeline.run_checks(context, enabled, tiny_cache(tmp_path), tmp_path / "run")
-    assert [r.check_id for r in first] == list(CHECK_IDS)
+    assert [r.check_id for r in first] == list(check_ids())
     assert counting_probes.calls == ["data.confounding", "site.image", "attention.border"]
 
     second = pipeline.run_checks(context, enabled, tiny_cache(tmp_path), tmp_path / "run")
@@ -152,7 +152,7 @@ def test_a_figure_without_its_artifact_or_a_bad_name_is_an_error(tmp_path, monke
         return type("Broken", (), {"run": lambda self, context: CheckResult(
             check_id=check_id, title=check_id, figures=figures, artifacts=artifacts)})()
 
-    monkeypatch.setattr(pipeline, "get_probe", broken_probe)
+    monkeypatch.setattr(pipeline, "get_check", broken_probe)
     results = pipeline.run_checks(tiny_context(tmp_path), ["attention.border"],
                                   tiny_cache(tmp_path), tmp_path / "run")
     crashed = next(r for r in results if r.check_id == "attention.border")

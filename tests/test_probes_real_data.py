@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audit.data.images import load_dataset
-from probes.site import SiteImageProbe
+from probes.checks import site_image
 from tests.conftest import MOBILENET_V2_035, REAL_DATA
 from tests.probe_fixtures import make_context, stratified_splits
 
@@ -39,7 +39,7 @@ def test_site_image_finds_the_sources_of_real_radiographs(tmp_path):
         return frozen_features(np.ascontiguousarray(images), spec)
 
     context = make_context(dataset, stratified_splits(dataset, 0), tmp_path, features=features)
-    result = SiteImageProbe().run(context)
+    result = site_image.run(context)
     # hannover has no masks: the headline compares the three sources that do
     assert result.details["headline_input"] == "lungs_removed"
     assert result.metric > 0.5 and result.p_value < 0.05

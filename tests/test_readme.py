@@ -1,5 +1,5 @@
-"""The README stays accurate: every config key with its real default, every check id with
-its default policy, the exit codes the CLI documents."""
+"""The README stays accurate: every config key with its real default, every check with its
+spec's metric and default policy, the exit codes the CLI documents."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from audit.core.config import AuditConfig, SiteTraits
 from audit.gate import load_policy
-from probes.registry import CHECK_IDS
+from probes.registry import check_ids, specs
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 ROW = re.compile(r"^\| `([a-z_]+(?:\.[a-z_]+)+)` \| (.*?) \|", re.MULTILINE)
@@ -45,21 +45,24 @@ def test_readme_defaults_are_the_real_defaults():
     documented = documented_defaults()
     wrong = {}
     for key, default in config_defaults(AuditConfig()).items():
-        if key == "probes.checks":  # documented in words: "all nine check ids"
-            continue
         if json.loads(documented[key].strip("`")) != default:
             wrong[key] = (documented[key], default)
     assert wrong == {}
 
 
-def test_readme_lists_every_check_with_its_default_policy():
+def test_readme_check_table_is_the_specs():
+    """The "Checks" table: one row per registered check, in order, with its spec's metric
+    meaning and default gate (the policy the gate really loads)."""
+    table = README.split("## Checks", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (.*) \| (\w+) above ([\d.]+)(, optional)? \|$",
+                      table, re.MULTILINE)
+    assert [row[0] for row in rows] == list(check_ids())
     policy = load_policy()
-    for check_id in CHECK_IDS:
+    for (check_id, metric, gate, threshold, optional), spec in zip(rows, specs(), strict=True):
         rule = policy.checks[check_id]
-        row = re.search(rf"^\| `{re.escape(check_id)}` \|.*\| (\w+) above ([\d.]+) \|$", README,
-                        re.MULTILINE)
-        assert row, check_id
-        assert (row.group(1), float(row.group(2))) == (rule.gate, rule.threshold)
+        assert metric == spec.metric, check_id
+        assert (gate, float(threshold), not optional) == (rule.gate, rule.threshold,
+                                                          rule.required), check_id
 
 
 def test_readme_exit_codes_match_the_cli_help():

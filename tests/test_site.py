@@ -4,24 +4,28 @@ import numpy as np
 import pytest
 
 from audit.data.phantoms import plant_marker
+from audit.gate import load_policy
 from probes.base import Status
-from probes.site import SiteEmbeddingProbe, SiteImageProbe, linear_probe_skill, within_label_skill
-from tests.probe_fixtures import make_context, mobilenet_features, synth_data, train_pair
-
-THRESHOLD = 0.20  # proposed default for site.image and site.embedding
-ALPHA = 0.05
-
-
-def fires(result) -> bool:
-    return result.metric > THRESHOLD and result.p_value < ALPHA
+from probes.checks import site_embedding, site_image
+from probes.linear_probe import linear_probe_skill, within_label_skill
+from tests.probe_fixtures import (
+    default_threshold,
+    fires,
+    judged_status,
+    make_context,
+    mobilenet_features,
+    synth_data,
+    train_pair,
+)
 
 
 def test_site_image_fires_on_confounded_sources_with_lungs_removed(tmp_path):
     dataset, splits = synth_data(confounding=1.0, traits=True, seed=0)
-    result = SiteImageProbe().run(make_context(dataset, splits, tmp_path))
+    result = site_image.run(make_context(dataset, splits, tmp_path))
     assert result.status == Status.MEASURED
     assert result.details["headline_input"] == "lungs_removed"
-    assert result.metric > 0.8 and result.p_value < ALPHA and result.ci[0] > 0.5
+    assert fires(result)
+    assert result.metric > 0.8 and result.ci[0] > 0.5
     assert result.figures["source_skill_by_input"]["labels"] == [
         "lungs_removed", "border_only", "raw", "lung_masked"]
     within = [row for row in result.tables["source_within_label"] if row["input"] == "raw"]
@@ -32,9 +36,9 @@ def test_site_image_fires_on_confounded_sources_with_lungs_removed(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_site_image_quiet_on_clean_control(tmp_path, seed):
     dataset, splits = synth_data(confounding=0.0, traits=False, seed=seed)
-    result = SiteImageProbe().run(make_context(dataset, splits, tmp_path, n_permutations=39))
-    assert not fires(result)
-    assert result.metric < THRESHOLD
+    result = site_image.run(make_context(dataset, splits, tmp_path, n_permutations=39))
+    assert judged_status(result) == Status.PASS
+    assert result.metric < default_threshold("site.image")
 
 
 @pytest.mark.slow
@@ -43,13 +47,13 @@ def test_site_image_on_real_mobilenet_features(tmp_path):
     if features is None:
         pytest.skip("ImageNet MobileNetV2 weights not found under ../shared/weights")
     dataset, splits = synth_data(confounding=1.0, traits=True, seed=0, n_per_class=6)
-    result = SiteImageProbe().run(make_context(dataset, splits, tmp_path, features=features))
+    result = site_image.run(make_context(dataset, splits, tmp_path, features=features))
     assert fires(result)
 
 
 def test_site_image_not_run_without_features(tmp_path):
     dataset, splits = synth_data(confounding=1.0, traits=True, seed=0, n_per_class=3)
-    result = SiteImageProbe().run(make_context(dataset, splits, tmp_path, features=None))
+    result = site_image.run(make_context(dataset, splits, tmp_path, features=None))
     assert result.status == Status.NOT_RUN
     assert "no frozen ImageNet feature extractor" in result.reason
 
@@ -58,7 +62,7 @@ def test_site_image_leaves_out_rows_without_masks(tmp_path):
     dataset, splits = synth_data(confounding=0.0, traits=False, seed=0, n_per_class=4)
     has_mask = np.arange(len(dataset)) % 2 == 0
     dataset = dataset.with_masks(dataset.masks * has_mask[:, None, None], has_mask, "manifest")
-    result = SiteImageProbe().run(make_context(dataset, splits, tmp_path, n_permutations=9))
+    result = site_image.run(make_context(dataset, splits, tmp_path, n_permutations=9))
     assert any(f"{len(dataset) // 2} rows without a lung mask" in note for note in result.notes)
     counts = {r["input"]: r["n"] for r in result.tables["skill_by_input"] if r["target"] == "source"}
     assert counts == {"lungs_removed": 32, "border_only": 64, "raw": 64, "lung_masked": 32}
@@ -81,27 +85,27 @@ def _marker_as_source(seed: int):
 def test_site_checks_find_a_planted_marker(tmp_path):
     dataset, splits = _marker_as_source(seed=0)
     context = train_pair(make_context(dataset, splits, tmp_path))
-    image = SiteImageProbe().run(context)
+    image = site_image.run(context)
     assert fires(image)
     lungs_only = next(row for row in image.tables["skill_by_input"]
                       if row["input"] == "lung_masked" and row["target"] == "source")
-    assert lungs_only["skill"] < THRESHOLD  # the marker is outside the lungs
-    embedding = SiteEmbeddingProbe().run(context)
+    assert lungs_only["skill"] < default_threshold("site.image")  # the marker is off the lungs
+    embedding = site_embedding.run(context)
     assert fires(embedding)
 
 
 def test_site_embedding_fires_within_class_and_stays_quiet_on_clean(tmp_path):
     planted = train_pair(make_context(*synth_data(0.5, True, seed=0), tmp_path,
                                       n_permutations=39))
-    assert fires(SiteEmbeddingProbe().run(planted))
+    assert fires(site_embedding.run(planted))
     clean = train_pair(make_context(*synth_data(0.0, False, seed=0), tmp_path,
                                     n_permutations=39))
-    assert not fires(SiteEmbeddingProbe().run(clean))
+    assert judged_status(site_embedding.run(clean)) == Status.PASS
 
 
 def test_site_embedding_not_run_when_each_label_has_one_source(tmp_path):
     context = train_pair(make_context(*synth_data(1.0, True, seed=0, n_per_class=3), tmp_path))
-    result = SiteEmbeddingProbe().run(context)
+    result = site_embedding.run(context)
     assert result.status == Status.NOT_RUN
     assert "label 'covid' has a single usable source (site_a)" in result.reason
 
@@ -117,7 +121,8 @@ def test_within_label_permutation_ignores_label_source_confounding():
     within, _ = within_label_skill(x, source, label, patients, n_permutations=39,
                                    n_bootstrap=50, seed=0)
     assert whole.skill > 0.4  # source looks predictable overall, through the label
-    assert within.skill < 0.2 and within.p_value > ALPHA
+    assert within.skill < default_threshold("site.embedding")
+    assert within.p_value > load_policy().alpha
 
 
 def test_linear_probe_reports_why_not_estimable():
@@ -135,7 +140,7 @@ def test_site_image_can_use_the_audited_models_embedding(tmp_path):
     dataset, splits = synth_data(confounding=1.0, traits=True, seed=0, n_per_class=6)
     context = make_context(dataset, splits, tmp_path, features=None,
                            site_features_backbone="audited")
-    missing = SiteImageProbe().run(context)
+    missing = site_image.run(context)
     assert missing.status == Status.NOT_RUN and "no model 'pixels/raw'" in missing.reason
-    result = SiteImageProbe().run(train_pair(context))
+    result = site_image.run(train_pair(context))
     assert fires(result)

@@ -137,17 +137,9 @@ class ModelsConfig(_Section):
 class ProbesConfig(_Section):
     """Which checks run and their (non-threshold) parameters. Thresholds live in the policy."""
 
-    checks: list[str] = [
-        "data.confounding",
-        "data.leakage",
-        "site.image",
-        "site.embedding",
-        "attention.border",
-        "attention.outside_lung",
-        "masking.raw_vs_lung",
-        "ablation.class_size",
-        "generalization.leave_one_source_out",
-    ]
+    # None runs every registered check (``cxr-audit checks`` lists them); the ids are
+    # validated by the application, which knows the registry (this layer does not).
+    checks: list[str] | None = None
     border_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.10
     cam_max_images: PositiveInt = 200
     n_permutations: PositiveInt = 200

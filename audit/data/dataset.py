@@ -71,6 +71,11 @@ class Dataset:
         return self.manifest["label"].map(lookup).to_numpy(dtype=np.int64)
 
     @property
+    def label_names(self) -> np.ndarray:
+        """Class name per row (strings, as in ``classes``)."""
+        return self.manifest["label"].astype(str).to_numpy()
+
+    @property
     def sources(self) -> np.ndarray:
         return self.manifest["source"].astype(str).to_numpy()
 
