@@ -20,6 +20,7 @@ from audit.pipeline import explanation_service
 from models.trained import TrainedModel
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
+from tests.probe_fixtures import probe_context
 
 
 def tiny_cnn(size: int = 32, n_classes: int = 4, seed: int = 0) -> keras.Model:
@@ -98,10 +99,8 @@ def synthetic_context(
                     seed=seed)
     by_key = {m.key: m for m in models}
     explanations = explanation_service(dataset, by_key, cache or StageCache(tmp_path / "cache"))
-    return ProbeContext(
-        dataset=dataset, splits=splits, models=by_key, audited=models[0].key,
-        params=ProbesConfig(**params), explanations=explanations, seed=seed,
-    )
+    return probe_context(dataset, splits, models=by_key, audited=models[0].key,
+                         params=ProbesConfig(**params), explanations=explanations, seed=seed)
 
 
 def half_split(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@
   ``TrainedModel`` surface probes use (``key``, ``input_mode``, ``classes``,
   ``predict_proba``, ``embed``): a logistic regression on block-averaged pixels of the
   model's input mode, balanced class weights. Fast enough to retrain many variants in a test.
-- ``make_context``: a ``ProbeContext`` around all of the above.
+- ``probe_context``: the one ``ProbeContext`` builder of the tests (every test module
+  builds its contexts with it); ``make_context``: one around all of the above.
 - ``judged_status`` / ``fires`` / ``default_threshold``: a check result judged by the real
   gate with the shipped default policy, so probe tests never copy a threshold or the rule.
 """
@@ -129,6 +130,17 @@ def pixel_train_variants(dataset: Dataset, backbone: str = "pixels"):
     return lambda requests: [train(request) for request in requests]
 
 
+def probe_context(dataset: Dataset, splits: Splits, *, models: dict | None = None,
+                  audited: str = "", params: ProbesConfig | None = None,
+                  **services) -> ProbeContext:
+    """A ``ProbeContext`` over ``dataset`` and ``splits``; ``services`` are the context's
+    optional fields (``train_variants``, ``image_features``, ``explanations``, ``seed``),
+    absent ones None as for an audit that lacks them."""
+    params = params or ProbesConfig()
+    return ProbeContext(dataset=dataset, splits=splits, models=dict(models or {}),
+                        audited=audited, params=params, **{"seed": params.seed, **services})
+
+
 def make_context(
     dataset: Dataset,
     splits: Splits,
@@ -143,12 +155,9 @@ def make_context(
     39 permutations by default: the fewest for which p < 0.05 is possible (1/40).
     """
     probe_params = ProbesConfig(**{"n_permutations": 39, "n_bootstrap": 200, **params})
-    return ProbeContext(
-        dataset=dataset, splits=splits, models=dict(models or {}), audited="pixels/raw",
-        params=probe_params, train_variants=pixel_train_variants(dataset),
-        image_features=features,
-        seed=probe_params.seed,
-    )
+    return probe_context(dataset, splits, models=models, audited="pixels/raw",
+                         params=probe_params, train_variants=pixel_train_variants(dataset),
+                         image_features=features)
 
 
 def with_marker(dataset: Dataset, rows: np.ndarray) -> Dataset:

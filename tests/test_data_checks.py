@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.core.config import CLASSES, ProbesConfig, SynthConfig
+from audit.core.config import CLASSES, SynthConfig
 from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import synthetic_dataset
 from audit.data.splits import make_splits
 from probes.base import ProbeContext, Status
 from probes.checks import data_confounding, data_leakage
 from probes.registry import get_check
+from tests.probe_fixtures import probe_context
 
 
 def context_for(dataset: Dataset, splits: Splits, tmp_path) -> ProbeContext:
-    return ProbeContext(dataset=dataset, splits=splits, models={}, audited="",
-                        params=ProbesConfig())
+    return probe_context(dataset, splits)
 
 
 def phantoms(confounding: float, seed: int = 0, n_per_class: int = 4) -> Dataset:

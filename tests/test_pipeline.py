@@ -17,6 +17,7 @@ from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids
 from reports.figures import render_figure
+from tests.probe_fixtures import probe_context
 
 
 def tiny_dataset() -> Dataset:
@@ -36,8 +37,7 @@ def tiny_dataset() -> Dataset:
 def tiny_context(tmp_path) -> ProbeContext:
     rows = np.arange(6)
     splits = Splits(train=rows[:4], test=rows[4:], folds=((rows[:2], rows[2:4]),), seed=0)
-    return ProbeContext(dataset=tiny_dataset(), splits=splits, models={}, audited="m/raw",
-                        params=ProbesConfig())
+    return probe_context(tiny_dataset(), splits, audited="m/raw")
 
 
 def tiny_cache(tmp_path) -> StageCache:

@@ -14,7 +14,7 @@ import pytest
 
 from audit import pipeline
 from audit.core.cache import StageCache
-from audit.core.config import CheckPolicy, ProbesConfig, parse_config
+from audit.core.config import CheckPolicy, parse_config
 from audit.core.errors import InputError
 from audit.core.result import Status
 from audit.data.dataset import Dataset, Splits
@@ -23,6 +23,7 @@ from probes import checks
 from probes.base import CheckSpec, Gate, ProbeContext
 from probes.registry import check_ids, get_check, specs
 from reports import write_reports
+from tests.probe_fixtures import probe_context
 from tests.report_fixtures import build_audit_result
 
 TOY_ID = "toy.corner_pixel"
@@ -80,8 +81,8 @@ def bright_corner_context(tmp_path) -> ProbeContext:
                              "patient_id": [f"p{i}" for i in range(6)]})
     rows = np.arange(6)
     splits = Splits(train=rows[:4], test=rows[4:], folds=((rows[:2], rows[2:4]),), seed=0)
-    return ProbeContext(dataset=Dataset(manifest=manifest, images=images, manifest_hash="toy"),
-                        splits=splits, models={}, audited="m/raw", params=ProbesConfig())
+    return probe_context(Dataset(manifest=manifest, images=images, manifest_hash="toy"), splits,
+                         audited="m/raw")
 
 
 def test_specs_are_in_their_declared_order_data_checks_first():
