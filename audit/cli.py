@@ -14,7 +14,7 @@ import tempfile
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from audit.core.config import AuditConfig, PolicyConfig, load_config
 from audit.core.errors import AuditError, InputError
 from audit.core.progress import configure
 from audit.data.cli import app as data_app
+
+if TYPE_CHECKING:
+    from audit.core.result import AuditResult
 
 EXIT_CODES = (
     "Exit codes: 0 all gating checks pass; 1 a gating check failed or a required check "
@@ -166,7 +169,7 @@ def gate(
     _report_and_exit(judged, run_dir)
 
 
-def _gate_policy(policy_file: Path | None, from_run: bool, result,
+def _gate_policy(policy_file: Path | None, from_run: bool, result: AuditResult,
                  summary: Path) -> tuple[PolicyConfig, str]:
     """The policy ``gate`` judges by, and a line saying which it is.
 
