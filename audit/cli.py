@@ -14,14 +14,17 @@ import tempfile
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.core.config import AuditConfig, load_config
+from audit.core.config import AuditConfig, PolicyConfig, load_config
 from audit.core.errors import AuditError, InputError
 from audit.core.progress import configure
 from audit.data.cli import app as data_app
+
+if TYPE_CHECKING:
+    from audit.core.result import AuditResult
 
 EXIT_CODES = (
     "Exit codes: 0 all gating checks pass; 1 a gating check failed or a required check "
@@ -137,26 +140,54 @@ def audit_model(
 
 @app.command()
 def gate(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (with summary.json).")],
     policy: Annotated[Path | None, typer.Option(
         "--policy", help="Policy YAML layered on the default policy.")] = None,
+    policy_from_run: Annotated[bool, typer.Option(
+        "--policy-from-run", help="Judge by the policy stored in the run's summary.json.")] = False,
 ) -> None:
-    """Re-judge a finished run against a policy without recomputing.
+    """Re-judge a finished run against a policy without recomputing; rewrite its reports.
 
-    Without --policy, the policy the run was judged by is used again.
+    Judged by the default policy (the checks' defaults, see `cxr-audit checks`), with
+    --policy FILE laid on top; the policy stored in summary.json only with
+    --policy-from-run. 0 pass; 1 a gating check failed; 2 a bad run folder or policy.
     """
-    from audit.core.result import AuditResult
-    from audit.gate import judge, load_policy, policy_from_dict
-    from reports import write_reports
+    from audit.gate import judge
+    from reports import read_summary, write_reports
 
     summary = run_dir / "summary.json"
     if not summary.is_file():
         raise InputError(f"{run_dir}: not a finished run folder (expected {summary.name})")
-    result = AuditResult.load_json(summary)
-    chosen = load_policy(policy) if policy else policy_from_dict(result.policy, f"{summary} policy")
+    result = read_summary(summary)
+    check_writable_folder(run_dir, "RUN_DIR")  # its reports are rewritten
+    ctx.find_root().obj["run_dir"] = run_dir
+    chosen, described = _gate_policy(policy, policy_from_run, result, summary)
+    typer.echo(f"policy: {described}")
     judged = judge(result, chosen)
     write_reports(judged, run_dir)
     _report_and_exit(judged, run_dir)
+
+
+def _gate_policy(policy_file: Path | None, from_run: bool, result: AuditResult,
+                 summary: Path) -> tuple[PolicyConfig, str]:
+    """The policy ``gate`` judges by, and a line saying which it is.
+
+    A summary.json can be edited by anyone who can write the run folder, so its embedded
+    policy is used only when asked for.
+    """
+    from audit.core.cache import hash_file
+    from audit.gate import load_policy, policy_of_run
+
+    if from_run and policy_file is not None:
+        raise InputError(f"--policy {policy_file} and --policy-from-run: give one of them "
+                         "(a file on the default policy, or the run's own)")
+    if from_run:
+        return policy_of_run(result, f"{summary} policy"), f"embedded in {summary}"
+    if policy_file is not None:
+        chosen = load_policy(policy_file)
+        return chosen, f"{policy_file} (sha256 {hash_file(policy_file)}) on the default"
+    return load_policy(), "default (each check's default rule, see `cxr-audit checks`)"
 
 
 @app.command()

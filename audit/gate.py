@@ -25,6 +25,7 @@ from statsmodels.stats.multitest import multipletests
 
 from audit.core.config import CheckPolicy, PolicyConfig, format_validation_error
 from audit.core.errors import InputError
+from audit.core.io import read_text
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from probes.registry import check_ids, specs
@@ -47,12 +48,15 @@ def default_policy() -> PolicyConfig:
 
 
 def read_policy(path: str | Path) -> PolicyConfig:
-    """Read one policy file as is (no layering). Raises ``InputError`` naming bad keys."""
+    """Read one policy file as is (no layering).
+
+    Raises:
+        InputError: naming the file and an unreadable or non-UTF-8 file, bad YAML, a bad
+            key or an unknown check id.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise InputError(f"{path}: cannot read policy file ({error.strerror})") from None
+        raw = yaml.safe_load(read_text(path, "policy file"))
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({error})") from None
     return policy_from_dict(raw, str(path))
@@ -107,6 +111,22 @@ def load_policy(path: str | Path | None = None,
     if path is not None:
         policy = merge_policies(policy, read_policy(path))
     _check_thresholds_set(policy, str(path or "the policy"))
+    return policy
+
+
+def policy_of_run(result: AuditResult, source: str) -> PolicyConfig:
+    """The policy a finished run was judged by (``summary.json``'s ``policy``), validated
+    as a policy file is.
+
+    Raises:
+        InputError: naming ``source`` when the run holds no policy (it was never judged),
+            or a bad key, unknown check id or gating check without a threshold.
+    """
+    if not result.policy:
+        raise InputError(f"{source}: holds no policy (the run was never judged); "
+                         "judge it by the default policy or give --policy FILE")
+    policy = policy_from_dict(result.policy, source)
+    _check_thresholds_set(policy, source)
     return policy
 
 

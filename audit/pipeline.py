@@ -18,6 +18,7 @@ with its probe stage and copied into the run folder's ``artifacts/``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import re
@@ -78,6 +79,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         The judged result (also written as ``summary.json`` and the reports).
     """
     started = time.perf_counter()
+    check_cam_grid(config)
     out_dir, cache, policy = _start_run(config, out_dir)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
@@ -142,6 +144,35 @@ def _start_run(config: AuditConfig, out_dir: str | Path) -> tuple[Path, StageCac
         handle.write(dump_config(config))
     cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
     return out_dir, cache, policy
+
+
+def check_cam_grid(config: AuditConfig) -> None:
+    """Refuse a ``data.image_size`` at which a backbone's Grad-CAM is too coarse for the
+    enabled attention checks (a border band of at least one cell and an interior).
+
+    Only for the config's own backbones: an external model's grid is its own.
+
+    Raises:
+        InputError: naming ``data.image_size``, the backbone, its grid at that size and
+            the smallest size that works.
+    """
+    from models.backbones import cam_grid
+    from probes.regions import cam_grid_fits
+
+    if not any(check_id.startswith("attention.") for check_id in enabled_checks(config)):
+        return
+    size, fraction = config.data.image_size, config.probes.border_fraction
+    for backbone in config.models.backbones:
+        if cam_grid_fits(cam_grid(backbone, size), fraction):
+            continue
+        works = next(side for side in itertools.count(size)  # the grid grows with the size
+                     if cam_grid_fits(cam_grid(backbone, side), fraction))
+        grid = cam_grid(backbone, size)
+        raise InputError(
+            f"data.image_size: {size} gives {backbone} a {grid}x{grid}-cell Grad-CAM, too "
+            f"coarse for the attention checks (a border band of at least one cell, "
+            f"probes.border_fraction {fraction:g}, and an interior); use data.image_size "
+            f"{works} or larger, or leave the attention checks out of probes.checks")
 
 
 def enabled_checks(config: AuditConfig) -> tuple[str, ...]:

@@ -148,7 +148,11 @@ class RayRunner:
             try:
                 outcomes.append((True, ray.get(ref)))
             except ray.exceptions.RayTaskError as error:  # the job raised
-                outcomes.append((False, error.as_instanceof_cause()))
+                # Bad input is passed on as the job raised it: Ray's wrapper would put the
+                # worker's traceback into the message the user reads.
+                cause = error.cause
+                outcomes.append((False, cause if isinstance(cause, AuditError)
+                                 else error.as_instanceof_cause()))
             except ray.exceptions.RayError as error:  # its worker died, even after retries
                 outcomes.append((False, error))
         return _collect(payloads, outcomes)

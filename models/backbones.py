@@ -48,27 +48,36 @@ class BackboneInfo:
     block_end: str  # regex of layer names that end a block (unfreezing counts blocks)
     weights_file: str  # Keras' cache file name of the no-top ImageNet weights
     url_folder: str  # folder of that file under ``_WEIGHTS_URL``
+    # (kernel, stride, total padding) of each layer up to the last convolution that changes
+    # the side: side -> (side + padding - kernel) // stride + 1 (a stride-2 "same" layer
+    # is (1, 2, 0), i.e. ceil(side / 2)). Read off keras.applications' sources.
+    downsampling: tuple[tuple[int, int, int], ...] = ()
     has_alpha: bool = False  # width multiplier applies (MobileNet family)
 
 
 BACKBONES: dict[str, BackboneInfo] = {
     "mobilenet": BackboneInfo(
         "MobileNet", TF_MODE, "conv_pw_13_relu", 32, r"^conv_pw_\d+_relu$",
-        "mobilenet_{alpha}_{rows}_tf_no_top.h5", "mobilenet", has_alpha=True),
+        "mobilenet_{alpha}_{rows}_tf_no_top.h5", "mobilenet",
+        downsampling=((1, 2, 0), *[(3, 2, 1)] * 4), has_alpha=True),
     "mobilenetv2": BackboneInfo(
         "MobileNetV2", TF_MODE, "out_relu", 32,
         r"^(block_\d+_add|block_\d+_project_BN|expanded_conv_project_BN)$",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5", "mobilenet_v2",
-        has_alpha=True),
+        downsampling=((1, 2, 0),) * 5, has_alpha=True),
     "resnet50": BackboneInfo(
         "ResNet50", CAFFE_MODE, "conv5_block3_out", 32, r"^conv\d_block\d+_out$",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet"),
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet",
+        downsampling=((1, 2, 0),) * 5),
     "inceptionv3": BackboneInfo(
         "InceptionV3", TF_MODE, "mixed10", 75, r"^mixed\d+$",
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_v3"),
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_v3",
+        downsampling=((3, 2, 0), (3, 1, 0), (3, 2, 0), (3, 1, 0), (3, 2, 0), (3, 2, 0),
+                      (3, 2, 0))),
     "xception": BackboneInfo(
         "Xception", TF_MODE, "block14_sepconv2_act", 71, r"^add(_\d+)?$",
-        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "xception"),
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "xception",
+        downsampling=((3, 2, 0), (3, 1, 0), *[(1, 2, 0)] * 4)),
 }
 
 # Input sizes for which Keras publishes MobileNet weights; other sizes use the 224 file.
@@ -81,6 +90,14 @@ def backbone_info(backbone: str) -> BackboneInfo:
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
     return BACKBONES[backbone]
+
+
+def cam_grid(backbone: str, input_size: int) -> int:
+    """Cells a side of the backbone's last convolution (its Grad-CAM) at ``input_size``."""
+    side = input_size
+    for kernel, stride, padding in backbone_info(backbone).downsampling:
+        side = (side + padding - kernel) // stride + 1
+    return side
 
 
 def keras_weights_file_name(backbone: str, alpha: float = 1.0, input_size: int = 224) -> str:

@@ -2,13 +2,18 @@
 
 The spec says how the model wants its input and what its outputs mean::
 
-    input_size: 224            # square side the model takes
-    channels: 3                # 1 or 3 (grayscale is repeated to 3)
+    input_size: 224            # square side the model takes (its saved size, if fixed)
+    channels: 3                # 1 or 3 (grayscale is repeated to 3); the model's own
     scaling: "0-1"             # "0-255" | "0-1" | "-1-1" | "imagenet-caffe" | "imagenet-torch"
     classes: [normal, covid, opacity, other]   # meaning of each output, in output order
     last_conv_layer: conv_pw_13_relu           # optional: found automatically otherwise
     embedding_layer: dense                     # optional: the layer before the output
     backbone: mobilenet                        # optional label for reports
+
+Both are checked against the model's saved input: a model saved with a fixed size must be
+given that size (the spec cannot resize it, and re-applying a convolutional model to
+another size often runs and silently changes the numbers); a model saved for any size
+``(None, None, channels)`` is run at the spec's ``input_size``.
 
 The loaded model is wrapped so it follows ``TrainedModel``'s convention (float32 pixels
 0..255 in, probabilities in ``CLASSES`` order out): a ``Rescaling`` layer maps 0..255 to
@@ -34,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from audit.core.cache import hash_file
 from audit.core.config import CLASSES
 from audit.core.errors import InputError
+from audit.core.io import read_text
 from models.trained import TrainedModel
 
 if TYPE_CHECKING:
@@ -68,9 +74,9 @@ def read_spec(spec_path: str | Path) -> ExternalSpec:
     """Read and validate a spec file; ``InputError`` names the file and each bad key."""
     spec_path = Path(spec_path)
     try:
-        raw = yaml.safe_load(spec_path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise InputError(f"{spec_path}: cannot read the model spec ({error})") from None
+        raw = yaml.safe_load(read_text(spec_path, "model spec"))
+    except yaml.YAMLError as error:
+        raise InputError(f"{spec_path}: not valid YAML ({error})") from None
     try:
         spec = ExternalSpec.model_validate(raw or {})
     except ValidationError as error:
@@ -156,6 +162,34 @@ def _last_conv_layer(model: keras.Model) -> str | None:
     return None
 
 
+def _check_input_shape(model: keras.Model, spec: ExternalSpec, spec_path: Path,
+                       model_path: Path) -> None:
+    """Check the spec's ``channels`` and ``input_size`` against the model's saved input.
+
+    A model saved with a fixed input size must be given images of that size: re-applied
+    to another size, a convolutional model often still runs and silently changes the
+    numbers. A model saved for any size (``(None, None, channels)``) takes the spec's.
+
+    Raises:
+        InputError: naming the spec file, the key, the model's input shape and the value.
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        shapes = [tuple(tensor.shape) for tensor in model.inputs]
+        raise InputError(f"{model_path}: the model must take one image input of shape "
+                         f"(batch, height, width, channels), got input(s) {shapes}")
+    height, width, channels = tuple(model.inputs[0].shape)[1:]
+    shape = f"(batch, {height}, {width}, {channels})"
+    if channels is not None and channels != spec.channels:
+        raise InputError(f"{spec_path}: channels: {spec.channels}, but the model {model_path} "
+                         f"takes input of shape {shape}; set channels: {channels}")
+    if (height, width) == (None, None) or (height, width) == (spec.input_size,) * 2:
+        return
+    fix = (f"set input_size: {height}" if height == width and height is not None
+           else "a spec describes a square input; save the model with one")
+    raise InputError(f"{spec_path}: input_size: {spec.input_size}, but the model {model_path} "
+                     f"takes input of shape {shape}; {fix}")
+
+
 def load_external_model(model_path: str | Path, spec_path: str | Path) -> TrainedModel:
     """Load a user's saved Keras classifier as a ``TrainedModel``.
 
@@ -164,7 +198,8 @@ def load_external_model(model_path: str | Path, spec_path: str | Path) -> Traine
         spec_path: the YAML preprocessing spec (module docstring).
 
     Raises:
-        InputError: unreadable model or spec, output size not matching ``classes``, a
+        InputError: unreadable model or spec, a spec whose ``channels`` or ``input_size``
+            does not match the model's input, output size not matching ``classes``, a
             named layer that does not exist, or classes that cannot be reordered.
     """
     import keras
@@ -175,6 +210,7 @@ def load_external_model(model_path: str | Path, spec_path: str | Path) -> Traine
         original = keras.models.load_model(model_path, compile=False)
     except Exception as error:
         raise InputError(f"{model_path}: cannot load the Keras model ({error})") from None
+    _check_input_shape(original, spec, spec_path, model_path)
     units = original.outputs[0].shape[-1]
     if units != len(spec.classes):
         raise InputError(f"{spec_path}: classes lists {len(spec.classes)} classes but the model "

@@ -51,7 +51,14 @@ import numpy as np
 from models.gradcam import CAM_TARGETS, Explanations
 from models.inputs import border_band
 from probes.base import CheckResult, CheckSpec, ProbeContext
-from probes.regions import RANDOM_CAM_DRAWS, ZONES, Measurement, measure, zone_enrichment
+from probes.regions import (
+    RANDOM_CAM_DRAWS,
+    ZONES,
+    Measurement,
+    measure,
+    zone_band_cells,
+    zone_enrichment,
+)
 from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
 
 GALLERY_PER_END = 4  # most focused and worst images in the gallery
@@ -302,7 +309,7 @@ def border_band_regions(context: ProbeContext, rows: np.ndarray, resolution: int
 def border_zones(context: ProbeContext, rows: np.ndarray, cams: Explanations,
                  measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
     """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
-    width = max(1, round(context.params.border_fraction * cams.resolution))
+    width = zone_band_cells(context.params.border_fraction, cams.resolution)
     zones = zone_enrichment(cams.cams["predicted"], width)
     labels = context.dataset.labels[rows]
     classes = [(index, name) for index, name in enumerate(context.dataset.classes)

@@ -45,6 +45,18 @@ ZONES = ("top-left", "top", "top-right", "left", "centre", "right",
 """The 3x3 zones of ``zone_enrichment``, row by row."""
 
 
+def zone_band_cells(border_fraction: float, resolution: int) -> int:
+    """Width in cells of ``zone_enrichment``'s border band on a ``resolution``-cell CAM:
+    ``border_fraction`` of the side, at least one cell."""
+    return max(1, round(border_fraction * resolution))
+
+
+def cam_grid_fits(resolution: int, border_fraction: float) -> bool:
+    """Whether a CAM of ``resolution`` cells a side has the attention checks' border band
+    (at least one cell) and an interior besides it."""
+    return resolution > 2 * zone_band_cells(border_fraction, resolution)
+
+
 def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
     """Per image, each zone's share of positive CAM mass divided by its share of the cells.
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from audit.core.result import AuditResult
 from reports.html import write_html
 from reports.junit import write_junit
-from reports.summary import validate_summary, write_summary
+from reports.summary import read_summary, validate_summary, write_summary
 
 REPORT_FILES = {"html": "report.html", "json": "summary.json", "junit": "junit.xml"}
 
-__all__ = ["REPORT_FILES", "validate_summary", "write_html", "write_junit", "write_reports",
-           "write_summary"]
+__all__ = ["REPORT_FILES", "read_summary", "validate_summary", "write_html", "write_junit",
+           "write_reports", "write_summary"]
 
 
 def write_reports(result: AuditResult, run_dir: Path) -> dict[str, Path]:

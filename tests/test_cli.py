@@ -126,9 +126,11 @@ def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, 
 
     code, out, _ = run_cli(monkeypatch, capsys, "gate", str(tmp_path))
     assert (code, "verdict: PASS" in out) == (0, True)
+    assert "policy: default" in out
     code, out, _ = run_cli(monkeypatch, capsys, "gate", str(tmp_path), "--policy",
                            str(EXAMPLES / "policy-strict.yaml"))
     assert (code, "verdict: FAIL" in out) == (1, True)
+    assert f"policy: {EXAMPLES / 'policy-strict.yaml'} (sha256 " in out
     assert "site.image" in out
     assert AuditResult.load_json(tmp_path / "summary.json").verdict == "fail"
     assert (tmp_path / "report.html").is_file() and (tmp_path / "junit.xml").is_file()

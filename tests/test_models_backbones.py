@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from audit.core.errors import WeightsUnavailableError
-from models.backbones import BACKBONES, block_cut_layer, keras_weights_file_name, resolve_weights
+from models.backbones import (
+    BACKBONES,
+    block_cut_layer,
+    cam_grid,
+    keras_weights_file_name,
+    resolve_weights,
+)
 from models.head import EMBEDDING_LAYER, build_classifier
 from tests.models_fixtures import MOBILENET_025, MOBILENET_V2_035, WEIGHTS_DIR
 
@@ -111,3 +117,15 @@ def test_unfreezing_trains_top_blocks_but_never_batchnorm():
     with pytest.raises(ValueError, match="models.unfreeze_blocks: mobilenet has 12 blocks that "
                                          "can be unfrozen, got 13"):
         block_cut_layer(top2, "mobilenet", 13)
+
+
+@pytest.mark.parametrize(("backbone", "size"), [
+    ("mobilenet", 97), ("mobilenetv2", 97), ("resnet50", 97), ("inceptionv3", 299),
+    ("xception", 71)])
+def test_cam_grid_is_the_side_of_the_last_convolution(backbone, size):
+    import keras
+
+    info = BACKBONES[backbone]
+    model = getattr(keras.applications, info.constructor)(
+        include_top=False, weights=None, input_shape=(size, size, 3))
+    assert model.get_layer(info.last_conv_layer).output.shape[1] == cam_grid(backbone, size)

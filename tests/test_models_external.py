@@ -72,6 +72,37 @@ def test_bad_specs_name_the_file_and_the_problem(tmp_path, spec_text, message):
         load_external_model(model_path, spec_path)
 
 
+@pytest.mark.parametrize(("spec_text", "message"), [
+    (SPEC + "channels: 1\n", r"channels: 1, but the model .*user.keras takes input of shape "
+                             r"\(batch, 32, 32, 3\); set channels: 3"),
+    (SPEC.replace("input_size: 32", "input_size: 48"),
+     r"input_size: 48, but the model .*user.keras takes input of shape \(batch, 32, 32, 3\); "
+     r"set input_size: 32"),
+])
+def test_a_spec_that_does_not_fit_the_model_input_is_refused(tmp_path, spec_text, message):
+    model_path, spec_path = _write(tmp_path, _user_model(False), spec_text)
+    with pytest.raises(InputError, match=f"spec.yaml: {message}"):
+        load_external_model(model_path, spec_path)
+
+
+def test_a_model_saved_for_any_size_runs_at_the_spec_size(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    user = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(pooled))
+    model_path, spec_path = _write(tmp_path, user, SPEC.replace("input_size: 32", "input_size: 40"))
+    wrapped = load_external_model(model_path, spec_path)
+    assert wrapped.input_size == 40
+    assert tuple(wrapped.keras_model.inputs[0].shape) == (None, 40, 40, 3)
+
+
+def test_a_spec_that_is_not_utf8_names_the_byte(tmp_path):
+    model_path, spec_path = _write(tmp_path, _user_model(False), SPEC)
+    spec_path.write_bytes(SPEC.encode() + "backbone: réseau\n".encode("latin-1"))
+    with pytest.raises(InputError, match=rf"spec.yaml: a model spec must be UTF-8 text; "
+                                         rf"byte {len(SPEC) + len('backbone: r')} is not \(0xe9"):
+        load_external_model(model_path, spec_path)
+
+
 def test_unreadable_model_file(tmp_path):
     (tmp_path / "broken.keras").write_bytes(b"not a model")
     (tmp_path / "spec.yaml").write_text(SPEC)

@@ -12,7 +12,8 @@ import pytest
 
 from audit import pipeline
 from audit.core.cache import StageCache
-from audit.core.config import ProbesConfig
+from audit.core.config import ProbesConfig, parse_config
+from audit.core.errors import InputError
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids
@@ -247,3 +248,22 @@ def test_models_are_loaded_from_the_paths_their_grid_jobs_returned(monkeypatch):
                {"key": "m/lung_masked", "seed": 3, "fold": None, "path": "/runs/m-lm-seed3"}]
     assert pipeline._load_models(config, records) == {
         "m/raw": "model from /runs/m-raw-seed3", "m/lung_masked": "model from /runs/m-lm-seed3"}
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"data": {"image_size": 64}},
+     r"data.image_size: 64 gives mobilenetv2 a 2x2-cell Grad-CAM.* use data.image_size 65 "),
+    ({"data": {"image_size": 128}, "models": {"backbones": ["inceptionv3"]}},
+     r"data.image_size: 128 gives inceptionv3 a 2x2-cell Grad-CAM"),
+])
+def test_an_image_size_too_coarse_for_grad_cam_is_refused(settings, message):
+    with pytest.raises(InputError, match=message):
+        pipeline.check_cam_grid(parse_config(settings))
+
+
+@pytest.mark.parametrize("settings", [
+    {"data": {"image_size": 65}},
+    {"data": {"image_size": 64}, "probes": {"checks": ["site.image", "data.leakage"]}},
+])
+def test_an_image_size_is_accepted_when_the_grid_fits_or_no_attention_check_runs(settings):
+    pipeline.check_cam_grid(parse_config(settings))

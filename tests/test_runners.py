@@ -83,6 +83,14 @@ def test_ray_failure_names_the_payload(local_ray):
     assert caught.value.payload == {"seed": 3}
 
 
+def test_ray_bad_input_inside_a_job_surfaces_as_that_input_error(local_ray):
+    with pytest.raises(InputError) as caught:
+        RayRunner().map(bad_input_on_odd, PAYLOADS)
+    # The job's own error and message, not Ray's wrapper with the worker's traceback.
+    assert type(caught.value) is InputError
+    assert str(caught.value) == "weights-1.h5: no such weights file"
+
+
 def test_ray_worker_death_names_the_payload(local_ray):
     with pytest.raises(JobError, match=r"\{'seed': 1\} failed") as caught:
         RayRunner().map(die_on_odd, [{"seed": 0}, {"seed": 1}])

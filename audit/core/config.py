@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from audit.core.errors import InputError
+from audit.core.io import read_text
 
 CLASSES = ("covid", "opacity", "other", "normal")
 """The paper's four classes, in the order every model outputs them."""
@@ -230,13 +231,7 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>", base: Pat
 def load_config(path: str | Path) -> AuditConfig:
     """Read and validate a YAML config file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read config file ({error.strerror})") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: a config file must be UTF-8 text; byte {error.start} "
-                         f"is not ({error.reason})") from None
+    text = read_text(path, "config file")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

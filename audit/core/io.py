@@ -1,5 +1,6 @@
 """Atomic file writes (a reader sees the old content or the complete new one, never half),
-and CSV files that are safe to open in a spreadsheet."""
+CSV files that are safe to open in a spreadsheet, and text files read as UTF-8 with errors
+that name the file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from audit.core.errors import InputError
 
 
 @contextmanager
@@ -29,6 +32,28 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_text(path: str | Path, kind: str) -> str:
+    """The text of the file at ``path``, which must be UTF-8.
+
+    Args:
+        path: The file.
+        kind: What the file is, for the message (``"config file"``, ``"policy file"``).
+
+    Raises:
+        InputError: naming the file when it cannot be read or, for text that is not UTF-8,
+            the offset and value of the first byte that is not.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"{path}: cannot read {kind} ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: a {kind} must be UTF-8 text; byte {error.start} "
+                         f"is not (0x{error.object[error.start]:02x}: {error.reason}); "
+                         "save it as UTF-8") from None
 
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): a
