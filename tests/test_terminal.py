@@ -35,7 +35,9 @@ def console():
     progress.configure()
 
 
-def test_progress_off_a_terminal_is_plain_lines_never_carriage_returns(capsys, console):
+def test_progress_off_a_terminal_is_plain_lines_never_carriage_returns(capsys, console,
+                                                                       monkeypatch):
+    monkeypatch.setattr(progress, "PLAIN_MIN_SECONDS", 0.0)  # a line at every tenth
     console()
     assert list(progress.progress(range(25), "decoding images")) == list(range(25))
     err = capsys.readouterr().err
@@ -49,6 +51,15 @@ def test_progress_off_a_terminal_is_plain_lines_never_carriage_returns(capsys, c
     assert len(counts) == progress.PLAIN_STEPS - 1
     assert all(0 < step <= 25 // progress.PLAIN_STEPS + 1
                for step in np.diff([0, *counts, 25]))
+
+
+def test_a_quick_loop_off_a_terminal_is_one_line_at_the_start_and_one_at_the_end(
+        capsys, console):
+    console()
+    list(progress.progress(range(1000), "hashing"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "hashing: 0/1000" and lines[1].startswith("hashing: 1000 done in ")
+    assert len(lines) == 2
 
 
 def test_progress_on_a_terminal_is_a_bar(monkeypatch, console):

@@ -3,7 +3,8 @@
 Progress is a redrawn bar only where someone watches it: on a terminal (stderr a TTY)
 and neither quiet nor JSON. Anywhere else (a log file, a pipe, CI) a bar's carriage
 returns would glue its redraws onto the next log line, so progress is plain log lines
-instead: one when a loop starts, one per tenth of it and one when it ends.
+instead: one when a loop starts, one per tenth of it (when some seconds have passed since
+the last line, so a quick loop is two lines) and one when it ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 T = TypeVar("T")
 log = logging.getLogger("cxr_audit")
 PLAIN_STEPS = 10  # plain progress lines per loop of known length, besides the first
+PLAIN_MIN_SECONDS = 5.0  # least time between two plain progress lines within a loop
 
 
 class _ConsoleHandler(logging.StreamHandler):
@@ -71,8 +73,9 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
 
 
 def _plain_progress(items: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
-    """``items``, logging ``desc: done/total`` at the start, after each tenth and at the end."""
-    started = time.perf_counter()
+    """``items``, logging ``desc: done/total`` at the start, after each tenth reached at
+    least ``PLAIN_MIN_SECONDS`` after the previous line, and at the end."""
+    started = last_line = time.perf_counter()
     log.info("%s: 0/%s", desc, total if total is not None else "?")
     # Item counts after which a line is due: each tenth of the way, rounded up (the
     # last one is the end line).
@@ -84,5 +87,7 @@ def _plain_progress(items: Iterable[T], desc: str, total: int | None) -> Iterato
         done += 1
         if due and done == due[0]:
             due.pop(0)
-            log.info("%s: %d/%d", desc, done, total)
+            if time.perf_counter() - last_line >= PLAIN_MIN_SECONDS:
+                last_line = time.perf_counter()
+                log.info("%s: %d/%d", desc, done, total)
     log.info("%s: %d done in %.1f s", desc, done, time.perf_counter() - started)
