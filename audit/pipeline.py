@@ -170,15 +170,17 @@ def check_weights(config: AuditConfig) -> None:
     check_weights_file(config.segmentation.encoder_weights, "segmentation.encoder_weights")
     if models_cfg.weights != "imagenet":
         return  # no folder is searched
-    expected = [name for backbone in models_cfg.backbones
-                for name in imagenet_file_names(backbone, models_cfg.alpha, config.data.image_size)]
+    expected = "; ".join(
+        f"{backbone}: " + " or ".join(imagenet_file_names(backbone, models_cfg.alpha,
+                                                          config.data.image_size))
+        for backbone in models_cfg.backbones)
     for folder in models_cfg.weights_dirs:
         if not Path(folder).is_dir():
             log.warning("models.weights_dirs: folder %s does not exist (a relative entry is "
                         "read from the config file's folder); it is searched for Keras' "
-                        "ImageNet weights of the configured backbones, %s. Without a local "
+                        "ImageNet weights of the configured backbones (%s). Without a local "
                         "copy Keras downloads them, which needs internet access.",
-                        folder, " or ".join(dict.fromkeys(expected)))
+                        folder, expected)
 
 
 def enabled_checks(config: AuditConfig) -> tuple[str, ...]:

@@ -72,10 +72,10 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
     spec.write_text(yaml.safe_dump(SPEC))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "data": {"image_size": 64, "n_folds": 2},
+        "data": {"image_size": 64, "test_fraction": 0.5, "n_folds": 2},
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none"},
-        "probes": {"cam_max_images": 16, "n_permutations": 19, "n_bootstrap": 20},
+        "probes": {"cam_max_images": 48, "n_permutations": 19, "n_bootstrap": 20},
     }))
     with pytest.MonkeyPatch.context() as patch:
         code = cxr_audit(patch, "audit", "--model", str(_save_model(tmp_path / "model", 1)),
