@@ -9,6 +9,8 @@ config; 3 an internal error (a bug: the traceback goes to ``crash.log`` in the r
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -77,6 +79,9 @@ def check_writable_folder(path: Path, option: str) -> None:
 Out = Annotated[Path, typer.Option("--out", callback=_remember_run_dir,
                                    help="Run folder to create (reports, models, splits, masks).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML for the other settings.")]
+PolicyOption = Annotated[Path | None, typer.Option(
+    "--policy", help="Policy YAML layered on the default policy and the config's policy "
+                     "section (e.g. examples/policy-external-model.yaml).")]
 
 
 @app.callback()
@@ -100,12 +105,12 @@ def demo_config_path() -> Path:
 @app.command()
 def run(ctx: typer.Context,
         config: Annotated[Path, typer.Argument(help="Run config YAML (see README).")],
-        out: Out) -> None:
+        out: Out, policy: PolicyOption = None) -> None:
     """Data -> lung masks -> classifiers on raw and lung-masked inputs -> checks -> verdict.
 
     0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
     """
-    _run_and_exit(load_config(config), out, ctx.obj["log_json"])
+    _run_and_exit(load_config(config), out, ctx.obj["log_json"], policy)
 
 
 @app.command()
@@ -125,17 +130,21 @@ def audit_model(
     data: Annotated[Path, typer.Option("--data", help="Manifest CSV/Parquet of the images.")],
     out: Out,
     config: ConfigOption = None,
+    policy: PolicyOption = None,
 ) -> None:
     """Audit a model someone else trained: checks that need retraining are not_run.
 
-    0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
+    The default policy requires them, so the verdict fails whatever the model; judge with
+    --policy examples/policy-external-model.yaml, which requires the evidence an external
+    model can give instead. 0 pass; 1 a gating check failed or a required check could not
+    run; 2 bad input.
     """
     from audit.pipeline import audit_external
 
     settings = load_config(config) if config else AuditConfig()
     settings = settings.model_copy(update={
         "data": settings.data.model_copy(update={"manifest": data.resolve()})})
-    _report_and_exit(audit_external(model, preprocess, settings, out), out)
+    _report_and_exit(audit_external(model, preprocess, settings, out, policy), out)
 
 
 @app.command()
@@ -268,32 +277,57 @@ def checks(as_json: Annotated[bool, typer.Option(
                    f"  next steps: {spec.next_steps}\n")
 
 
-def _run_and_exit(config: AuditConfig, out: Path, log_json: bool) -> None:
+def _run_and_exit(config: AuditConfig, out: Path, log_json: bool,
+                  policy: Path | None = None) -> None:
     from audit.pipeline import run_audit
 
     if config.runtime.quiet:
         configure(quiet=True, json_logs=log_json)
-    _report_and_exit(run_audit(config, out), out)
+    _report_and_exit(run_audit(config, out, policy_path=policy), out)
 
 
 def _report_and_exit(result, out: Path) -> None:
-    """Print the verdict, each check's status and the stage reuse, then exit 0 or 1."""
+    """Print each check once (judged status, id, summary), the stage reuse and the verdict
+    with the checks that block it by id, then exit 0 or 1. The reasons in full are in the
+    report and ``summary.json``."""
     from audit.gate import exit_code
 
+    typer.echo("checks:")
     for check in result.checks:
         typer.echo(f"  {check.status:<8} {check.check_id}: {check.summary or check.reason or ''}")
     stages = result.provenance.get("stages")
     if stages:
-        typer.echo(f"stages: {stages['reused']} reused, {stages['computed']} computed")
+        typer.echo(f"stages: {stages['computed']} computed, {stages['reused']} reused from "
+                   f"the cache (finished by an earlier run, or by another job of this one)")
     typer.echo(f"verdict: {result.verdict.upper()}  ({out / 'report.html'})")
-    for reason in result.verdict_reasons:
-        typer.echo(f"  - {reason}")
+    blocking = [check.check_id for check in result.checks if check.blocking]
+    if blocking:
+        typer.echo(f"  blocking: {', '.join(blocking)}")
+    if result.absent_required:
+        typer.echo(f"  required but absent from the run: {', '.join(result.absent_required)}")
     raise typer.Exit(exit_code(result))
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter off the terminal: the one place that does so.
+
+    ``TF_CPP_MIN_LOG_LEVEL=1`` hides the C++ runtime's info lines (CPU instruction sets,
+    oneDNN), keeping its warnings and errors; TensorFlow reads it once, when it is first
+    imported, so this runs before any command imports it, and spawned job processes
+    inherit it. A value the user set is kept. TensorFlow's Python logger is lowered to
+    errors: what it warns of here are ``tf.function`` retracing notices, which a new
+    model's first call triggers by design (``models.trained.predict_in_full_batches``
+    keeps the avoidable ones away). Library code sets neither: a library user's logging
+    is theirs.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def main() -> None:
     """Console entry point: every failure becomes a message and a documented exit code."""
     state: dict = {}
+    quiet_tensorflow()
     try:
         # Without standalone mode, click returns a raised typer.Exit's code instead.
         code = app(standalone_mode=False, obj=state)

@@ -66,7 +66,8 @@ ARTIFACTS_DIR = "artifacts"  # in the run folder: ``<check_id>/<name>.npz`` per 
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # an artifact's name is its file name
 
 
-def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = None) -> AuditResult:
+def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = None,
+              policy_path: str | Path | None = None) -> AuditResult:
     """Audit the classifiers the config describes, from data to judged verdict.
 
     Args:
@@ -74,13 +75,15 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         out_dir: The run folder (created); reports, models, splits and masks go here.
         runner: Where the training grid and the probes' retraining run. Defaults to None
             (``runtime`` of the config).
+        policy_path: A policy YAML layered on the default policy and the config's
+            ``policy`` section (``audit.gate.load_policy``). Defaults to None (none).
 
     Returns:
         The judged result (also written as ``summary.json`` and the reports).
     """
     started = time.perf_counter()
     check_cam_grid(config)
-    out_dir, cache, policy = _start_run(config, out_dir)
+    out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
     runner = runner or get_runner(config.runtime)
@@ -104,16 +107,18 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
 
 
 def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditConfig,
-                   out_dir: str | Path) -> AuditResult:
+                   out_dir: str | Path, policy_path: str | Path | None = None) -> AuditResult:
     """Audit a model someone else trained on the config's data (the release-review case).
 
     Checks that need no retraining run on the external model; those that need retraining
-    return ``not_run`` with the reason, and the policy decides whether that fails the gate.
+    return ``not_run`` with the reason, and the policy decides whether that fails the gate
+    (``examples/policy-external-model.yaml`` does not require them). ``policy_path`` is
+    as in ``run_audit``.
     """
     from models.external import load_external_model
 
     started = time.perf_counter()
-    out_dir, cache, policy = _start_run(config, out_dir)
+    out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     model = load_external_model(model_path, spec_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
@@ -134,10 +139,12 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     return _finish(result, policy, out_dir)
 
 
-def _start_run(config: AuditConfig, out_dir: str | Path) -> tuple[Path, StageCache, Any]:
+def _start_run(config: AuditConfig, out_dir: str | Path,
+               policy_path: str | Path | None) -> tuple[Path, StageCache, Any]:
     """Validate what can be validated before any expensive step; write the resolved config."""
     enabled_checks(config)
-    policy = load_policy(overrides=config.policy)
+    check_weights(config)
+    policy = load_policy(policy_path, overrides=config.policy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.resolved.yaml") as handle:
@@ -173,6 +180,38 @@ def check_cam_grid(config: AuditConfig) -> None:
             f"coarse for the attention checks (a border band of at least one cell, "
             f"probes.border_fraction {fraction:g}, and an interior); use data.image_size "
             f"{works} or larger, or leave the attention checks out of probes.checks")
+
+
+def check_weights(config: AuditConfig) -> None:
+    """Report the weights the config names but that are not there, before any training.
+
+    A weights file that does not exist stops the run. A ``models.weights_dirs`` folder that
+    does not exist (typically a relative path in a config copied to another folder) is a
+    warning naming the ImageNet files Keras expects in it for the configured backbones:
+    the run can still go on, with Keras' own download.
+
+    Raises:
+        WeightsUnavailableError: ``models.weights`` or ``segmentation.encoder_weights``
+            names a file that does not exist.
+    """
+    from models.backbones import check_weights_file, imagenet_file_names
+
+    models_cfg = config.models
+    check_weights_file(models_cfg.weights, "models.weights")
+    check_weights_file(config.segmentation.encoder_weights, "segmentation.encoder_weights")
+    if models_cfg.weights != "imagenet":
+        return  # no folder is searched
+    expected = "; ".join(
+        f"{backbone}: " + " or ".join(imagenet_file_names(backbone, models_cfg.alpha,
+                                                          config.data.image_size))
+        for backbone in models_cfg.backbones)
+    for folder in models_cfg.weights_dirs:
+        if not Path(folder).is_dir():
+            log.warning("models.weights_dirs: folder %s does not exist (a relative entry is "
+                        "read from the config file's folder); it is searched for Keras' "
+                        "ImageNet weights of the configured backbones (%s). Without a local "
+                        "copy Keras downloads them, which needs internet access.",
+                        folder, expected)
 
 
 def enabled_checks(config: AuditConfig) -> tuple[str, ...]:
@@ -298,7 +337,8 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                run_dir: Path) -> list[CheckResult]:
     """Every known check in registry order: enabled ones run (each a cached stage; a crash
     becomes ``error`` with its message), disabled ones are ``not_run`` saying so. Raw
-    p-values only: the gate Holm-adjusts the family its policy gates."""
+    p-values only: the gate Holm-adjusts the family its policy gates. Nothing is logged
+    per check: the CLI reports each one once, judged, with the verdict."""
     inputs = _probe_inputs(context)
     results = []
     for check_id in progress(check_ids(), desc="checks"):
@@ -308,7 +348,6 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
             continue
         results.append(_run_check(check_id, context, cache, {**inputs, "check": check_id},
                                   run_dir))
-        log.info("%s: %s", check_id, results[-1].summary or results[-1].status)
     return results
 
 

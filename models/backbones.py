@@ -124,6 +124,34 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
+def imagenet_file_names(backbone: str, alpha: float = 1.0, input_size: int = 224) -> list[str]:
+    """The no-top ImageNet files a local copy is looked for under, in order: Keras' cache
+    name at ``input_size``, then at 224 (the file Keras falls back to for other sizes).
+
+    Args:
+        backbone: registry name.
+        alpha: width multiplier (MobileNet family only). Defaults to 1.0.
+        input_size: model input side. Defaults to 224.
+    """
+    return list(dict.fromkeys([keras_weights_file_name(backbone, alpha, input_size),
+                               keras_weights_file_name(backbone, alpha, 224)]))
+
+
+def check_weights_file(weights: str, key: str = "models.weights") -> None:
+    """Raise ``WeightsUnavailableError`` unless ``weights`` is ``"imagenet"``, ``"none"`` or
+    an existing file.
+
+    Args:
+        weights: the configured value.
+        key: the config key it came from, named in the error. Defaults to "models.weights".
+    """
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise WeightsUnavailableError(
+            f"{key}: expected 'imagenet', 'none' or an existing weights file, got "
+            f"{weights!r} (no such file; a relative path is read from the config file's "
+            f"folder)")
+
+
 def _find_local_imagenet(names: list[str], weights_dirs: list[Path]) -> Path | None:
     for folder in [*map(Path, weights_dirs), keras_cache_dir()]:
         for name in names:
@@ -158,35 +186,38 @@ def resolve_weights(
         and a human-readable origin such as ``"imagenet (local file …, sha256 …)"``.
 
     Raises:
-        WeightsUnavailableError: ``weights`` is a path that does not exist.
+        WeightsUnavailableError: ``weights`` is a path that does not exist
+            (``check_weights_file``).
     """
     backbone_info(backbone)
+    check_weights_file(weights)
     if weights == "none":
         return None, "none"
     if weights == "imagenet":
-        names = list(dict.fromkeys([keras_weights_file_name(backbone, alpha, input_size),
-                                    keras_weights_file_name(backbone, alpha, 224)]))
-        local = _find_local_imagenet(names, weights_dirs or [])
+        local = _find_local_imagenet(imagenet_file_names(backbone, alpha, input_size),
+                                     weights_dirs or [])
         if local is None:
             return "imagenet", "imagenet (keras download)"
         return str(local), f"imagenet (local file {local}, sha256 {file_hash(local)})"
     path = Path(weights)
-    if not path.is_file():
-        raise WeightsUnavailableError(
-            f"models.weights: expected 'imagenet', 'none' or an existing weights file, "
-            f"got {weights!r} (no such file)")
     return str(path), f"file {path} (sha256 {file_hash(path)})"
 
 
-def _download_error(backbone: str, alpha: float, input_size: int, error: Exception) -> WeightsUnavailableError:
-    name = keras_weights_file_name(backbone, alpha, input_size)
-    url = f"{_WEIGHTS_URL}/{backbone_info(backbone).url_folder}/{name}"
+def _download_error(backbone: str, alpha: float, input_size: int, weights_dirs: list[Path],
+                    error: Exception) -> WeightsUnavailableError:
+    """What to do when Keras cannot download the weights (offline): which files, where from,
+    and every folder a copy would have been found in."""
+    folder = backbone_info(backbone).url_folder
+    names = imagenet_file_names(backbone, alpha, input_size)
+    urls = " or ".join(f"{_WEIGHTS_URL}/{folder}/{name}" for name in names)
+    searched = ", ".join(str(path) for path in [*map(Path, weights_dirs), keras_cache_dir()])
     return WeightsUnavailableError(
-        f"Could not download the ImageNet weights of {backbone} ({error}). Download "
-        f"{url} on a machine with internet access and put {name!r} in a folder listed "
-        f"in models.weights_dirs "
-        f"(or {keras_cache_dir()}), or set models.weights to its path; "
-        f"models.weights: none trains from random weights.")
+        f"Could not download the ImageNet weights of {backbone} ({error}). No local copy "
+        f"was found under the name{'s' if len(names) > 1 else ''} "
+        f"{' or '.join(map(repr, names))} in {searched}. Download {urls} on a machine with "
+        f"internet access and put the file, under that name, in a folder listed in "
+        f"models.weights_dirs (or in {keras_cache_dir()}), or set models.weights to its "
+        f"path; models.weights: none trains from random weights.")
 
 
 def build_backbone(
@@ -225,7 +256,8 @@ def build_backbone(
                             input_shape=(input_size, input_size, 3), **kwargs)
     except Exception as error:
         if keras_weights == "imagenet" and "URL fetch failure" in str(error):
-            raise _download_error(backbone, alpha, input_size, error) from error
+            raise _download_error(backbone, alpha, input_size, weights_dirs or [],
+                                  error) from error
         raise
     return model, origin
 

@@ -23,7 +23,7 @@ from scipy import ndimage
 from audit.core.cache import StageCache, hash_array, hash_file
 from models.backbones import backbone_info, build_backbone, resolve_weights
 from models.inputs import ModeImages
-from models.trained import to_model_array
+from models.trained import predict_in_full_batches, to_model_array
 
 if TYPE_CHECKING:
     import keras
@@ -88,7 +88,7 @@ def extract(extractor: keras.Model, images: np.ndarray | ModeImages | _RotatedVi
     outputs = []
     for start in range(0, len(images), _CHUNK):
         x = to_model_array(images[start : start + _CHUNK], input_size)
-        outputs.append(extractor.predict(x, batch_size=batch_size, verbose=0))
+        outputs.append(predict_in_full_batches(extractor, x, batch_size))
     return np.concatenate(outputs).astype(np.float32)
 
 

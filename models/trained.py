@@ -50,6 +50,7 @@ class TrainedModel:
     channels: int = 3
     identity: str = field(init=False)
     """Content hash of the weights and the preprocessing (module docstring)."""
+    _embedder: keras.Model | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights = [hash_array(np.asarray(array)) for array in self.keras_model.get_weights()]
@@ -72,22 +73,56 @@ class TrainedModel:
         return self._predict(self.keras_model, dataset, idx, batch_size)
 
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        import keras
+        return self._predict(self._embedding_model(), dataset, idx, batch_size)
 
-        # inputs[0], not the list: a one-element list makes Keras 3 expect list inputs and warn.
-        sub = keras.Model(self.keras_model.inputs[0],
-                          self.keras_model.get_layer(self.embedding_layer).output)
-        return self._predict(sub, dataset, idx, batch_size)
+    def _embedding_model(self) -> keras.Model:
+        """The model up to ``embedding_layer``, built on first use and kept: every new Keras
+        model traces its predict function again (seconds for a backbone)."""
+        if self._embedder is None:
+            import keras
+
+            # inputs[0], not the list: a one-element list makes Keras 3 expect list inputs
+            # and warn.
+            self._embedder = keras.Model(self.keras_model.inputs[0],
+                                         self.keras_model.get_layer(self.embedding_layer).output)
+        return self._embedder
 
     def _predict(self, model: keras.Model, dataset: Dataset, idx: np.ndarray,
                  batch_size: int) -> np.ndarray:
         """``model`` over rows ``idx``, building the float32 inputs ``_PREDICT_ROWS`` rows at
         a time (all 3,400 rows of a fold at 224 px would be 2 GB of input at once)."""
         idx = np.asarray(idx)
-        parts = [model.predict(self.model_inputs(dataset, idx[start:start + _PREDICT_ROWS]),
-                               batch_size=batch_size, verbose=0)
+        parts = [predict_in_full_batches(
+                     model, self.model_inputs(dataset, idx[start:start + _PREDICT_ROWS]),
+                     batch_size)
                  for start in range(0, max(len(idx), 1), _PREDICT_ROWS)]
-        return np.concatenate([np.asarray(part) for part in parts])
+        return np.concatenate(parts)
+
+
+def predict_in_full_batches(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict(x)`` with every batch ``batch_size`` rows: a short last batch is
+    padded with zero rows, which are dropped from the output.
+
+    Keras traces a model's predict function again for each new batch shape (until it
+    generalises), and a short last batch is one: seconds for a backbone, each time a new
+    model or a new row count comes along. With full batches only, each model is traced
+    once, for the price of computing fewer than ``batch_size`` padding rows. Rows do not
+    interact at inference (BatchNormalization uses its moving statistics), so the padding
+    changes no other row's output.
+
+    Args:
+        model: Any Keras model taking ``x``'s rows.
+        x: The inputs, ``(n, ...)``.
+        batch_size: Rows per predict batch.
+
+    Returns:
+        The model's output for the ``n`` rows of ``x``, as an array.
+    """
+    n = len(x)
+    padding = -n % batch_size
+    if padding:
+        x = np.concatenate([x, np.zeros((padding, *x.shape[1:]), dtype=x.dtype)])
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))[:n]
 
 
 def to_model_array(images: np.ndarray, size: int, channels: int = 3) -> np.ndarray:

@@ -174,8 +174,12 @@ def test_json_logs_are_one_object_per_line_with_no_progress_bar(capsys):
             progress.log.info("step %d", step)
     finally:
         progress.configure()
-    lines = capsys.readouterr().err.splitlines()
-    assert [json.loads(line)["message"] for line in lines] == ["step 0", "step 1", "step 2"]
+    err = capsys.readouterr().err
+    messages = [json.loads(line)["message"] for line in err.splitlines()]
+    assert "\r" not in err
+    assert [message for message in messages if message.startswith("step ")] == [
+        "step 0", "step 1", "step 2"]
+    assert messages[0] == "steps: 0/3" and messages[-1].startswith("steps: 3 done in ")
 
 
 def test_a_crash_exits_3_saying_it_is_a_bug_with_the_traceback_in_the_run_folder(

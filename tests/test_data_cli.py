@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -107,3 +109,30 @@ def test_validate_names_a_symlink_loop_and_a_broken_link(tmp_path):
     assert result.exit_code == 1
     assert "loop.png      file is a symbolic link loop" in result.output
     assert "dangling.png  file is a broken symbolic link" in result.output
+
+
+def _help(command: str) -> str:
+    """``data COMMAND --help`` as one line of words (the help box's borders removed)."""
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_synth_help_shows_the_config_defaults():
+    from audit.core.config import SynthConfig
+
+    text, defaults = _help("synth"), SynthConfig()
+    for option, field in (("--confounding", "confounding"), ("--n-per-class", "n_per_class"),
+                          ("--n-sources", "n_sources"), ("--size", "image_size"),
+                          ("--signal-strength", "signal_strength"), ("--seed", "seed")):
+        shown = re.search(rf"{option} .*?\[default: ([^\]]+)\]", text)
+        assert shown and shown.group(1) == str(getattr(defaults, field)), option
+
+
+def test_import_help_names_the_labels_patient_ids_and_masks():
+    from audit.core.config import CLASSES
+
+    text = _help("import")
+    assert all(label in text for label in CLASSES)
+    assert "label_map" in text and "--patient-id-regex" in text and "--masks" in text
+    assert "every image is its own patient" in text

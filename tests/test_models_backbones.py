@@ -66,6 +66,16 @@ def test_failed_download_says_which_file_to_fetch(tmp_path, monkeypatch):
                              r"models\.weights_dirs"):
         backbones.build_backbone("xception", 71, "imagenet")
 
+    # A size with a file of its own: both names it is looked for under, and every folder.
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(WeightsUnavailableError) as failed:
+        backbones.build_backbone("mobilenetv2", 160, "imagenet", alpha=0.35,
+                                 weights_dirs=[tmp_path / "weights"])
+    message = str(failed.value)
+    for size in (160, 224):
+        assert keras_weights_file_name("mobilenetv2", 0.35, size) in message
+    assert str(tmp_path / "weights") in message and str(tmp_path / "models") in message
+
 
 def test_too_small_input_is_refused():
     with pytest.raises(ValueError, match="inceptionv3 needs an input size of at least 75 pixels, got 64"):

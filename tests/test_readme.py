@@ -13,7 +13,9 @@ from audit.core.config import AuditConfig, SiteTraits
 from audit.gate import load_policy
 from probes.registry import check_ids, specs
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+EXAMPLES = ROOT / "examples"
 ROW = re.compile(r"^\| `([a-z_]+(?:\.[a-z_]+)+)` \| (.*?) \|", re.MULTILINE)
 
 
@@ -72,3 +74,27 @@ def test_readme_exit_codes_match_the_cli_help():
                         ("3", "internal error"), ("130", "interrupted")):
         assert re.search(rf"^\| {code} \| .*{words}", README, re.MULTILINE), code
         assert f"{code} " in EXIT_CODES
+
+
+def test_readme_requirements_table_is_the_specs_needs_and_the_shipped_policies():
+    """"Which checks an audit requires": one row per check, its needs from its spec, and
+    whether each policy (default and the two shipped) requires it."""
+    section = README.split("## Which checks an audit requires", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| check |"))
+    policies = [load_policy()] + [load_policy(EXAMPLES / name.strip(" `").split("/")[-1])
+                                  for name in header.strip("|").split("|")[3:]]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (.*?) \|(.*)\|$", section, re.MULTILINE)
+    assert [row[0] for row in rows] == list(check_ids())
+    for (check_id, needs, required), spec in zip(rows, specs(), strict=True):
+        assert needs == (", ".join(f"`{need}`" for need in spec.needs) or "-"), check_id
+        expected = ["required" if policy.checks[check_id].required else "optional"
+                    for policy in policies]
+        assert [cell.strip() for cell in required.split("|")] == expected, check_id
+
+
+def test_readme_offline_weights_table_is_keras_file_names():
+    from models.backbones import BACKBONES, keras_weights_file_name
+
+    section = README.split("### Offline: ImageNet weights", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z0-9]+)` \| `([^`]+)` \|$", section, re.MULTILINE))
+    assert rows == {backbone: keras_weights_file_name(backbone) for backbone in BACKBONES}

@@ -12,8 +12,10 @@ from typing import Annotated
 
 import typer
 
+from audit.core.config import SynthConfig
 from audit.core.errors import InputError
 
+SYNTH_DEFAULTS = SynthConfig()  # `data synth`'s option defaults, shown by --help
 app = typer.Typer(help="Import, validate and synthesise datasets (manifests of chest X-rays).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -114,22 +116,30 @@ def validate_command(
 @app.command("synth")
 def synth_command(
     out: Annotated[Path, typer.Option(help="Folder to write the phantoms and manifest.csv into.")],
-    confounding: Annotated[float | None, typer.Option(
-        help="0: sources balanced over labels; 1: each label its own source.")] = None,
-    n_per_class: Annotated[int | None, typer.Option(help="Images per class per source.")] = None,
-    size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    confounding: Annotated[float, typer.Option(
+        help="0: sources balanced over labels; 1: each label its own source.")
+    ] = SYNTH_DEFAULTS.confounding,
+    n_per_class: Annotated[int, typer.Option(
+        help="Images per class per source at confounding 0.")] = SYNTH_DEFAULTS.n_per_class,
+    n_sources: Annotated[int, typer.Option(help="Sources (1-8).")] = SYNTH_DEFAULTS.n_sources,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = SYNTH_DEFAULTS.image_size,
+    signal_strength: Annotated[float, typer.Option(
+        help="Disease signal inside the lungs (0-3).")] = SYNTH_DEFAULTS.signal_strength,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = SYNTH_DEFAULTS.seed,
     no_site_traits: Annotated[bool, typer.Option(
         "--no-site-traits", help="No markers, borders or intensity profile per source.")] = False,
 ) -> None:
-    """Generate synthetic phantom radiographs with a planted source shortcut."""
+    """Generate synthetic phantom radiographs with a planted source shortcut.
+
+    The defaults are those of the config's data.synth section.
+    """
     from pydantic import ValidationError
 
-    from audit.core.config import SiteTraits, SynthConfig
+    from audit.core.config import SiteTraits
     from audit.data.phantoms import generate_phantoms
 
-    given = {"confounding": confounding, "n_per_class": n_per_class, "image_size": size, "seed": seed}
-    settings = {key: value for key, value in given.items() if value is not None}
+    settings = {"confounding": confounding, "n_per_class": n_per_class, "n_sources": n_sources,
+                "image_size": size, "signal_strength": signal_strength, "seed": seed}
     if no_site_traits:
         settings["site_traits"] = SiteTraits(markers=False, borders=False, intensity=False)
     try:

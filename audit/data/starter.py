@@ -70,8 +70,8 @@ def starter_config(manifest: str | Path) -> str:
         "  seed: 0",
     ]
     if len(sources) < 2:
-        lines.append("# One source only: the site and leave-one-source-out checks cannot run "
-                     "(README 'Checks').")
+        lines.append("# One source only: the site and leave-one-source-out checks cannot run; "
+                     "judge with --policy examples/policy-single-source.yaml (README).")
     if patients < n_rows:
         lines.append(f"# {n_rows - patients} image(s) have no patient id: each counts as its "
                      "own patient in the splits and the leakage check.")

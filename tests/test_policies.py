@@ -1,0 +1,94 @@
+"""The shipped policies for the cases the default policy cannot judge (a model someone else
+trained, a single-source data set), and `--policy` on `run` and `audit`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audit import pipeline
+from audit.core.config import SynthConfig, parse_config
+from audit.core.result import AuditResult
+from audit.data.phantoms import generate_phantoms
+from audit.gate import default_policy, judge, load_policy
+from probes.registry import specs
+from tests.conftest import cxr_audit
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXTERNAL = EXAMPLES / "policy-external-model.yaml"
+SINGLE_SOURCE = EXAMPLES / "policy-single-source.yaml"
+
+
+@pytest.mark.parametrize(("path", "unavailable"), [
+    (EXTERNAL, {"retraining", "lung_masked_model"}),  # what a given model cannot provide
+    (SINGLE_SOURCE, {"two_sources"}),
+])
+def test_a_policy_frees_exactly_the_checks_whose_needs_its_case_lacks(path, unavailable):
+    """Optional: the checks whose SPEC.needs its case cannot meet; every other check stays
+    required, and gates and thresholds stay the default's."""
+    policy, default = load_policy(path), default_policy()
+    for spec in specs():
+        rule = policy.checks[spec.id]
+        assert rule.required == (not unavailable & set(spec.needs)), spec.id
+        assert (rule.gate, rule.threshold) == (default.checks[spec.id].gate,
+                                               default.checks[spec.id].threshold), spec.id
+    assert policy.alpha == default.alpha
+
+
+def test_a_policy_file_has_the_last_word_over_the_config_policy_section(tmp_path):
+    config = parse_config({"policy": {"checks": {"site.image": {"required": False},
+                                                 "site.embedding": {"threshold": 0.5}}}})
+    _, _, policy = pipeline._start_run(config, tmp_path / "run", EXTERNAL)
+    assert policy.checks["site.image"].required  # the external policy requires it again
+    assert policy.checks["site.embedding"].threshold == 0.5  # a field the file leaves alone
+    assert not policy.checks["ablation.class_size"].required
+
+
+def test_run_and_audit_take_a_policy_and_say_what_it_is_layered_on(monkeypatch, capsys):
+    from audit import cli
+
+    for command in ("run", "audit"):
+        monkeypatch.setattr("sys.argv", ["cxr-audit", command, "--help"])
+        with pytest.raises(SystemExit):
+            cli.main()
+        out = " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+        assert "--policy" in out, command
+        assert "layered on the default policy and the config's policy section" in out, command
+
+
+@pytest.mark.slow
+def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
+    """`cxr-audit audit --policy examples/policy-external-model.yaml` of a tiny external
+    model: the retraining checks are not_run, no check blocks for not running, and the
+    same result judged by the default policy is blocked by exactly those."""
+    from tests.test_external_identity import SPEC, _save_model
+
+    manifest = generate_phantoms(SynthConfig(n_per_class=6, image_size=64, confounding=0.0),
+                                 tmp_path / "data")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"image_size": 64, "test_fraction": 0.5, "n_folds": 2},
+        "segmentation": {"source": "manifest"},
+        "models": {"weights": "none"},
+        "probes": {"cam_max_images": 48, "n_permutations": 19, "n_bootstrap": 20},
+    }))
+    with pytest.MonkeyPatch.context() as patch:
+        code = cxr_audit(patch, "audit", "--model", str(_save_model(tmp_path / "model", 1)),
+                         "--preprocess", str(spec), "--data", str(manifest),
+                         "--out", str(tmp_path / "run"), "--config", str(config),
+                         "--policy", str(EXTERNAL))
+    result = AuditResult.load_json(tmp_path / "run" / "summary.json")
+    assert code == (0 if result.verdict == "pass" else 1)
+    not_run = {check.check_id: check.reason for check in result.checks if not check.ran}
+    retraining = {spec.id for spec in specs()
+                  if {"retraining", "lung_masked_model"} & set(spec.needs)}
+    assert set(not_run) == retraining, not_run
+    assert [check.check_id for check in result.checks if check.blocking and not check.ran] == []
+    by_default = judge(result, load_policy())
+    assert {check.check_id for check in by_default.checks
+            if check.blocking and not check.ran} == retraining
