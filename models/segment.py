@@ -97,7 +97,8 @@ def _cached_predictions(model, dataset, rows: np.ndarray, config, cache) -> np.n
     def compute(folder: Path) -> None:
         np.save(folder / "masks.npy", predict_masks(model, dataset.images[rows], config.batch_size))
 
-    return np.load(cache.run("unet_masks", inputs, compute) / "masks.npy")
+    return cache.run_and_load("unet_masks", inputs, compute,
+                              lambda folder: np.load(folder / "masks.npy"))
 
 
 def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin) -> dict[str, Any]:
