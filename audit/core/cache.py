@@ -314,8 +314,9 @@ class StageCache:
     def _move_aside(self, stage: str, key: str, reason: str, recompute: bool = True) -> None:
         """Log why the stage folder is bad and move it into the quarantine (under its lock)."""
         final = self.folder(stage, key)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        target = self.root / QUARANTINE_FOLDER / f"{stage}-{key}-{stamp}-{os.getpid()}"
+        # Nanoseconds too: one stage may be moved aside twice in a second.
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{time.time_ns() % 10**9:09d}"
+        target = self.root / QUARANTINE_FOLDER / f"{stage}-{key}-{stamp}"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(final, target)
         self._verified.discard(final)
