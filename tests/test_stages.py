@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit.core.cache import CODE_LAYERS, MANIFEST_FILE, StageCache, code_layer, hash_array, stable_hash
+from audit.core.cache import (
+    CODE_LAYERS,
+    MANIFEST_FILE,
+    StageCache,
+    code_layer,
+    hash_array,
+    stable_hash,
+)
 from audit.core.io import atomic_write
 from audit.runners import LocalRunner
 from tests.runner_jobs import count_and_build
