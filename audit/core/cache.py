@@ -244,6 +244,8 @@ class StageCache:
             return "missing"
         try:
             files = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+            if not isinstance(files, dict):
+                raise TypeError(f"files is a {type(files).__name__}, not a mapping")
         except FileNotFoundError:
             return f"no {MANIFEST_FILE} (written by older code or not by the cache): unverified"
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -253,15 +255,20 @@ class StageCache:
         if extra := sorted(present - set(files)):
             return f"{extra[0]}: not listed in {MANIFEST_FILE} (added after the stage completed)"
         for name, recorded in files.items():
-            if name not in present:
-                return f"{name}: missing"
-            problem = self._file_problem(folder / name, recorded)
+            try:
+                problem = (self._file_problem(folder / name, recorded) if name in present
+                           else "missing")
+            except OSError as error:  # removed or replaced while being checked
+                problem = f"unreadable ({error.strerror})"
+            except (KeyError, TypeError):
+                problem = f"its {MANIFEST_FILE} entry is malformed ({recorded!r})"
             if problem is not None:
                 return f"{name}: {problem}"
         self._verified.add(folder)
         return None
 
     def _file_problem(self, path: Path, recorded: dict[str, Any]) -> str | None:
+        """How the file at ``path`` differs from its manifest entry ``recorded``, or None."""
         stat = path.stat()
         if stat.st_size != recorded["size"]:
             return f"{stat.st_size} bytes, {MANIFEST_FILE} records {recorded['size']}"
