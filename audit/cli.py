@@ -181,7 +181,7 @@ def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")
 
     settings = load_config(config)
     out.mkdir(parents=True, exist_ok=True)
-    cache = StageCache(settings.runtime.cache_dir or out / "cache")
+    cache = StageCache(settings.runtime.cache_dir or out / "cache", verify=settings.runtime.verify)
     dataset, _ = prepare_data(settings, cache, masks_dir=out / "masks")
     rows = run_training(settings, dataset, split_data(settings, dataset), out, cache)
     with atomic_write(out / "results.json") as handle:

@@ -161,7 +161,7 @@ def segment_manifest(
     if isinstance(config, SegmentationConfig):
         config = AuditConfig(segmentation=config)
     out_dir = Path(out_dir)
-    cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
+    cache = StageCache(config.runtime.cache_dir or out_dir / "cache", verify=config.runtime.verify)
     dataset = load_dataset(manifest_path, config.data.image_size, cache, config.data.label_map)
     segmented, report = segment_dataset(dataset, config.segmentation, cache, out_dir / "unet")
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
