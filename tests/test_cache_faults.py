@@ -173,12 +173,12 @@ def stage_files(cache: Path, stage: str, name: str) -> list[Path]:
 
 
 def edit_probe_result(cache: Path) -> str:
-    """A probe's value rewritten to another number of the same length (0.97 -> 0.42)."""
+    """A probe's metric rewritten to another number of the same length (0.97 -> 0.42)."""
     for path in stage_files(cache, "probe", "result.json"):
-        value = json.loads(path.read_text())["value"]
+        value = json.loads(path.read_text())["metric"]
         if isinstance(value, float):
             text = path.read_text()
-            written = f'"value": {json.dumps(value)}'
+            written = f'"metric": {json.dumps(value)}'
             path.write_text(text.replace(written, flip_digits(written)))
             assert path.stat().st_size == len(text)
             return "probe"
@@ -248,4 +248,25 @@ def test_a_classifier_stage_deleted_by_hand_is_retrained(audited, warnings_logge
     assert summary_numbers(run_dir) == clean
     assert (run_dir / "cache" / record["path"]).is_dir()
     assert any("stage grid_job key" in message and "is missing" in message
+               for message in warnings_logged()), warnings_logged()
+
+
+def test_unet_weights_that_do_not_load_are_moved_aside_and_retrained(tmp_path,
+                                                                     warnings_logged):
+    from audit.core.config import SegmentationConfig
+    from models.unet_training import WEIGHTS_FILE, train_unet
+    from tests.unet_fixtures import phantom_dataset
+
+    config = SegmentationConfig(image_size=64, epochs=1, batch_size=4, patience=1)
+    first = train_unet(phantom_dataset(), config, StageCache(tmp_path))
+    (weights,) = stage_files(tmp_path, "unet", WEIGHTS_FILE)
+    recorded = os.stat(weights)
+    weights.write_bytes(bytes(recorded.st_size))  # same size, and the old time below:
+    os.utime(weights, ns=(recorded.st_atime_ns, recorded.st_mtime_ns))  # only loading fails
+
+    cache = StageCache(tmp_path)
+    again = train_unet(phantom_dataset(), config, cache)
+    assert [event.action for event in cache.events] == ["reused", "computed"]
+    assert again.quality.keys() == first.quality.keys()
+    assert any("stage unet key" in message and "does not load" in message
                for message in warnings_logged()), warnings_logged()
