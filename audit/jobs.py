@@ -146,8 +146,8 @@ def _read_record(cache: StageCache, folder: Path) -> dict[str, Any]:
     record = json.loads((folder / JOB_RESULT_FILE).read_text())
     problem = cache.problem(cache.root / record["path"])
     if problem is not None:
-        raise InputError(f"{folder / JOB_RESULT_FILE}: its classifier stage {record['path']} "
-                         f"is {problem}")
+        raise InputError(f"{folder / JOB_RESULT_FILE}: stale, its classifier stage "
+                         f"{record['path']}: {problem}")
     return record
 
 

@@ -247,7 +247,7 @@ def test_a_classifier_stage_deleted_by_hand_is_retrained(audited, warnings_logge
     run_audit(load_config(run_dir.parent / "config.yaml"), run_dir)
     assert summary_numbers(run_dir) == clean
     assert (run_dir / "cache" / record["path"]).is_dir()
-    assert any("stage grid_job key" in message and "is missing" in message
+    assert any("stage grid_job key" in message and f"{record['path']}: missing" in message
                for message in warnings_logged()), warnings_logged()
 
 
