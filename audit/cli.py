@@ -82,6 +82,16 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", help="Config YAML
 PolicyOption = Annotated[Path | None, typer.Option(
     "--policy", help="Policy YAML layered on the default policy and the config's policy "
                      "section (e.g. examples/policy-external-model.yaml).")]
+Verify = Annotated[bool, typer.Option(
+    "--verify", help="Hash every file of each reused cache stage (default: sizes, and hashes "
+    "of small or modified files); same as runtime.verify.")]
+
+
+def _verified(config: AuditConfig, verify: bool) -> AuditConfig:
+    """``config`` with ``runtime.verify`` on when ``--verify`` was given."""
+    if not verify:
+        return config
+    return config.model_copy(update={"runtime": config.runtime.model_copy(update={"verify": True})})
 
 
 @app.callback()
@@ -105,21 +115,21 @@ def demo_config_path() -> Path:
 @app.command()
 def run(ctx: typer.Context,
         config: Annotated[Path, typer.Argument(help="Run config YAML (see README).")],
-        out: Out, policy: PolicyOption = None) -> None:
+        out: Out, policy: PolicyOption = None, verify: Verify = False) -> None:
     """Data -> lung masks -> classifiers on raw and lung-masked inputs -> checks -> verdict.
 
     0 pass; 1 a gating check failed or a required check could not run; 2 bad input.
     """
-    _run_and_exit(load_config(config), out, ctx.obj["log_json"], policy)
+    _run_and_exit(_verified(load_config(config), verify), out, ctx.obj["log_json"], policy)
 
 
 @app.command()
-def demo(ctx: typer.Context, out: Out) -> None:
+def demo(ctx: typer.Context, out: Out, verify: Verify = False) -> None:
     """The full audit on built-in confounded synthetic phantoms (a few minutes on 2 cores).
 
     Exits 1: the demo's planted shortcuts fail the gate, as they should.
     """
-    _run_and_exit(load_config(demo_config_path()), out, ctx.obj["log_json"])
+    _run_and_exit(_verified(load_config(demo_config_path()), verify), out, ctx.obj["log_json"])
 
 
 @app.command("audit")
@@ -131,6 +141,7 @@ def audit_model(
     out: Out,
     config: ConfigOption = None,
     policy: PolicyOption = None,
+    verify: Verify = False,
 ) -> None:
     """Audit a model someone else trained: checks that need retraining are not_run.
 
@@ -141,7 +152,7 @@ def audit_model(
     """
     from audit.pipeline import audit_external
 
-    settings = load_config(config) if config else AuditConfig()
+    settings = _verified(load_config(config) if config else AuditConfig(), verify)
     settings = settings.model_copy(update={
         "data": settings.data.model_copy(update={"manifest": data.resolve()})})
     _report_and_exit(audit_external(model, preprocess, settings, out, policy), out)
@@ -210,7 +221,7 @@ def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")
 
     settings = load_config(config)
     out.mkdir(parents=True, exist_ok=True)
-    cache = StageCache(settings.runtime.cache_dir or out / "cache")
+    cache = StageCache(settings.runtime.cache_dir or out / "cache", verify=settings.runtime.verify)
     dataset, _ = prepare_data(settings, cache, masks_dir=out / "masks")
     rows = run_training(settings, dataset, split_data(settings, dataset), out, cache)
     with atomic_write(out / "results.json") as handle:

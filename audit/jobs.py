@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.core.cache import StageCache, hash_array
+from audit.core.cache import MANIFEST_FILE, StageCache, hash_array
 from audit.core.config import AuditConfig
+from audit.core.errors import InputError
 from audit.core.io import atomic_write
 from audit.core.progress import log
 from audit.data.dataset import Dataset, Splits
@@ -98,10 +99,15 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     bootstrap settings: an unchanged rerun reads it back without loading the model or
     predicting again.
 
+    The record stores the model's folder relative to the cache root, so the same cache
+    resumes from any working directory; a record whose classifier stage no longer
+    verifies (deleted, moved aside) is stale and recomputed, which trains that classifier
+    again.
+
     Returns:
         ``key``, ``backbone``, ``input_mode``, ``seed``, ``fold``, ``path`` (the trained
-        model's folder), ``weights_origin``, ``training_path``, ``best_epoch``, ``metrics``
-        (on the evaluation rows) and ``events`` (this job's stage events, so the main
+        model's folder: ``out_dir`` when given, else in the cache), ``weights_origin``,
+        ``training_path``, ``best_epoch``, ``metrics`` (on the evaluation rows) and ``events`` (this job's stage events, so the main
         process can report what was reused and computed).
     """
     from models.train import classifier_stage_inputs, spec_from_config
@@ -118,13 +124,31 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
         with atomic_write(tmp / JOB_RESULT_FILE) as handle:
             json.dump(record, handle, indent=1)
 
-    folder = cache.run("grid_job", inputs, compute)
-    record = json.loads((folder / JOB_RESULT_FILE).read_text())
+    record = cache.run_and_load("grid_job", inputs, compute,
+                                lambda folder: _read_record(cache, folder))
+    model_folder = cache.root / record["path"]
     if payload["out_dir"]:
         # The stage folder already holds model.keras + metadata.json: copy, do not re-save.
-        shutil.copytree(record["path"], payload["out_dir"], dirs_exist_ok=True)
-        record["path"] = payload["out_dir"]
-    return {**record, "events": [asdict(event) for event in cache.events]}
+        shutil.copytree(model_folder, payload["out_dir"], dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(MANIFEST_FILE))
+        model_folder = Path(payload["out_dir"])
+    return {**record, "path": str(model_folder),
+            "events": [asdict(event) for event in cache.events]}
+
+
+def _read_record(cache: StageCache, folder: Path) -> dict[str, Any]:
+    """A grid job's stored record, whose classifier stage must still verify.
+
+    Raises:
+        InputError: the classifier stage the record names is missing or fails
+            verification (the record is stale).
+    """
+    record = json.loads((folder / JOB_RESULT_FILE).read_text())
+    problem = cache.problem(cache.root / record["path"])
+    if problem is not None:
+        raise InputError(f"{folder / JOB_RESULT_FILE}: stale, its classifier stage "
+                         f"{record['path']}: {problem}")
+    return record
 
 
 def variant_payload(config: AuditConfig, cache_root: Path,
@@ -141,8 +165,8 @@ def variant_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one classifier a probe asked for into the cache (reusing cached features).
 
     Returns:
-        ``path`` (the trained model's stage folder, for ``models.saving.load_trained``) and
-        ``events`` (this job's stage events).
+        ``path`` (the trained model's stage folder relative to the cache root, for
+        ``models.saving.load_trained``) and ``events`` (this job's stage events).
     """
     from models.train import spec_from_config, train_classifier
 
@@ -150,14 +174,15 @@ def variant_job(payload: dict[str, Any]) -> dict[str, Any]:
     spec = spec_from_config(config, payload["backbone"], payload["input_mode"], payload["seed"])
     model = train_classifier(dataset, np.asarray(payload["train_rows"], dtype=np.int64),
                              np.asarray(payload["val_rows"], dtype=np.int64), spec, cache=cache)
-    return {"path": str(model.path), "events": [asdict(event) for event in cache.events]}
+    return {"path": model.path.relative_to(cache.root).as_posix(),
+            "events": [asdict(event) for event in cache.events]}
 
 
 def _job_data(payload: dict[str, Any]) -> tuple[AuditConfig, StageCache, Dataset]:
     """A job's config, its own handle on the shared cache, and the run's dataset rebuilt
     from that cache."""
     config = AuditConfig.model_validate(payload["config"])
-    cache = StageCache(payload["cache"])
+    cache = StageCache(payload["cache"], verify=config.runtime.verify)
     dataset, _ = prepare_data(config, cache)
     return config, cache, dataset
 
@@ -177,7 +202,8 @@ def _train_and_evaluate(config: AuditConfig, cache: StageCache, dataset: Dataset
     log.info("%s seed %d: accuracy %.3f on %s", model.key, payload["seed"],
              metrics["accuracy"], which)
     return {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
-            "seed": payload["seed"], "fold": payload["fold"], "path": str(model.path),
+            "seed": payload["seed"], "fold": payload["fold"],
+            "path": model.path.relative_to(cache.root).as_posix(),
             "weights_origin": model.metadata.get("weights_origin"),
             "training_path": model.metadata.get("training_path"),
             "best_epoch": model.metadata.get("best_epoch"), "metrics": metrics}

@@ -149,7 +149,7 @@ def _start_run(config: AuditConfig, out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.resolved.yaml") as handle:
         handle.write(dump_config(config))
-    cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
+    cache = StageCache(config.runtime.cache_dir or out_dir / "cache", verify=config.runtime.verify)
     return out_dir, cache, policy
 
 
@@ -286,7 +286,7 @@ class _VariantTrainer:
         log.info("training %d variant classifiers (%s runner)", len(payloads), self.runner.name)
         results = self.runner.map(variant_job, payloads)
         self.jobs += results
-        return [load_trained(result["path"]) for result in results]
+        return [load_trained(self.cache.root / result["path"]) for result in results]
 
 
 def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
@@ -324,11 +324,13 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
             np.savez(folder / "cams.npz", predicted_class=explained.predicted_class,
                      **explained.cams)
 
-        folder = cache.run(CAM_STAGE, stage_inputs, compute)
-        with np.load(folder / "cams.npz") as stored:
-            return gradcam.Explanations(predicted_class=stored["predicted_class"],
-                                        cams={target: stored[target]
-                                              for target in gradcam.CAM_TARGETS})
+        def load(folder: Path) -> Explanations:
+            with np.load(folder / "cams.npz") as stored:
+                return gradcam.Explanations(predicted_class=stored["predicted_class"],
+                                            cams={target: stored[target]
+                                                  for target in gradcam.CAM_TARGETS})
+
+        return cache.run_and_load(CAM_STAGE, stage_inputs, compute, load)
 
     return explanations
 
@@ -373,19 +375,22 @@ def _run_check(check_id: str, context: ProbeContext, cache: StageCache, inputs: 
         with atomic_write(folder / "result.json") as handle:
             json.dump(result.to_dict(), handle)
 
+    def load(folder: Path) -> CheckResult:
+        result = CheckResult.from_dict(json.loads((folder / "result.json").read_text()))
+        # Into this run's folder, also when the stage was reused from another run.
+        run_artifacts = run_dir / ARTIFACTS_DIR / check_id
+        for saved in sorted(folder.glob("*.npz")):
+            run_artifacts.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(saved, run_artifacts / saved.name)
+        return result
+
     try:
-        folder = cache.run("probe", inputs, compute)
+        return cache.run_and_load("probe", inputs, compute, load)
     except Exception as error:  # one broken probe must not lose the run
         log.error("%s crashed:\n%s", check_id, traceback.format_exc())
         return CheckResult(check_id=check_id, title=check_id, status=Status.ERROR,
                            reason=f"{type(error).__name__}: {error}",
                            summary=f"Crashed: {type(error).__name__}: {error}")
-    # Into this run's folder, also when the stage was reused from another run.
-    run_artifacts = run_dir / ARTIFACTS_DIR / check_id
-    for saved in sorted(folder.glob("*.npz")):
-        run_artifacts.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(saved, run_artifacts / saved.name)
-    return CheckResult.from_dict(json.loads((folder / "result.json").read_text()))
 
 
 def _save_artifacts(result: CheckResult, folder: Path) -> CheckResult:

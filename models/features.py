@@ -95,8 +95,9 @@ def extract(extractor: keras.Model, images: np.ndarray | ModeImages | _RotatedVi
 def _cached(cache: StageCache | None, stage: str, inputs: dict, compute) -> np.ndarray:
     if cache is None:
         return compute()
-    folder = cache.run(stage, inputs, lambda tmp: np.save(tmp / "features.npy", compute()))
-    return np.load(folder / "features.npy")
+    return cache.run_and_load(stage, inputs,
+                              lambda tmp: np.save(tmp / "features.npy", compute()),
+                              lambda folder: np.load(folder / "features.npy"))
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ def _cached_predictions(model, dataset, rows: np.ndarray, config, cache) -> np.n
     def compute(folder: Path) -> None:
         np.save(folder / "masks.npy", predict_masks(model, dataset.images[rows], config.batch_size))
 
-    return np.load(cache.run("unet_masks", inputs, compute) / "masks.npy")
+    return cache.run_and_load("unet_masks", inputs, compute,
+                              lambda folder: np.load(folder / "masks.npy"))
 
 
 def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def segment_manifest(
     if isinstance(config, SegmentationConfig):
         config = AuditConfig(segmentation=config)
     out_dir = Path(out_dir)
-    cache = StageCache(config.runtime.cache_dir or out_dir / "cache")
+    cache = StageCache(config.runtime.cache_dir or out_dir / "cache", verify=config.runtime.verify)
     dataset = load_dataset(manifest_path, config.data.image_size, cache, config.data.label_map)
     segmented, report = segment_dataset(dataset, config.segmentation, cache, out_dir / "unet")
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)

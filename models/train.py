@@ -348,13 +348,16 @@ def train_classifier(
 
         def compute(tmp: Path) -> None:
             computed.append(_train(dataset, train_idx, val_idx, spec, cache))
-            save_trained(computed[0], tmp)
+            save_trained(computed[-1], tmp)
 
-        folder = cache.run("classifier",
-                           classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
-                           compute)
-        trained = computed[0] if computed else load_trained(folder)
-        trained.path = folder
+        def load(folder: Path) -> TrainedModel:
+            trained = computed[-1] if computed else load_trained(folder)
+            trained.path = folder
+            return trained
+
+        trained = cache.run_and_load(
+            "classifier", classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
+            compute, load)
     if out_dir is not None:
         save_trained(trained, out_dir)
         trained.path = Path(out_dir)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from audit.core.cache import StageCache, hash_array, stable_hash
+from audit.core.cache import MANIFEST_FILE, StageCache, hash_array, stable_hash
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
 from audit.core.progress import log
@@ -89,10 +89,12 @@ def train_unet(
                        encoder_weights=config.encoder_weights)
         _save(model, quality, folder)
 
-    folder = _run_stage(cache, "unet", inputs, compute, out_dir)
-    model = build_unet(config.encoder, "none", config.image_size)
-    model.load_weights(folder / WEIGHTS_FILE)
-    quality = _read_json(folder / QUALITY_FILE)
+    def load(folder: Path) -> tuple[keras.Model, dict[str, Any]]:
+        model = build_unet(config.encoder, "none", config.image_size)
+        model.load_weights(folder / WEIGHTS_FILE)
+        return model, _read_json(folder / QUALITY_FILE)
+
+    model, quality = _run_stage(cache, "unet", inputs, compute, load, out_dir)
     dice = quality["dice"]["mean"]
     log.info("U-Net held-out Dice %.3f (n=%d)", dice, quality["n_val"])
     if dice < POOR_DICE:
@@ -201,20 +203,23 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _run_stage(cache, stage, inputs, compute, out_dir: Path | None) -> Path:
-    """Run ``compute`` through the cache (or into ``out_dir``/a temp folder without one)."""
+def _run_stage(cache, stage, inputs, compute, load, out_dir: Path | None) -> Any:
+    """``load`` of ``compute``'s folder, through the cache (which recomputes a stage that
+    does not load) or, without one, a temporary folder; the folder's files are also copied
+    into ``out_dir``."""
     if cache is not None:
-        folder = cache.run(stage, inputs, compute)
+        folder, loaded = cache.run_and_load(stage, inputs, compute,
+                                            lambda folder: (folder, load(folder)))
     else:
         folder = Path(tempfile.mkdtemp(prefix=f"cxr-audit-{stage}-"))
         compute(folder)
+        loaded = load(folder)
     if out_dir is not None and Path(out_dir) != folder:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         for item in folder.iterdir():
-            shutil.copy2(item, Path(out_dir) / item.name)
-    return folder
-
-
+            if item.name != MANIFEST_FILE:  # the cache's, about the cache's copy
+                shutil.copy2(item, Path(out_dir) / item.name)
+    return loaded
 
 
 def _summary(values: np.ndarray, seed: int = 0) -> dict[str, float]:

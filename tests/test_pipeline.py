@@ -224,11 +224,13 @@ def test_variant_requests_go_to_the_runner_at_once_and_load_what_the_jobs_saved(
 
     config = parse_config({"models": {"backbones": ["resnet50", "mobilenetv2"]}})
     monkeypatch.setattr("models.saving.load_trained", lambda path: f"model from {path}")
-    runner = RecordingRunner(lambda p: {"path": f"/c/{p['seed']}", "events": [{"x": 1}]})
+    # A job returns its model's folder relative to the cache root, whatever its cwd was.
+    runner = RecordingRunner(lambda p: {"path": f"classifier/{p['seed']}", "events": [{"x": 1}]})
     trainer = pipeline._VariantTrainer(config, StageCache(tmp_path), runner)
     models = trainer([VariantRequest(np.arange(3), [7], seed=2),
                       VariantRequest([1], [2], "lung_masked", 5, backbone="mobilenetv2")])
-    assert models == ["model from /c/2", "model from /c/5"]
+    assert models == [f"model from {tmp_path / 'classifier' / '2'}",
+                      f"model from {tmp_path / 'classifier' / '5'}"]
     ((func, payloads),) = runner.calls
     assert func is pipeline.variant_job
     assert [(p["backbone"], p["input_mode"], p["seed"], p["train_rows"], p["val_rows"])

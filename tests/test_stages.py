@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit.core.cache import CODE_LAYERS, StageCache, code_layer, hash_array, stable_hash
+from audit.core.cache import (
+    CODE_LAYERS,
+    MANIFEST_FILE,
+    StageCache,
+    code_layer,
+    hash_array,
+    stable_hash,
+)
 from audit.core.io import atomic_write
 from audit.runners import LocalRunner
 from tests.runner_jobs import count_and_build
@@ -151,7 +158,7 @@ def test_a_reader_never_sees_a_stage_before_all_its_files_are_written(tmp_path):
     assert writer.wait(timeout=300) == 0
     assert is_done(cache, "model", {"k": 1})
     folder = cache.run("model", {"k": 1}, write_value(999))
-    assert sorted(p.name for p in folder.iterdir()) == ["first.npy", "second.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_FILE, "first.npy", "second.npy"]
     assert cache.events[-1].action == "reused"
 
 

@@ -9,6 +9,17 @@ part-way leaves only temporary folders behind, which are never read and are clea
 the next run. A file lock per key keeps concurrent runs sharing one cache from computing
 the same stage twice or reading it half written.
 
+A stage cannot lie about its files either. Before the rename, the cache writes a manifest
+(``.stage.json``) listing every file of the stage with its size, modification time and
+SHA-256. Reusing a stage verifies it against the manifest, cheaply: the set of files and
+their sizes always; the content hash of every small file (``SMALL_FILE_BYTES``: results,
+metadata, records), of every file whose modification time changed, and, with
+``StageCache(verify=True)`` (``cxr-audit run --verify``), of every file. A stage that
+fails, or has no manifest (written by older code), is logged by name with the bad file
+and why, moved aside to ``<cache>/quarantine/<stage>-<key>-<time>`` (kept for
+inspection, never deleted) and recomputed. ``run_and_load`` does the same for a stage
+whose files verify but do not load.
+
 The code in a key is the source of whole packages, not of one module or function: every
 ``*.py`` file of the layer whose module defines the stage's ``compute`` and of every layer
 below it (``CODE_LAYERS``, the order of pyproject.toml's import contract). A stage's code
@@ -26,6 +37,10 @@ Usage::
     folder = cache.run("features", {"images": images_key, "backbone": "mobilenetv2"},
                        compute=lambda tmp: np.save(tmp / "features.npy", extract(...)))
     features = np.load(folder / "features.npy", mmap_mode="r")
+
+    # or, recomputing a reused stage whose files do not load:
+    features = cache.run_and_load("features", inputs, compute,
+                                  load=lambda folder: np.load(folder / "features.npy"))
 """
 
 from __future__ import annotations
@@ -38,12 +53,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from filelock import FileLock
 
 from audit.core.io import atomic_write
+from audit.core.progress import log
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding the ``audit``, ``models``, ``probes`` and ``reports`` packages."""
@@ -54,6 +70,14 @@ them (``tests/test_stages.py`` checks they agree); the last holds the applicatio
 (``audit.pipeline``, ``audit.jobs``, ...) and, inside it, the two layers at the bottom."""
 _FILE_HASH_FOLDER = "file-hashes"
 """Folder of the cache root remembering the hashes of files (``StageCache.hash_file``)."""
+MANIFEST_FILE = ".stage.json"
+"""In every finished stage folder: its files' sizes, modification times and hashes."""
+SMALL_FILE_BYTES = 1 << 20
+"""Files up to this size are hashed on every reuse (cheap); larger ones when their
+modification time changed or the cache verifies everything."""
+QUARANTINE_FOLDER = "quarantine"
+"""Folder of the cache root where stages that failed verification or loading are moved."""
+Loaded = TypeVar("Loaded")
 
 
 def _canonical(value: Any) -> Any:
@@ -126,11 +150,21 @@ class StageEvent:
 class StageCache:
     """A folder of finished stages, keyed by the hash of their inputs and code."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, verify: bool = False):
+        """Open (creating) the cache at ``root``.
+
+        Args:
+            root: The cache folder.
+            verify: Hash every file of a stage before reusing it, not only the small and
+                the modified ones. Defaults to False.
+        """
+        # Absolute, so jobs and records never depend on the working directory of one process.
+        self.root = Path(os.path.abspath(root))
         self.root.mkdir(parents=True, exist_ok=True)
+        self.verify = verify
         self.events: list[StageEvent] = []
         self._code_hashes: dict[int, str] = {}  # layer -> its sources' hash, read once
+        self._verified: set[Path] = set()  # folders found sound by this object
 
     def code_hash(self, compute: Callable) -> str:
         """Hash of the code ``compute`` may run: its layer and the layers below (module
@@ -164,40 +198,158 @@ class StageCache:
         return memo.read_text()[:length]
 
     def run(self, stage: str, inputs: Any, compute: Callable[[Path], None]) -> Path:
-        """Return the finished folder of ``stage`` for ``inputs``, computing it if needed.
+        """Return the finished, verified folder of ``stage`` for ``inputs``, computing it if
+        needed.
 
         ``compute(tmp_folder)`` writes the stage's files into ``tmp_folder``; the folder
-        becomes visible under its key only after ``compute`` returned.
+        becomes visible under its key only after ``compute`` returned and its manifest was
+        written. A folder that fails verification is moved aside and recomputed (module
+        docstring).
+        """
+        return self._finished(stage, self.key(stage, inputs, compute), compute)[0]
+
+    def run_and_load(self, stage: str, inputs: Any, compute: Callable[[Path], None],
+                     load: Callable[[Path], Loaded]) -> Loaded:
+        """``load(run(stage, inputs, compute))``, recomputing a reused stage that does not load.
+
+        A reused folder whose files verify but make ``load`` raise (a truncated array the
+        sizes did not catch, a record pointing at a stage that is gone) is logged, moved
+        aside and computed once more, then loaded again. A folder computed by this call
+        that does not load is moved aside too, and the error raised: computing it again
+        would write the same files.
         """
         key = self.key(stage, inputs, compute)
+        folder, reused = self._finished(stage, key, compute)
+        identity = os.stat(folder).st_ino
+        try:
+            return load(folder)
+        except Exception as error:
+            self._discard(stage, key, f"does not load ({type(error).__name__}: {error})",
+                          identity, recompute=reused)
+            if not reused:
+                raise
+        return load(self._finished(stage, key, compute)[0])
+
+    def problem(self, folder: str | Path) -> str | None:
+        """Why the stage folder ``folder`` cannot be trusted (missing, no or unreadable
+        manifest, a file added, missing, resized or with other content), or None.
+
+        Sizes are always compared; hashes as the module docstring says. A folder found
+        sound is remembered for the life of this object, so a stage reused many times in
+        one run is verified once.
+        """
+        folder = Path(folder)
+        if folder in self._verified:
+            return None
+        if not folder.is_dir():
+            return "missing"
+        try:
+            files = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+            if not isinstance(files, dict):
+                raise TypeError(f"files is a {type(files).__name__}, not a mapping")
+        except FileNotFoundError:
+            return f"no {MANIFEST_FILE} (written by older code or not by the cache): unverified"
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"{MANIFEST_FILE} unreadable ({type(error).__name__}: {error})"
+        present = {path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                   if path.is_file()} - {MANIFEST_FILE}
+        if extra := sorted(present - set(files)):
+            return f"{extra[0]}: not listed in {MANIFEST_FILE} (added after the stage completed)"
+        for name, recorded in files.items():
+            try:
+                problem = (self._file_problem(folder / name, recorded) if name in present
+                           else "missing")
+            except OSError as error:  # removed or replaced while being checked
+                problem = f"unreadable ({error.strerror})"
+            except (KeyError, TypeError):
+                problem = f"its {MANIFEST_FILE} entry is malformed ({recorded!r})"
+            if problem is not None:
+                return f"{name}: {problem}"
+        self._verified.add(folder)
+        return None
+
+    def _file_problem(self, path: Path, recorded: dict[str, Any]) -> str | None:
+        """How the file at ``path`` differs from its manifest entry ``recorded``, or None."""
+        stat = path.stat()
+        if stat.st_size != recorded["size"]:
+            return f"{stat.st_size} bytes, {MANIFEST_FILE} records {recorded['size']}"
+        must_hash = (self.verify or stat.st_size <= SMALL_FILE_BYTES
+                     or stat.st_mtime_ns != recorded["mtime_ns"])
+        if must_hash and hash_file(path, length=64) != recorded["sha256"]:
+            return f"content differs from the SHA-256 {MANIFEST_FILE} records"
+        return None
+
+    def _finished(self, stage: str, key: str, compute: Callable[[Path], None]) -> tuple[Path, bool]:
+        """The verified folder of ``stage``/``key`` and whether it was reused (not computed)."""
         final = self.folder(stage, key)
-        if final.is_dir():
+        if final.is_dir() and self.problem(final) is None:
             self.events.append(StageEvent(stage, key, "reused", 0.0))
-            return final
+            return final, True
         final.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(final) + ".lock"):
-            if final.is_dir():  # another process finished it while we waited
-                self.events.append(StageEvent(stage, key, "reused", 0.0))
-                return final
+            # Again under the lock: another process may have finished or replaced it.
+            if final.is_dir():
+                problem = self.problem(final)
+                if problem is None:
+                    self.events.append(StageEvent(stage, key, "reused", 0.0))
+                    return final, True
+                self._move_aside(stage, key, problem)
             self._remove_stale_tmp(final)
             tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
             tmp.mkdir()
             started = time.perf_counter()
             try:
                 compute(tmp)
+                _write_manifest(tmp)
                 _fsync_tree(tmp)
                 os.rename(tmp, final)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
+            self._verified.add(final)
             self.events.append(StageEvent(stage, key, "computed", time.perf_counter() - started))
-        return final
+        return final, False
+
+    def _discard(self, stage: str, key: str, reason: str, identity: int,
+                 recompute: bool) -> None:
+        """Move the folder of ``stage``/``key`` aside, unless another process already
+        replaced it (its inode is no longer ``identity``)."""
+        final = self.folder(stage, key)
+        with FileLock(str(final) + ".lock"):
+            if final.is_dir() and os.stat(final).st_ino == identity:
+                self._move_aside(stage, key, reason, recompute)
+
+    def _move_aside(self, stage: str, key: str, reason: str, recompute: bool = True) -> None:
+        """Log why the stage folder is bad and move it into the quarantine (under its lock)."""
+        final = self.folder(stage, key)
+        # Nanoseconds too: one stage may be moved aside twice in a second.
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{time.time_ns() % 10**9:09d}"
+        target = self.root / QUARANTINE_FOLDER / f"{stage}-{key}-{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, target)
+        self._verified.discard(final)
+        log.warning("cache: stage %s key %s is bad: %s; moved to %s%s", stage, key, reason,
+                    target, ", recomputing it" if recompute else "")
 
     @staticmethod
     def _remove_stale_tmp(final: Path) -> None:
         # Only called under the key's lock, so no live writer owns these folders.
         for stale in final.parent.glob(f".{final.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_manifest(folder: Path) -> None:
+    """Write ``MANIFEST_FILE`` into the stage folder ``folder``: each file's size,
+    modification time and SHA-256, by its path relative to the folder."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            files[path.relative_to(folder).as_posix()] = {
+                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                "sha256": hash_file(path, length=64)}
+    with atomic_write(folder / MANIFEST_FILE) as handle:
+        json.dump({"files": files}, handle, indent=1)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -171,6 +171,7 @@ class RuntimeConfig(_Section):
     ray_address: str | None = None
     cache_dir: Path | None = None  # default: <out>/cache
     quiet: StrictBool = False
+    verify: StrictBool = False  # hash every file of a reused stage (``--verify``)
 
 
 class AuditConfig(_Section):

@@ -220,7 +220,7 @@ def load_dataset(source: str | Path | Manifest, image_size: int, cache: StageCac
         with tempfile.TemporaryDirectory(prefix="cxr-audit-images-") as tmp_root:
             dataset = open_dataset(StageCache(tmp_root).run(STAGE, inputs, compute), mmap=False)
     else:
-        dataset = open_dataset(cache.run(STAGE, inputs, compute))
+        dataset = cache.run_and_load(STAGE, inputs, compute, open_dataset)
     if len(dataset) == 0:
         raise _no_rows_error(manifest, dataset.quarantined)
     if len(dataset.quarantined):
