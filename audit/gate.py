@@ -135,6 +135,10 @@ def _check_thresholds_set(policy: PolicyConfig, source: str) -> None:
                          f"'fail' or 'warn' needs a number, got none")
 
 
+UNGATED = CheckPolicy(threshold=None, gate="ignore", required=False)
+"""How the gate judges a check the policy does not name."""
+
+
 def check_permutations(policy: PolicyConfig, enabled: tuple[str, ...],
                        n_permutations: int) -> None:
     """Refuse settings under which a gated permutation check could never fire.
@@ -165,10 +169,6 @@ def check_permutations(policy: PolicyConfig, enabled: tuple[str, ...],
         f"p-value lifts that to {min(1.0, family * floor):.2g}; a check must be able to "
         f"reach alpha {alpha:g} with {PERMUTATION_MARGIN}x that floor, so use at least "
         f"{needed} (or ignore checks in the policy, or raise alpha)")
-
-
-UNGATED = CheckPolicy(threshold=None, gate="ignore", required=False)
-"""How the gate judges a check the policy does not name."""
 
 
 def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
