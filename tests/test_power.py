@@ -18,6 +18,7 @@ from probes.base import CheckResult, Status
 from probes.checks import site_image
 from probes.registry import check_ids, specs
 from probes.stats import permutation_p_floor
+from reports.html import render_html
 from reports.junit import write_junit
 from tests.probe_fixtures import make_context, synth_data
 
@@ -102,6 +103,7 @@ def test_a_rejudged_result_with_a_bigger_family_is_underpowered_never_pass(tmp_p
     case = next(case for case in ET.parse(tmp_path / "junit.xml").iter("testcase")
                 if case.get("name") == "site.image")
     assert case.find("failure").get("type") == "underpowered"
+    assert "could not decide" in render_html(judged, tmp_path)
 
 
 def test_underpowered_is_judged_afresh_when_the_family_shrinks():
