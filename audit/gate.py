@@ -7,10 +7,13 @@ metric is larger than the policy's threshold and, where it has a p-value, its Ho
 p-value is below ``alpha``. A firing check takes its gate's status (``fail`` or ``warn``),
 a quiet one passes, an ignored one passes with a note. A required check that could not run
 (``not_run``/``error``) or is missing from the run fails the verdict unless its gate is
-``ignore``. The gate marks each check that fails the verdict ``blocking`` and lists the
-missing required checks in ``absent_required``, so reports only read. Judging never loses
-information: ``not_run`` and ``error`` statuses are kept, and a judged result can be judged
-again with another policy.
+``ignore``. A gated check whose metric is over its threshold but whose p-value could not
+have reached ``alpha`` (its floor, ``p_floor``, times the Holm family size is ``alpha`` or
+more: too few permutations) is ``underpowered``, never ``pass``, and counts as a required
+check that could not decide. The gate marks each check that fails the verdict ``blocking``
+and lists the missing required checks in ``absent_required``, so reports only read. Judging
+never loses information: ``not_run`` and ``error`` statuses are kept, and a judged result
+can be judged again with another policy.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ from audit.core.io import read_text
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from probes.registry import check_ids, specs
+from probes.stats import permutation_p_floor
 
 IGNORED_NOTE = "Not gated: the policy ignores this check."
+PERMUTATION_MARGIN = 2
+"""A run must let a gated permutation check fire with this many times its smallest p-value
+(``1 / (n_permutations + 1)``) after Holm over the whole family: a strong effect that a
+null permutation ties once still fires, and one more check in the family does not switch
+the rest off."""
 
 
 def default_policy() -> PolicyConfig:
@@ -150,6 +159,38 @@ UNGATED = CheckPolicy(threshold=None, gate="ignore", required=False)
 """How the gate judges a check the policy does not name."""
 
 
+def check_permutations(policy: PolicyConfig, enabled: tuple[str, ...],
+                       n_permutations: int) -> None:
+    """Refuse settings under which a gated permutation check could never fire.
+
+    The family is the enabled checks the policy gates that report a p-value
+    (``CheckSpec.p_value``); Holm multiplies the smallest p by up to its size ``m``, and a
+    permutation p-value is never below ``1 / (n_permutations + 1)``. A run needs
+    ``PERMUTATION_MARGIN * m / (n_permutations + 1) < alpha``.
+
+    Raises:
+        InputError: naming ``probes.n_permutations``, the floor, the family and the
+            smallest number of permutations that works.
+    """
+    gated = [spec for spec in specs() if spec.id in enabled and spec.p_value != "none"
+             and policy.checks.get(spec.id, UNGATED).gate != "ignore"]
+    if not any(spec.p_value == "permutation" for spec in gated):
+        return
+    family, alpha = len(gated), policy.alpha
+    if PERMUTATION_MARGIN * family * permutation_p_floor(n_permutations) < alpha:
+        return
+    needed = math.floor(PERMUTATION_MARGIN * family / alpha)
+    while PERMUTATION_MARGIN * family * permutation_p_floor(needed) >= alpha:
+        needed += 1
+    floor = permutation_p_floor(n_permutations)
+    raise InputError(
+        f"probes.n_permutations: {n_permutations} permutations give p >= 1/"
+        f"{n_permutations + 1} = {floor:.2g}, and Holm over {family} gated checks with a "
+        f"p-value lifts that to {min(1.0, family * floor):.2g}; a check must be able to "
+        f"reach alpha {alpha:g} with {PERMUTATION_MARGIN}x that floor, so use at least "
+        f"{needed} (or ignore checks in the policy, or raise alpha)")
+
+
 def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
     """Judge every check of ``result`` against ``policy`` and set the verdict.
 
@@ -163,9 +204,11 @@ def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
     """
     rules = [policy.checks.get(check.check_id, UNGATED) for check in result.checks]
     adjusted = _holm_over_gated(result.checks, rules)
+    family = sum(p_adjusted is not None for p_adjusted in adjusted)
     judged, failures, warnings = [], [], []
     for check, rule, p_adjusted in zip(result.checks, rules, adjusted, strict=True):
-        check, problem = _judge_check(replace(check, p_adjusted=p_adjusted), rule, policy.alpha)
+        check, problem = _judge_check(replace(check, p_adjusted=p_adjusted), rule, policy.alpha,
+                                      family)
         judged.append(check)
         if check.blocking:
             failures.append(problem)
@@ -203,12 +246,21 @@ def _holm_over_gated(checks: tuple[CheckResult, ...],
     return adjusted
 
 
-def _judge_check(check: CheckResult, rule: CheckPolicy,
-                 alpha: float) -> tuple[CheckResult, str | None]:
-    """The judged check (``blocking`` set) and, if it failed, warned or blocks the verdict
-    without running, a one-line reason naming it."""
+def _judge_check(check: CheckResult, rule: CheckPolicy, alpha: float,
+                 family: int) -> tuple[CheckResult, str | None]:
+    """The judged check (``blocking`` set) and, if it failed, warned, or blocks the verdict
+    without running or deciding, a one-line reason naming it.
+
+    Args:
+        check: The check, its ``p_adjusted`` already set.
+        rule: Its policy rule.
+        alpha: The policy's significance level.
+        family: The size of the Holm family.
+    """
     notes = [note for note in check.notes if note != IGNORED_NOTE]
     check = replace(check, threshold=rule.threshold, gate=rule.gate, notes=notes, blocking=False)
+    if check.ran:  # a measured check's reason is the gate's (why it is underpowered)
+        check = replace(check, reason=None)
     if rule.gate == "ignore":
         status = Status.PASS if check.ran else check.status
         return replace(check, status=status, notes=[*notes, IGNORED_NOTE]), None
@@ -217,15 +269,23 @@ def _judge_check(check: CheckResult, rule: CheckPolicy,
             return check, None
         return (replace(check, blocking=True),
                 f"{check.check_id}: {check.status} ({check.reason}) and required by the policy")
-    fired, why = _fires(check, rule.threshold, alpha)
+    fired, why = _fires(check, rule.threshold, alpha, family)
+    if not fired and why:
+        check = replace(check, status=Status.UNDERPOWERED, reason=why, blocking=rule.required)
+        return check, f"{check.check_id}: underpowered ({why})"
     if not fired:
         return replace(check, status=Status.PASS), None
     status = Status(rule.gate)
     return replace(check, status=status, blocking=status == Status.FAIL), f"{check.check_id}: {why}"
 
 
-def _fires(check: CheckResult, threshold: float, alpha: float) -> tuple[bool, str]:
-    """Whether a gated, measured check fires, judged on its Holm-adjusted p-value."""
+def _fires(check: CheckResult, threshold: float, alpha: float, family: int) -> tuple[bool, str]:
+    """Whether a gated, measured check fires, judged on its Holm-adjusted p-value, and why.
+
+    A check that does not fire with a reason is underpowered: its metric is over the
+    threshold but ``family`` times its ``p_floor`` (what Holm may make of its smallest
+    possible p-value) is not below ``alpha``, so its p-value says nothing.
+    """
     metric = check.metric
     if metric is None or not math.isfinite(metric):
         return True, "measured no metric, so it cannot be shown to be safe"
@@ -236,8 +296,20 @@ def _fires(check: CheckResult, threshold: float, alpha: float) -> tuple[bool, st
     if p_adjusted is None:
         return True, f"{name} {metric:.3g} > threshold {threshold:g}"
     if p_adjusted >= alpha:
-        return False, ""
+        return False, _underpowered(check, family, alpha)
     return True, f"{name} {metric:.3g} > threshold {threshold:g} (p = {p_adjusted:.3g} < {alpha:g})"
+
+
+def _underpowered(check: CheckResult, family: int, alpha: float) -> str:
+    """Why ``check``'s p-value could not have reached ``alpha`` in a family of ``family``
+    checks, or "" when it could."""
+    floor = check.p_floor
+    if floor is None or min(1.0, family * floor) < alpha:
+        return ""
+    return (f"{check.metric_name or 'metric'} {check.metric:.3g} > threshold "
+            f"{check.threshold:g}, but its permutation p-value cannot go below {floor:.2g} "
+            f"and Holm over {family} gated checks lifts that to {min(1.0, family * floor):.2g}"
+            f" >= alpha {alpha:g}: raise probes.n_permutations and re-run")
 
 
 def exit_code(result: AuditResult) -> int:

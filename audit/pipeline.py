@@ -41,7 +41,7 @@ from audit.core.io import atomic_write
 from audit.core.progress import log, progress
 from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
-from audit.gate import judge, load_policy
+from audit.gate import check_permutations, judge, load_policy
 from audit.jobs import (
     prepare_data,
     split_data,
@@ -141,10 +141,17 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
 
 def _start_run(config: AuditConfig, out_dir: str | Path,
                policy_path: str | Path | None) -> tuple[Path, StageCache, Any]:
-    """Validate what can be validated before any expensive step; write the resolved config."""
-    enabled_checks(config)
+    """Validate what can be validated before any expensive step; write the resolved config.
+
+    Raises:
+        InputError: an unknown check id or policy key, a missing weights file, or
+            ``probes.n_permutations`` too small for the gated permutation checks to fire
+            (``audit.gate.check_permutations``).
+    """
+    enabled = enabled_checks(config)
     check_weights(config)
     policy = load_policy(policy_path, overrides=config.policy)
+    check_permutations(policy, enabled, config.probes.n_permutations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.resolved.yaml") as handle:

@@ -54,6 +54,11 @@ TARGET_CLASS = "covid"
 
 GateLevel = Literal["fail", "warn", "ignore"]
 Need = Literal["masks", "two_sources", "retraining", "lung_masked_model"]
+PValueKind = Literal["permutation", "analytic", "none"]
+"""How a check's p-value is computed: ``"permutation"`` (its smallest value is
+``1 / (probes.n_permutations + 1)``, fixed by the run's settings), ``"analytic"`` (a closed-form
+or exact test with no floor the settings impose) or ``"none"`` (the check reports none and
+stays out of the Holm family)."""
 NEEDS = MappingProxyType({
     "masks": "lung masks (from the manifest or the U-Net)",
     "two_sources": "images from at least two sources",
@@ -100,6 +105,8 @@ class CheckSpec:
         order: Position in listings, reports and runs (ascending; ties by id): data checks
             first, the checks that retrain last.
         needs: Prerequisites from ``NEEDS``; without one the check reports ``not_run``.
+        p_value: How the check's p-value is computed (``PValueKind``); the run refuses a
+            ``probes.n_permutations`` too small for a gated permutation check to fire.
         explanation: What a finding means, for a reader who is not an expert (the
             result's explanation, which a check may extend with what it measured).
         next_steps: What to do when the check fires or cannot run.
@@ -112,6 +119,7 @@ class CheckSpec:
     default: Gate
     order: int
     needs: tuple[Need, ...] = ()
+    p_value: PValueKind = "none"
     explanation: str = ""
     next_steps: str = ""
 
@@ -123,6 +131,9 @@ class CheckSpec:
         if unknown:
             raise ValueError(f"{self.id}: unknown prerequisite(s) {', '.join(unknown)}; "
                              f"known: {', '.join(NEEDS)}")
+        if self.p_value not in get_args(PValueKind):
+            raise ValueError(f"{self.id}: p_value must be one of "
+                             f"{', '.join(get_args(PValueKind))}; got {self.p_value!r}")
 
     def not_run(self, reason: str) -> CheckResult:
         """This check's ``not_run`` result with ``reason``."""
@@ -169,5 +180,5 @@ class Check(Protocol):
     def run(self, context: ProbeContext) -> CheckResult: ...
 
 
-__all__ = ["NEEDS", "TARGET_CLASS", "Check", "CheckResult", "CheckSpec", "Gate", "ProbeContext",
-           "Status"]
+__all__ = ["NEEDS", "TARGET_CLASS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind",
+           "ProbeContext", "Status"]

@@ -54,10 +54,18 @@ class Skill:
 
 @threadpool_limits.wrap(limits=1)
 def reduce_features(features: np.ndarray, seed: int) -> np.ndarray:
-    """Standardise and project onto at most ``PCA_COMPONENTS`` principal axes (label-free)."""
+    """Standardise and project onto at most ``PCA_COMPONENTS`` principal axes (label-free).
+
+    The axes keep their variance (no whitening): whitening gave every one of up to n - 1
+    axes unit variance, so on a small set the noise axes weighed as much as the signal and
+    the regularised probe collapsed to predicting one source. Unwhitened, an L2 logistic
+    regression on the projection is the same model as on the standardised features
+    whenever the rows span fewer than ``PCA_COMPONENTS`` axes (the penalty is rotation
+    invariant), and a cap on the top-variance axes otherwise.
+    """
     x = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
     n_components = min(PCA_COMPONENTS, x.shape[0] - 1, x.shape[1])
-    return PCA(n_components=n_components, whiten=True, random_state=seed).fit_transform(x)
+    return PCA(n_components=n_components, random_state=seed).fit_transform(x)
 
 
 def _folds(target: np.ndarray, patients: np.ndarray, seed: int) -> list[tuple]:
@@ -74,7 +82,10 @@ def _folds(target: np.ndarray, patients: np.ndarray, seed: int) -> list[tuple]:
 def _out_of_fold(x: np.ndarray, target: np.ndarray, folds: list[tuple], seed: int) -> np.ndarray:
     predicted = np.empty_like(target)
     for train, test in folds:
-        model = LogisticRegression(class_weight="balanced", max_iter=500, random_state=seed)
+        # Newton steps do not care that the unwhitened axes differ in scale; lbfgs took
+        # hundreds of iterations on them (and hit its limit on the demo's embeddings)
+        model = LogisticRegression(class_weight="balanced", solver="newton-cholesky",
+                                   max_iter=500, random_state=seed)
         predicted[test] = model.fit(x[train], target[train]).predict(x[test])
     return predicted
 
@@ -114,6 +125,8 @@ def linear_probe_skill(
         return Skill(np.nan, (np.nan, np.nan), None, n, k,
                      "a value has fewer than 2 patients, too few to cross-validate")
     predicted = _out_of_fold(x, target, folds, seed)
+    if len(np.unique(predicted)) == 1:
+        return Skill(np.nan, (np.nan, np.nan), None, n, k, _constant_reason(predicted))
     skill = _skill_of(target, predicted)
     ci = bootstrap_ci(_skill_of, target, predicted, n_bootstrap=n_bootstrap, seed=seed,
                       strata=target)
@@ -126,6 +139,11 @@ def linear_probe_skill(
                 for shuffled in shuffles]
         p_value = permutation_p_value(skill, null)
     return Skill(skill, ci, p_value, n, k)
+
+
+def _constant_reason(predicted: np.ndarray) -> str:
+    return (f"the probe predicted {str(predicted[0])!r} for every row: a constant predictor "
+            "scores 0 whatever the features hold, so its 0 says nothing")
 
 
 def _pooled_skill(truth: np.ndarray, predicted: np.ndarray, label: np.ndarray) -> float:
@@ -212,6 +230,10 @@ def within_label_skill(
     truth, groups = source[rows], label[rows]
     units = np.char.add(np.char.add(np.asarray(patients)[rows].astype(str), "|"), groups)
     predicted = predict(truth)
+    if all(len(np.unique(predicted[groups == plan.label])) == 1 for plan in usable):
+        return Skill(np.nan, (np.nan, np.nan), None, len(rows), len(np.unique(truth)),
+                     f"within every label, {_constant_reason(predicted)}"), [
+            _label_row(plan, None, (None, None)) for plan in plans]
     table = []
     for plan in plans:
         if plan.reason:

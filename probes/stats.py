@@ -6,6 +6,7 @@ its intervals and p-values the same way. All randomness goes through an explicit
 - ``wilson_ci``: a binomial proportion's interval (Wilson score).
 - ``bootstrap_ci``: percentile bootstrap of any statistic over paired rows.
 - ``permutation_p_value``: the add-one p-value from a null distribution.
+- ``permutation_p_floor``: the smallest p-value that many permutations can give.
 - ``permute_within_groups``: a label shuffle that keeps each group's composition.
 - ``mcnemar_exact``: paired correctness of two models on the same rows.
 - ``two_proportion_test``: two independent accuracies (Fisher exact).
@@ -87,6 +88,12 @@ def permutation_p_value(observed: float, null_values: Sequence[float]) -> float:
     """
     null = np.asarray(null_values, dtype=float)
     return float((1 + np.sum(null >= observed)) / (1 + null.size))
+
+
+def permutation_p_floor(n_permutations: int) -> float:
+    """``1 / (n_permutations + 1)``: ``permutation_p_value`` never goes below it, however
+    strong the effect."""
+    return 1.0 / (n_permutations + 1)
 
 
 def permute_within_groups(

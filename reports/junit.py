@@ -7,6 +7,8 @@ Mapping (the gate has already judged each check, marked the ones that fail the v
 - ``fail`` -> ``<failure>`` with the check's summary;
 - ``not_run`` -> ``<failure>`` when blocking, else ``<skipped>``;
 - ``error`` -> ``<error>`` when blocking, else ``<skipped>``;
+- ``underpowered`` (over threshold, p-value unable to reach alpha) -> ``<failure>`` when
+  blocking, else ``<skipped>``, with the reason naming ``probes.n_permutations``;
 - ``measured`` (never judged) -> ``<skipped>``;
 - each of ``absent_required`` -> ``<failure>``.
 """
@@ -73,9 +75,12 @@ def _check_case(check: CheckResult) -> ET.Element:
         _child(case, "failure", check.summary or "check failed", "shortcut", _numbers(check))
     elif check.status == Status.NOT_RUN and check.blocking:
         _child(case, "failure", f"required check did not run: {check.reason}", "not_run")
+    elif check.status == Status.UNDERPOWERED and check.blocking:
+        _child(case, "failure", f"required check could not decide: {check.reason}",
+               "underpowered")
     elif check.status == Status.ERROR and check.blocking:
         _child(case, "error", f"check crashed: {check.reason}", "error")
-    elif check.status in (Status.NOT_RUN, Status.ERROR):
+    elif check.status in (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED):
         _child(case, "skipped", f"{check.status} (not blocking the verdict): {check.reason}")
     elif check.status == Status.MEASURED:
         _child(case, "skipped", "measured but not judged by a policy")

@@ -37,7 +37,7 @@ def test_two_external_models_sharing_a_cache_get_their_own_probe_results(tmp_pat
                  "image_size": 64, "n_folds": 2},
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none"},
-        "probes": {"checks": ["site.embedding"], "n_permutations": 19, "n_bootstrap": 20},
+        "probes": {"checks": ["site.embedding"], "n_permutations": 40, "n_bootstrap": 20},
         "runtime": {"cache_dir": str(tmp_path / "cache")},
     })
     spec = tmp_path / "spec.yaml"

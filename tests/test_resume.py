@@ -37,7 +37,7 @@ TINY_AUDIT = {
                "training_path": "cached", "cross_validate": False},
     "probes": {"checks": ["data.confounding", "site.image", "attention.border",
                           "masking.raw_vs_lung"],
-               "cam_max_images": 8, "n_permutations": 10, "n_bootstrap": 20},
+               "cam_max_images": 8, "n_permutations": 160, "n_bootstrap": 20},
     "runtime": {"quiet": True},
 }
 # Real ImageNet weights: with ``weights: none`` two uninterrupted runs in separate

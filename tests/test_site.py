@@ -144,3 +144,51 @@ def test_site_image_can_use_the_audited_models_embedding(tmp_path):
     assert missing.status == Status.NOT_RUN and "no model 'pixels/raw'" in missing.reason
     result = site_image.run(train_pair(context))
     assert fires(result)
+
+
+SMALL_UNBALANCED = {"site_a": 20, "site_b": 4, "site_c": 4, "site_d": 4}
+"""The issue's small set: 32 images, one large source and three of 4 images each."""
+MINORITY_CORNERS = {"site_b": "top_left", "site_c": "top_right", "site_d": "bottom_right"}
+
+
+def _small_unbalanced(planted: bool, marker_value: int):
+    """32 clean phantoms relabelled to sources 20/4/4/4 (interleaved over the labels); with
+    ``planted``, each minority source's images carry a faint square in its own corner."""
+    dataset, splits = synth_data(confounding=0.0, traits=False, seed=0, n_per_class=2)
+    assert len(dataset) == sum(SMALL_UNBALANCED.values())
+    order = np.argsort(np.arange(len(dataset)) % 8, kind="stable")  # spread labels over sources
+    source = np.empty(len(dataset), dtype=object)
+    source[order] = np.repeat(list(SMALL_UNBALANCED), list(SMALL_UNBALANCED.values()))
+    images = dataset.images
+    if planted:
+        for name, corner in MINORITY_CORNERS.items():
+            images = plant_marker(images, np.flatnonzero(source == name), corner=corner,
+                                  value=marker_value)
+    manifest = dataset.manifest.assign(source=source.astype(str))
+    return type(dataset)(manifest=manifest, images=images, masks=dataset.masks,
+                         has_mask=dataset.has_mask, manifest_hash=f"small-{planted}"), splits
+
+
+def test_site_image_finds_a_source_signal_on_a_small_unbalanced_set(tmp_path):
+    """Sources 20/4/4/4: the probe must not collapse to the large source (it once reported
+    skill 0.00, CI 0.00-0.00, p = 1 here and passed)."""
+    dataset, splits = _small_unbalanced(planted=True, marker_value=150)
+    result = site_image.run(make_context(dataset, splits, tmp_path))
+    assert result.status == Status.MEASURED
+    assert fires(result)
+
+
+def test_site_image_quiet_on_the_small_unbalanced_set_without_a_signal(tmp_path):
+    dataset, splits = _small_unbalanced(planted=False, marker_value=150)
+    result = site_image.run(make_context(dataset, splits, tmp_path))
+    assert not fires(result)
+
+
+def test_linear_probe_constant_predictor_is_not_estimable():
+    """Features that carry nothing and a probe that answers one value: not a skill of 0."""
+    x = np.zeros((12, 3))
+    source = np.array(["a"] * 6 + ["b"] * 6)
+    skill = linear_probe_skill(x, source, np.arange(12).astype(str), n_permutations=9,
+                               n_bootstrap=10, seed=0)
+    assert not skill.estimable and "constant predictor" in skill.reason
+    assert skill.p_value is None

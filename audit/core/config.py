@@ -143,7 +143,7 @@ class ProbesConfig(_Section):
     checks: list[str] | None = None
     border_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.10
     cam_max_images: PositiveInt = 200
-    n_permutations: PositiveInt = 200
+    n_permutations: PositiveInt = 400
     n_bootstrap: PositiveInt = 1000
     ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-COVID class; scaled to the data
     ablation_seeds: list[int] = [0, 1, 2]

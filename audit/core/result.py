@@ -29,6 +29,7 @@ class Status(StrEnum):
     FAIL = "fail"
     NOT_RUN = "not_run"  # could not run here (reason says why); not a crash
     ERROR = "error"  # the probe crashed; the traceback's last line is in ``reason``
+    UNDERPOWERED = "underpowered"  # set by the gate: over threshold, but its p cannot reach alpha
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class CheckResult:
     ci: tuple[float, float] | None = None
     p_value: float | None = None
     p_adjusted: float | None = None  # Holm across the checks the policy gates, set by the gate
+    p_floor: float | None = None  # smallest p-value the test can give (permutation tests)
     threshold: float | None = None  # set by the gate from the policy
     gate: str | None = None  # "fail" | "warn" | "ignore", set by the gate
     blocking: bool = False  # set by the gate: this check is a reason the verdict fails

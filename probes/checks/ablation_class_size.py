@@ -21,6 +21,7 @@ SPEC = CheckSpec(
     metric="change in COVID recall from the smallest to the largest non-COVID class size",
     default=Gate(level="warn", threshold=0.1),
     order=80,
+    p_value="analytic",
     needs=("retraining",),
     explanation=(
         "Only the non-COVID classes grew; the COVID images and the class weights stayed "

@@ -19,6 +19,7 @@ SPEC = CheckSpec(
     # the p-value guards against false alarms.
     default=Gate(level="fail", threshold=1.05),
     order=50,
+    p_value="analytic",
     explanation=(
         "Grad-CAM shows which parts of an image drove the model's decision. Enrichment 1 means "
         "the border band got the share of attention its area would get; well above 1 means the "

@@ -12,6 +12,7 @@ SPEC = CheckSpec(
     metric="Grad-CAM mass outside the lungs over the outside area share (1 = uniform)",
     default=Gate(level="fail", threshold=1.1),  # just above uniform, as attention.border
     order=60,
+    p_value="analytic",
     needs=("masks",),
     explanation=(
         "COVID-19 signs are inside the lungs. Enrichment 1 means the area outside the lungs got "

@@ -24,6 +24,7 @@ SPEC = CheckSpec(
     metric="Cramér's V between label and source (0 independent, 1 each label its own source)",
     default=Gate(level="fail", threshold=0.3),
     order=10,
+    p_value="analytic",
     needs=("two_sources",),
     explanation=(
         "Cramér's V measures how much knowing an image's source tells you about its "

@@ -13,6 +13,7 @@ from probes.base import CheckResult, CheckSpec, Gate, ProbeContext
 from probes.generalization import HeldOutPlan, HeldOutScore, accuracy_gap, held_out_plan
 from probes.stats import (
     bootstrap_ci,
+    permutation_p_floor,
     permutation_p_value,
     permute_within_groups,
     two_proportion_test,
@@ -25,6 +26,7 @@ SPEC = CheckSpec(
     metric="internal test accuracy minus accuracy on a source held out of training",
     default=Gate(level="fail", threshold=0.1),
     order=90,
+    p_value="permutation",
     needs=("retraining", "two_sources"),
     explanation=(
         "A model that recognises disease should work about as well on a hospital it "
@@ -88,7 +90,8 @@ def _result(context: ProbeContext, plans: list[HeldOutPlan],
                f"images (95% CI {ci[0]:+.2f} to {ci[1]:+.2f}, permutation p = {p_value:.3g}).")
     return SPEC.result(
         metric_name="mean accuracy drop, internal minus held-out source",
-        metric=gap, ci=ci, p_value=p_value, summary=summary,
+        metric=gap, ci=ci, p_value=p_value, p_floor=permutation_p_floor(params.n_permutations),
+        summary=summary,
         tables={"by_held_out_source": table},
         figures={"accuracy_by_held_out_source": _figure(scores)},
         notes=[f"Source {p.source!r} not estimable: {p.reason}." for p in plans

@@ -24,6 +24,7 @@ SPEC = CheckSpec(
     # is the reference.
     default=Gate(level="warn", threshold=0.15),
     order=70,
+    p_value="analytic",
     needs=("masks", "lung_masked_model"),
     explanation=(
         "Both models saw the same test images; the lung-masked one could only use the "

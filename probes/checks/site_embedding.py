@@ -11,6 +11,7 @@ import numpy as np
 
 from probes.base import CheckResult, CheckSpec, Gate, ProbeContext
 from probes.linear_probe import format_skill, reduce_features, within_label_skill
+from probes.stats import permutation_p_floor
 
 SPEC = CheckSpec(
     id="site.embedding",
@@ -20,6 +21,7 @@ SPEC = CheckSpec(
            "(rescaled balanced accuracy)",
     default=Gate(level="warn", threshold=0.2),
     order=40,
+    p_value="permutation",
     needs=("two_sources",),
     explanation=(
         "The classifier's internal representation keeps track of which "
@@ -44,13 +46,14 @@ def run(context: ProbeContext) -> CheckResult:
         x, dataset.sources, dataset.label_names, dataset.groups,
         n_permutations=params.n_permutations, n_bootstrap=params.n_bootstrap, seed=params.seed)
     if not skill.estimable:
-        return SPEC.not_run(skill.reason)
+        return SPEC.not_run(f"source skill within a class not estimable: {skill.reason}")
     summary = (f"Within a class, the audited model's embedding tells {skill.n_classes} "
                f"sources apart at skill {format_skill(skill)}, p = {skill.p_value:.3g} (sources "
                "permuted within class).")
     return SPEC.result(
         metric_name="source skill within class from the embedding (0 = chance)",
-        metric=skill.skill, ci=skill.ci, p_value=skill.p_value, summary=summary,
+        metric=skill.skill, ci=skill.ci, p_value=skill.p_value,
+        p_floor=permutation_p_floor(params.n_permutations), summary=summary,
         details={"n_rows": skill.n, "rows_used": "all rows (train and test)"},
         tables={"source_within_class": per_label},
         figures={"source_skill_within_class": _within_figure(per_label)},

@@ -25,6 +25,7 @@ from probes.linear_probe import (
     reduce_features,
     within_label_skill,
 )
+from probes.stats import permutation_p_floor
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
@@ -41,6 +42,7 @@ SPEC = CheckSpec(
            "0 = chance, 1 = perfect",
     default=Gate(level="fail", threshold=0.2),
     order=30,
+    p_value="permutation",
     needs=("two_sources",),
     explanation=(
         "A model can learn where an image came from instead of what it shows. If the "
@@ -73,7 +75,8 @@ def run(context: ProbeContext) -> CheckResult:
         measured[mode], per_label = _measure_mode(context, mode, rows,
                                                   with_p_values=not measured)
         within_table += [{"input": mode, **entry} for entry in per_label]
-    return _result(measured, within_table, notes)
+    return _result(measured, within_table, notes,
+                   permutation_p_floor(context.params.n_permutations))
 
 
 def _mode_rows(dataset: Dataset, mode: str) -> tuple[np.ndarray, str]:
@@ -131,7 +134,7 @@ def _measure_mode(context: ProbeContext, mode: str, rows: np.ndarray, with_p_val
     return skills, per_label
 
 
-def _result(measured: dict, within_table: list, notes: list) -> CheckResult:
+def _result(measured: dict, within_table: list, notes: list, p_floor: float) -> CheckResult:
     headline = next(iter(measured))
     main = measured[headline]["source"]
     if not main.estimable:
@@ -151,7 +154,7 @@ def _result(measured: dict, within_table: list, notes: list) -> CheckResult:
                f"label {format_skill(measured[headline]['source within label'])}.")
     return SPEC.result(
         metric_name=f"source skill, {headline} input (0 = chance, 1 = perfect)",
-        metric=main.skill, ci=main.ci, p_value=main.p_value, summary=summary,
+        metric=main.skill, ci=main.ci, p_value=main.p_value, p_floor=p_floor, summary=summary,
         explanation=_explanation(measured), notes=notes,
         details={"headline_input": headline,
                  **{f"{m}.{what}": s.skill for m in modes for what, s in measured[m].items()}},
