@@ -107,8 +107,9 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``key``, ``backbone``, ``input_mode``, ``seed``, ``fold``, ``path`` (the trained
         model's folder: ``out_dir`` when given, else in the cache), ``weights_origin``,
-        ``training_path``, ``best_epoch``, ``metrics`` (on the evaluation rows) and ``events`` (this job's stage events, so the main
-        process can report what was reused and computed).
+        ``training_path``, ``best_epoch``, ``metrics`` (on the evaluation rows) and
+        ``events`` (this job's stage events, so the main process can report what was
+        reused and computed).
     """
     from models.train import classifier_stage_inputs, spec_from_config
 
