@@ -170,14 +170,32 @@ def mode_images(dataset: Dataset, spec: ClassifierSpec) -> ModeImages:
 
 def array_batches(x: np.ndarray, y: np.ndarray, spec: ClassifierSpec, shuffle: bool,
                   transform=None) -> tf.data.Dataset:
-    """``tf.data`` batches of ``(x, y)``, shuffled each epoch by a ``spec.seed``-seeded
-    shuffle when ``shuffle``; ``transform(x_batch)`` runs per batch."""
+    """``tf.data`` batches of ``(x, y)``, in a new ``spec.seed``-seeded order each epoch
+    when ``shuffle``; ``transform(x_batch)`` runs per batch.
+
+    The orders come from numpy, not from ``Dataset.shuffle``: tf.data combines its seed
+    with TensorFlow's global seed, which any earlier ``keras.utils.set_random_seed`` in
+    the process changes, so one spec trained in a fresh process (a resumed run, a Ray
+    worker) and after other work in the same process would see different batches.
+    """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        data = data.shuffle(len(x), seed=spec.seed, reshuffle_each_iteration=True)
-    data = data.batch(spec.settings.batch_size)
+    batch_size = spec.settings.batch_size
+    if not shuffle:
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    else:
+        orders = np.random.default_rng(spec.seed)
+        x_all, y_all = tf.constant(x), tf.constant(y)
+
+        def epoch_order():  # called once per epoch, when Keras starts iterating
+            yield from orders.permutation(len(x))
+
+        data = (tf.data.Dataset.from_generator(epoch_order,
+                                               output_signature=tf.TensorSpec((), tf.int64))
+                .batch(batch_size)
+                # a generator's length is unknown to Keras, which would warn each training
+                .apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
+                .map(lambda rows: (tf.gather(x_all, rows), tf.gather(y_all, rows))))
     if transform is not None:
         data = data.map(lambda xb, yb: (transform(xb), yb))
     return data.prefetch(2)

@@ -20,6 +20,7 @@ from models.inputs import INPUT_MODES, ModeImages, apply_input_mode
 from models.saving import load_trained
 from models.train import (
     ClassifierSpec,
+    array_batches,
     balanced_class_weights,
     classifier_stage_inputs,
     spec_from_config,
@@ -111,6 +112,27 @@ def test_trained_model_is_cached_and_masks_change_the_key(tmp_path):
     train_classifier(other_masks, TRAIN, VAL, spec, cache)
     assert [event.action for event in cache.events if event.stage == "classifier"] == [
         "computed", "reused", "computed"]
+
+
+def _epoch_orders(spec: ClassifierSpec, n_epochs: int) -> list[list[int]]:
+    """The row order of each epoch of one training's shuffled batches."""
+    rows = np.arange(10)
+    batches = array_batches(rows[:, None].astype(np.float32), rows, spec, shuffle=True)
+    return [[int(v) for _, y in batches for v in y.numpy()] for _ in range(n_epochs)]
+
+
+def test_batch_order_follows_the_spec_seed_not_tensorflows_global_seed():
+    """A resumed run or a Ray worker trains in a fresh process; another test, the U-Net
+    trainer or the user may have set TensorFlow's global seed in this one."""
+    import tensorflow as tf
+
+    tf.random.set_seed(1)
+    first = _epoch_orders(TINY, 3)
+    tf.random.set_seed(2)
+    assert _epoch_orders(TINY, 3) == first
+    assert len({tuple(order) for order in first}) == 3  # a new order every epoch
+    assert all(sorted(order) == list(range(10)) for order in first)
+    assert _epoch_orders(replace(TINY, seed=1), 3) != first
 
 
 def test_balanced_class_weights_give_absent_classes_one():
