@@ -1,4 +1,5 @@
-"""Lung masks for a dataset: from the manifest, from the U-Net, or both (``auto``).
+"""Lung masks for a dataset: from the manifest, a U-Net trained on its masks, the
+segmenter shipped with the package (``models.pretrained``), or manifest + shipped (``auto``).
 
 The public face of the segmenter: ``segment_dataset`` (used by the pipeline) and
 ``segment_manifest`` (``cxr-audit segment``). The network lives in ``models.unet`` and its
@@ -7,6 +8,7 @@ training in ``models.unet_training``; their public functions are re-exported her
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from audit.core.cache import StageCache
 from audit.core.io import atomic_write, write_csv
 from audit.core.progress import log
+from models.pretrained import load_pretrained_unet, pretrained_key, pretrained_record
 from models.unet import build_unet, dice_iou, mask_quality_flags, postprocess_mask, predict_masks
 from models.unet_training import SegmenterResult, train_unet, unet_stage_inputs
 
@@ -38,8 +41,9 @@ def segment_dataset(
 
     - "manifest": keep the manifest's masks; rows without one stay maskless (reported).
     - "unet": U-Net masks for every row (trained on the manifest's masks).
-    - "auto": manifest masks where present, U-Net masks elsewhere; the U-Net is trained
-      only if some row lacks a mask.
+    - "pretrained": masks of the segmenter shipped with the package for every row.
+    - "auto": manifest masks where present, the shipped segmenter's elsewhere (so a data
+      set without any mask still gets masks; nothing is trained).
 
     Args:
         dataset: The decoded data.
@@ -49,14 +53,16 @@ def segment_dataset(
 
     Returns:
         The dataset with ``masks``/``has_mask``/``mask_origin`` set, and a report:
-        ``source``, ``origin``, ``quality`` (U-Net held-out quality or None),
-        ``row_origin`` counts, ``predicted_rows``, ``rows_without_mask``, ``flags``.
+        ``source``, ``origin``, ``quality`` (held-out quality of the segmenter that
+        predicted masks, or None), ``row_origin`` counts, ``predicted_rows``,
+        ``predicted_by`` ("unet", "pretrained" or None), ``rows_without_mask``, ``flags``.
 
     Raises:
         InputError: the U-Net is needed but no row has a mask.
+        WeightsUnavailableError: the shipped segmenter's files are missing.
     """
     has_mask = _has_mask(dataset)
-    if config.source == "unet":
+    if config.source in ("unet", "pretrained"):
         predict = np.ones(len(dataset), dtype=bool)
     elif config.source == "auto":
         predict = ~has_mask
@@ -64,15 +70,24 @@ def segment_dataset(
         predict = np.zeros(len(dataset), dtype=bool)
     masks = (np.zeros(dataset.images.shape, dtype=np.uint8) if dataset.masks is None
              else np.array(dataset.masks, dtype=np.uint8))
-    quality = None
-    if predict.any():
+    quality, predictor = None, None
+    if predict.any() and config.source == "unet":
+        predictor = "unet"
         segmenter = train_unet(dataset, config, cache, out_dir)
         quality = segmenter.quality
-        masks[predict] = _cached_predictions(segmenter.model, dataset, predict, config, cache)
-    row_origin = np.where(predict, "unet", np.where(has_mask, "manifest", "none"))
+        masks[predict] = _cached_predictions(
+            "unet_masks", {"unet": unet_stage_inputs(dataset, config)},
+            lambda: segmenter.model, dataset, predict, config, cache)
+    elif predict.any():
+        predictor = "pretrained"
+        quality = _pretrained_quality()
+        masks[predict] = _cached_predictions(
+            "pretrained_masks", {"weights": pretrained_key(), "data": dataset.data_key},
+            load_pretrained_unet, dataset, predict, config, cache)
+    row_origin = np.where(predict, predictor or "none", np.where(has_mask, "manifest", "none"))
     present = row_origin != "none"
     segmented = dataset.with_masks(masks, present, _origin_name(row_origin))
-    return segmented, _report(segmented, config, quality, row_origin)
+    return segmented, _report(segmented, config, quality, row_origin, predictor)
 
 
 def _has_mask(dataset: Dataset) -> np.ndarray:
@@ -82,26 +97,41 @@ def _has_mask(dataset: Dataset) -> np.ndarray:
 
 
 def _origin_name(row_origin: np.ndarray) -> str:
-    """"manifest", "unet", "manifest+unet" (auto with both) or "none"."""
-    kinds = [kind for kind in ("manifest", "unet") if (row_origin == kind).any()]
+    """"manifest", "unet", "pretrained", "manifest+pretrained" (auto with both) or "none"."""
+    kinds = [kind for kind in ("manifest", "unet", "pretrained") if (row_origin == kind).any()]
     return "+".join(kinds) or "none"
 
 
-def _cached_predictions(model, dataset, rows: np.ndarray, config, cache) -> np.ndarray:
-    """U-Net masks for the ``rows`` (bool) of ``dataset``, as a stage when ``cache`` is given."""
+def _pretrained_quality() -> dict[str, Any]:
+    """The shipped segmenter's held-out quality from its training record, saying where it
+    was measured (not on this data set)."""
+    record = pretrained_record()
+    return {**record["held_out_quality"], "segmenter": "pretrained (shipped with the package)",
+            "measured_on": "held-out patients of the set it was trained on "
+                           f"({', '.join(record['data']['sources'])}), not this data set"}
+
+
+def _cached_predictions(stage: str, key: dict[str, Any], model: Callable[[], Any],
+                        dataset: Dataset, rows: np.ndarray, config: SegmentationConfig,
+                        cache: StageCache | None) -> np.ndarray:
+    """Masks for the ``rows`` (bool) of ``dataset``; with a ``cache`` a ``stage`` keyed by
+    ``key`` (what made the model), the rows and the size. ``model`` gives the Keras model
+    and is called only when the masks are computed (a reused stage loads no network)."""
+    def predict() -> np.ndarray:
+        return predict_masks(model(), dataset.images[rows], config.batch_size)
+
     if cache is None:
-        return predict_masks(model, dataset.images[rows], config.batch_size)
-    inputs = {"unet": unet_stage_inputs(dataset, config), "rows": np.flatnonzero(rows).tolist(),
-              "size": dataset.image_size}
+        return predict()
+    inputs = {**key, "rows": np.flatnonzero(rows).tolist(), "size": dataset.image_size}
 
     def compute(folder: Path) -> None:
-        np.save(folder / "masks.npy", predict_masks(model, dataset.images[rows], config.batch_size))
+        np.save(folder / "masks.npy", predict())
 
-    return cache.run_and_load("unet_masks", inputs, compute,
-                              lambda folder: np.load(folder / "masks.npy"))
+    return cache.run_and_load(stage, inputs, compute, lambda folder: np.load(folder / "masks.npy"))
 
 
-def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin) -> dict[str, Any]:
+def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin,
+            predictor: str | None) -> dict[str, Any]:
     present = np.flatnonzero(row_origin != "none")
     flags = mask_quality_flags(dataset.masks[present], config.min_lung_fraction,
                                config.max_lung_fraction)
@@ -118,7 +148,8 @@ def _report(dataset: Dataset, config: SegmentationConfig, quality, row_origin) -
         "origin": dataset.mask_origin,
         "quality": quality,
         "row_origin": {str(o): int(c) for o, c in zip(origins, counts, strict=True)},
-        "predicted_rows": np.flatnonzero(row_origin == "unet").tolist(),
+        "predicted_rows": np.flatnonzero(row_origin == predictor).tolist() if predictor else [],
+        "predicted_by": predictor,
         "rows_without_mask": [
             {"row": int(row), "path": str(paths[row]),
              "reason": f"no mask in the manifest and segmentation.source is {config.source!r}"}
@@ -137,7 +168,7 @@ def segment_manifest(
     ``config.runtime.cache_dir``, default ``<out_dir>/cache``) and segmented as
     ``config.segmentation`` says. Writes under ``out_dir``: ``masks/<row>_<name>.png``
     (0/255), ``manifest.csv`` (the manifest with ``mask_path`` pointing to them and a
-    ``mask_from`` column: manifest/unet/none), ``mask_quality.csv`` (lung area fraction
+    ``mask_from`` column: manifest/unet/pretrained/none), ``mask_quality.csv`` (lung area fraction
     and flag per row), ``segmentation.json`` (the report) and ``quarantined.csv``
     (rows that could not be used, with reasons).
 
@@ -194,6 +225,6 @@ def segment_manifest(
 
 def _row_origin(dataset: Dataset, report: dict[str, Any]) -> np.ndarray:
     origin = np.where(dataset.has_mask, "manifest", "none").astype(object)
-    origin[report["predicted_rows"]] = "unet"
+    origin[report["predicted_rows"]] = report["predicted_by"]
     return origin
 

@@ -23,10 +23,15 @@ if TYPE_CHECKING:
     import keras
 
 BATCH_NORM_MOMENTUM = 0.9
+DECODER_FILTERS = (256, 128, 64, 32, 16)
+"""``segmentation_models``' default decoder, deepest block first."""
 
 
 def build_unet(
-    encoder: str = "mobilenetv2", encoder_weights: str = "none", image_size: int = 256
+    encoder: str = "mobilenetv2",
+    encoder_weights: str = "none",
+    image_size: int = 256,
+    decoder_filters: tuple[int, ...] = DECODER_FILTERS,
 ) -> keras.Model:
     """Build a U-Net that maps grayscale images to a lung probability map.
 
@@ -37,6 +42,8 @@ def build_unet(
             weights file, copied into the encoder layer by layer. Defaults to "none".
         image_size: Side of the square input in pixels (a multiple of 32).
             Defaults to 256.
+        decoder_filters: Filters of the five decoder blocks, deepest first. Defaults to
+            ``segmentation_models``' own (256, 128, 64, 32, 16).
 
     Returns:
         A Keras model taking float ``(n, S, S, 1)`` in 0..255 and giving ``(n, S, S, 1)``
@@ -50,7 +57,7 @@ def build_unet(
 
     if image_size % 32:
         raise ValueError(f"segmentation.image_size must be a multiple of 32, got {image_size}")
-    unet = _sm_unet(encoder, encoder_weights, image_size)
+    unet = _sm_unet(encoder, encoder_weights, image_size, tuple(decoder_filters))
     if encoder_weights not in ("none", "imagenet"):
         _copy_encoder_weights(unet, encoder, Path(encoder_weights), image_size)
     for layer in unet.layers:
@@ -66,9 +73,12 @@ def build_unet(
     return keras.Model(gray, unet(scaled), name=f"unet_{encoder}")
 
 
-def _sm_unet(encoder: str, encoder_weights: str, image_size: int) -> keras.Model:
+def _sm_unet(
+    encoder: str, encoder_weights: str, image_size: int, decoder_filters: tuple[int, ...]
+) -> keras.Model:
     sm = import_segmentation_models()
-    kwargs = dict(input_shape=(image_size, image_size, 3), classes=1, activation="sigmoid")
+    kwargs = dict(input_shape=(image_size, image_size, 3), classes=1, activation="sigmoid",
+                  decoder_filters=decoder_filters)
     if encoder_weights != "imagenet":
         return sm.Unet(encoder, encoder_weights=None, **kwargs)
     try:

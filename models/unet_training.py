@@ -83,14 +83,14 @@ def train_unet(
 
     def compute(folder: Path) -> None:
         model, epochs_run = _fit(dataset, train_rows, config)
-        quality = _quality(model, dataset, val_rows)
+        quality = held_out_quality(model, dataset, val_rows)
         quality.update(n_train=int(train_rows.size), epochs_run=epochs_run,
                        image_size=config.image_size, encoder=config.encoder,
                        encoder_weights=config.encoder_weights)
         _save(model, quality, folder)
 
     def load(folder: Path) -> tuple[keras.Model, dict[str, Any]]:
-        model = build_unet(config.encoder, "none", config.image_size)
+        model = build_unet(config.encoder, "none", config.image_size, config.decoder_filters)
         model.load_weights(folder / WEIGHTS_FILE)
         return model, _read_json(folder / QUALITY_FILE)
 
@@ -109,7 +109,7 @@ def _masked_rows(dataset: Dataset) -> np.ndarray:
         raise InputError(
             "segmentation: the U-Net must be trained but no manifest row has a lung mask "
             "(expected a non-empty mask_path on some rows, got none); add masks or set "
-            "segmentation.source to 'manifest'"
+            "segmentation.source to 'pretrained' (the shipped segmenter) or 'manifest'"
         )
     return np.flatnonzero(dataset.has_mask)
 
@@ -153,7 +153,7 @@ def _fit(dataset: Dataset, rows: np.ndarray, config: SegmentationConfig) -> tupl
     monitor = (resize_batch(dataset.images[monitor_rows], size)[..., None],
                resize_batch(dataset.masks[monitor_rows], size, binary=True)[..., None])
     keras.utils.set_random_seed(config.seed)  # the encoder's random init, when it has one
-    model = build_unet(config.encoder, config.encoder_weights, size)
+    model = build_unet(config.encoder, config.encoder_weights, size, config.decoder_filters)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=sm.losses.bce_dice_loss, metrics=[sm.metrics.f1_score],
                   jit_compile=False)  # XLA compiling the U-Net on CPU takes minutes
@@ -233,8 +233,9 @@ def _summary(values: np.ndarray, seed: int = 0) -> dict[str, float]:
             "ci_high": float(boot.confidence_interval.high)}
 
 
-def _quality(model: keras.Model, dataset: Dataset, rows: np.ndarray) -> dict[str, Any]:
-    """Dice/IoU of post-processed predictions against the manifest masks, at the data's size."""
+def held_out_quality(model: keras.Model, dataset: Dataset, rows: np.ndarray) -> dict[str, Any]:
+    """Dice/IoU of post-processed predictions against the manifest masks of ``rows``, at
+    the data's size: mean and bootstrap 95% CI, overall and per source."""
     predicted = predict_masks(model, dataset.images[rows])
     dice, iou = dice_iou(predicted, dataset.masks[rows])
     sources = dataset.sources[rows]

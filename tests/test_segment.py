@@ -206,18 +206,6 @@ def test_auto_mode_with_every_mask_present_does_not_train(monkeypatch):
     assert report["origin"] == "manifest" and report["row_origin"] == {"manifest": 24}
 
 
-def test_auto_mode_predicts_exactly_the_rows_without_mask(shared_cache):
-    with_mask = np.ones(24, dtype=bool)
-    with_mask[[1, 7]] = False
-    source = phantom_dataset(with_mask=with_mask)
-    dataset, report = segment_dataset(source, _config("auto"), shared_cache)
-    assert report["predicted_rows"] == [1, 7]
-    assert dataset.mask_origin == "manifest+unet" and dataset.has_mask.all()
-    np.testing.assert_array_equal(dataset.masks[with_mask], source.masks[with_mask])
-    assert report["quality"]["n_val"] > 0
-    assert report["flags"]["n_checked"] == 24
-
-
 def test_unet_mode_predicts_every_row_and_caches_masks(shared_cache):
     dataset, report = segment_dataset(phantom_dataset(), _config("unet"), shared_cache)
     assert report["predicted_rows"] == list(range(24)) and dataset.mask_origin == "unet"
@@ -226,10 +214,10 @@ def test_unet_mode_predicts_every_row_and_caches_masks(shared_cache):
     assert shared_cache.events[-1].action == "reused"
 
 
-def test_unet_needed_but_no_mask_anywhere_is_an_input_error():
+def test_unet_without_any_mask_to_train_on_is_an_input_error():
     dataset = phantom_dataset(with_mask=np.zeros(24, dtype=bool))
     with pytest.raises(InputError, match="no manifest row has a lung mask"):
-        segment_dataset(dataset, _config("auto"), None)
+        segment_dataset(dataset, _config("unet"), None)
 
 
 # --------------------------------------------------------------------------- CLI entry
@@ -253,7 +241,7 @@ def test_segment_manifest_writes_masks_manifest_and_quality(tmp_path, shared_cac
     written = segment_manifest(tmp_path / "manifest.csv", tmp_path / "out", config)
     manifest = pd.read_csv(written, keep_default_na=False)
     assert len(manifest) == 24 and (manifest["mask_path"] != "").all()
-    assert manifest["mask_from"].tolist().count("unet") == 4
+    assert manifest["mask_from"].tolist().count("pretrained") == 4  # auto: shipped segmenter
     mask = np.asarray(Image.open(manifest["mask_path"][0]))
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
     quality = pd.read_csv(tmp_path / "out" / "mask_quality.csv", keep_default_na=False)

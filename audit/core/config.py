@@ -79,13 +79,18 @@ class DataConfig(_Section):
 
 
 class SegmentationConfig(_Section):
-    """Lung masks: from the manifest, from the U-Net (``models.segment``), or ``auto``:
-    the manifest's masks where a row has one and the U-Net's (trained on those) elsewhere."""
+    """Lung masks (``models.segment``): ``manifest`` (the manifest's only), ``unet`` (a
+    U-Net trained on the manifest's masks, for every row), ``pretrained`` (the lung U-Net
+    shipped with the package, for every row) or ``auto``: the manifest's mask where a row
+    has one, the shipped U-Net's elsewhere. The fields below ``source`` configure ``unet``."""
 
-    source: Literal["auto", "manifest", "unet"] = "auto"
+    source: Literal["auto", "manifest", "unet", "pretrained"] = "auto"
     encoder: str = "mobilenetv2"
     encoder_weights: str = "none"  # "imagenet", "none" or a path to a Keras weights file
     image_size: Annotated[int, Field(ge=64, le=1024)] = 256
+    # Filters of the five decoder blocks, deepest first (segmentation_models' default).
+    decoder_filters: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (
+        256, 128, 64, 32, 16)
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 8
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
