@@ -13,7 +13,7 @@ Writes into ``--out``: ``lung_unet.weights.npz`` and ``lung_unet.json``. To ship
 copy both into ``models/pretrained/``.
 
 Run: ``nice -n 19 .venv/bin/python -m benchmarks.train_lung_segmenter --out DIR
-[--unet-size 128] [--epochs 12] [--cache DIR]``
+[--unet-size 128] [--epochs 8] [--cache DIR]``
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the two files")
     parser.add_argument("--unet-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="reuse decoded images")
     args = parser.parse_args()

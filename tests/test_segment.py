@@ -111,7 +111,7 @@ def test_local_mobilenetv2_file_fills_all_104_encoder_layers():
     import keras
 
     filled = unet._copy_encoder_weights(
-        unet._sm_unet("mobilenetv2", "none", 64), "mobilenetv2", MOBILENET_V2_FILE, 64)
+        unet._sm_unet("mobilenetv2", "none", 64, unet.DECODER_FILTERS), "mobilenetv2", MOBILENET_V2_FILE, 64)
     assert filled == 104
     model = build_unet("mobilenetv2", str(MOBILENET_V2_FILE), 64)
     source = keras.applications.MobileNetV2(include_top=False, weights=str(MOBILENET_V2_FILE),
