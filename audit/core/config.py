@@ -82,7 +82,9 @@ class SegmentationConfig(_Section):
     """Lung masks (``models.segment``): ``manifest`` (the manifest's only), ``unet`` (a
     U-Net trained on the manifest's masks, for every row), ``pretrained`` (the lung U-Net
     shipped with the package, for every row) or ``auto``: the manifest's mask where a row
-    has one, the shipped U-Net's elsewhere. The fields below ``source`` configure ``unet``."""
+    has one, the shipped U-Net's elsewhere. ``encoder`` to ``patience`` and ``seed``
+    configure the ``unet`` training; ``batch_size`` is also the prediction batch and the
+    lung fractions flag every mask, whatever its origin."""
 
     source: Literal["auto", "manifest", "unet", "pretrained"] = "auto"
     encoder: str = "mobilenetv2"
