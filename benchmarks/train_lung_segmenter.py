@@ -13,7 +13,8 @@ Writes into ``--out``: ``lung_unet.weights.npz`` and ``lung_unet.json``. To ship
 copy both into ``models/pretrained/``.
 
 Run: ``nice -n 19 .venv/bin/python -m benchmarks.train_lung_segmenter --out DIR
-[--unet-size 128] [--epochs 8] [--cache DIR]``
+[--unet-size 128] [--epochs 8] [--cache DIR]`` (the shipped files: 8 epochs, 20 min on 2
+shared CPU cores)
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from audit.core.cache import StageCache
-from audit.core.config import SegmentationConfig
+from audit.core.config import AuditConfig, SegmentationConfig
 from models import pretrained, segment
-from models.segment import dice_iou, predict_masks, segment_dataset
+from models.segment import dice_iou, predict_masks, segment_dataset, segment_manifest
 from tests.conftest import REAL_DATA
-from tests.unet_fixtures import phantom_dataset
+from tests.unet_fixtures import lung_phantoms, phantom_dataset
 
 IMAGES_PER_SOURCE = 3
 
@@ -102,3 +102,23 @@ def test_auto_keeps_manifest_masks_and_fills_the_rest(monkeypatch):
     assert report["predicted_rows"] == [2, 5] and dataset.has_mask.all()
     assert dataset.mask_origin == "manifest+pretrained"
     assert report["row_origin"] == {"manifest": 6, "pretrained": 2}
+
+
+@pytest.mark.parametrize("source", ["auto", "pretrained"])
+def test_manifest_without_masks_gets_shipped_masks(tmp_path, monkeypatch, source):
+    """``cxr-audit segment`` of a manifest with no mask at all (it used to exit 2 under auto)."""
+    monkeypatch.setattr(segment, "train_unet", _no_training)
+    images, _ = lung_phantoms(6, 64)
+    rows = []
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"img{i}.png")
+        rows.append({"path": f"img{i}.png", "label": "normal", "source": f"s{i % 2}",
+                     "patient_id": f"p{i}", "mask_path": ""})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    config = AuditConfig.model_validate({"data": {"image_size": 64},
+                                         "segmentation": {"source": source}})
+    written = segment_manifest(tmp_path / "manifest.csv", tmp_path / "out", config)
+    manifest = pd.read_csv(written, keep_default_na=False)
+    assert manifest["mask_from"].tolist() == ["pretrained"] * 6
+    mask = np.asarray(Image.open(manifest["mask_path"][0]))
+    assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
