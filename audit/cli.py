@@ -232,11 +232,13 @@ def train(config: Annotated[Path, typer.Argument(help="Experiment config YAML.")
 @app.command()
 def segment(
     manifest: Annotated[Path, typer.Argument(
-        help="Manifest CSV/Parquet (its rows with masks train the U-Net).")],
+        help="Manifest CSV/Parquet (its masks are kept, or train the U-Net under "
+             "segmentation.source: unet).")],
     out: Out,
     config: ConfigOption = None,
 ) -> None:
-    """Train the U-Net on the manifest's masks and write masks for every image."""
+    """Write a lung mask for every image, as segmentation.source says (default auto: the
+    manifest's mask where there is one, the shipped segmenter's elsewhere)."""
     from models.segment import segment_manifest
 
     settings = load_config(config) if config else AuditConfig()
