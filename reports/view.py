@@ -125,5 +125,5 @@ def _segmentation_figures(segmentation: dict[str, Any] | None,
         return []
     dice = {f"{source}\n(n={row.get('n', '?')})": row.get("dice")
             for source, row in per_source.items() if isinstance(row, dict)}
-    spec = bars_spec("Lung mask Dice per source (U-Net validation images)", dice, ylabel="Dice")
+    spec = bars_spec("Lung mask Dice per source (the segmenter's held-out images)", dice, ylabel="Dice")
     return [render_figure(spec, run_dir)] if spec else []

@@ -32,7 +32,8 @@ class Dataset:
     has_mask: np.ndarray | None = None
     """``(N,)`` bool: which rows have a real mask."""
     mask_origin: str = "none"
-    """Where the masks came from: ``"manifest"``, ``"unet"`` or ``"none"``."""
+    """Where the masks came from: ``"manifest"``, ``"unet"``, ``"pretrained"``, the kinds
+    joined by ``+`` when rows differ (``"manifest+pretrained"``), or ``"none"``."""
     classes: tuple[str, ...] = CLASSES
     quarantined: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
     """Rows excluded from the run, with a ``reason`` column."""
