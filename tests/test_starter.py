@@ -13,6 +13,7 @@ from tests.data_fixtures import distinct_image, write_manifest, write_png
 @pytest.mark.parametrize(("label", "expected"), [
     ("COVID-19", "covid"), ("Normal", "normal"), ("no finding", "normal"), ("TB", "opacity"),
     ("Viral Pneumonia", "opacity"), ("nodule", "other"), ("stb", "other"),
+    ("abnormal", "other"), ("unhealthy", "other"),
 ])
 def test_labels_are_guessed_from_their_names(label, expected):
     assert guess_class(label) == expected

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,10 +28,15 @@ LABEL_HINTS = (
 
 
 def guess_class(label: str) -> str:
-    """The class a raw label most likely means (``"other"`` when no hint matches)."""
+    """The class a raw label most likely means (``"other"`` when no hint matches).
+
+    A hint of three letters or more matches where a word starts (``Viral Pneumonia``, but
+    not ``abnormal`` for ``normal``); a shorter one only the whole label (``TB``, not ``stb``).
+    """
     text = label.strip().lower()
     for name, hints in LABEL_HINTS:
-        if any(hint == text or (len(hint) > 2 and hint in text) for hint in hints):
+        if any(hint == text or (len(hint) > 2 and re.search(rf"(?<![a-z]){re.escape(hint)}", text))
+               for hint in hints):
             return name
     return "other"
 
