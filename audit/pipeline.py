@@ -217,7 +217,7 @@ def check_target_class(config: AuditConfig) -> None:
             f"probes.target_class: {target!r} is not a class of {manifest}, whose labels map "
             f"(through data.label_map) to {', '.join(found) or 'no class'}; set "
             f"probes.target_class to one of those: the class {' and '.join(following)} "
-            f"follow")
+            f"{'follow' if len(following) > 1 else 'follows'}")
 
 
 def check_weights(config: AuditConfig) -> None:

@@ -108,7 +108,8 @@ def test_a_run_refuses_a_target_class_the_data_lacks(tmp_path):
 
 def test_a_run_refuses_it_before_writing_anything(tmp_path):
     config = _config(_tb_manifest(tmp_path), checks=["masking.raw_vs_lung"])
-    with pytest.raises(InputError, match=r"^probes\.target_class: 'covid' is not a class"):
+    with pytest.raises(InputError, match=r"^probes\.target_class: 'covid' is not a class .*"
+                                         r"the class masking\.raw_vs_lung follows$"):
         pipeline.run_audit(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
