@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.core.cache import StageCache, stable_hash
-from audit.core.config import AuditConfig, dump_config
+from audit.core.config import CLASSES, AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
 from audit.core.progress import log, progress
@@ -52,7 +52,7 @@ from audit.jobs import (
 )
 from audit.runners import Runner, get_runner
 from probes.base import CheckResult, ProbeContext, Status
-from probes.registry import check_ids, get_check
+from probes.registry import check_ids, get_check, specs
 
 if TYPE_CHECKING:
     from models.gradcam import Explanations
@@ -83,6 +83,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     """
     started = time.perf_counter()
     check_cam_grid(config)
+    check_target_class(config)
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
     splits = _save_splits(config, dataset, out_dir)
@@ -187,6 +188,36 @@ def check_cam_grid(config: AuditConfig) -> None:
             f"coarse for the attention checks (a border band of at least one cell, "
             f"probes.border_fraction {fraction:g}, and an interior); use data.image_size "
             f"{works} or larger, or leave the attention checks out of probes.checks")
+
+
+def check_target_class(config: AuditConfig) -> None:
+    """Refuse a ``probes.target_class`` the data holds no image of when an enabled check
+    follows it (``CheckSpec.follows_target_class``): such a check could only be
+    ``not_run``, and a required one fails the gate whatever the data.
+
+    Only for a run that trains: an external model has neither the lung-masked twin nor the
+    retraining those checks need. Synthetic phantoms hold every class.
+
+    Raises:
+        InputError: naming ``probes.target_class``, its value and the classes the
+            manifest's labels map to (through ``data.label_map``); or the manifest's own
+            problems (``audit.data.manifest.read_manifest``).
+    """
+    from audit.data.manifest import read_manifest
+
+    enabled = enabled_checks(config)
+    following = [spec.id for spec in specs() if spec.follows_target_class and spec.id in enabled]
+    manifest, target = config.data.manifest, config.probes.target_class
+    if manifest is None or not following:
+        return
+    labels = set(read_manifest(manifest, dict(config.data.label_map)).rows["label"])
+    found = [name for name in CLASSES if name in labels]
+    if target not in found:
+        raise InputError(
+            f"probes.target_class: {target!r} is not a class of {manifest}, whose labels map "
+            f"(through data.label_map) to {', '.join(found) or 'no class'}; set "
+            f"probes.target_class to one of those: the class {' and '.join(following)} "
+            f"{'follow' if len(following) > 1 else 'follows'}")
 
 
 def check_weights(config: AuditConfig) -> None:

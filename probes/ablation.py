@@ -1,7 +1,8 @@
 """The class-size ablation's engine: nested training plans and the GLM of recall on size.
 
 ``ablation.class_size`` (``probes.checks.ablation_class_size``) asks: does COVID recall move
-when only the *other* classes grow?
+when only the *other* classes grow? COVID is the paper's case; the check follows whichever
+class ``probes.target_class`` names, and "non-COVID" below means the classes other than it.
 
 The paper saw COVID accuracy rise from 83% to 95% when only the non-COVID classes grew
 (1000 -> 2000 images each). COVID evidence did not change, so a model whose COVID calls
@@ -23,7 +24,7 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
-from probes.base import TARGET_CLASS, ProbeContext
+from probes.base import ProbeContext
 
 MIN_PER_CLASS = 2
 
@@ -31,9 +32,9 @@ MIN_PER_CLASS = 2
 def planned_sizes(available: dict[str, int], sizes: list[int]) -> tuple[list[dict], list[str]]:
     """Per-class training sizes for each requested size, scaled to the data.
 
-    When every non-COVID class has at least ``max(sizes)`` rows the sizes are used as given;
-    otherwise each size becomes the same fraction of every class's available rows (the
-    largest size -> all of them).
+    When every class in ``available`` (the classes other than the target class) has at
+    least ``max(sizes)`` rows the sizes are used as given; otherwise each size becomes the
+    same fraction of every class's available rows (the largest size -> all of them).
 
     Returns:
         One ``{class: n}`` dict per size (ascending) and notes describing any scaling.
@@ -44,20 +45,21 @@ def planned_sizes(available: dict[str, int], sizes: list[int]) -> tuple[list[dic
         return [dict.fromkeys(available, size) for size in sizes], []
     plans = [{name: max(MIN_PER_CLASS, round(size / largest * count))
               for name, count in available.items()} for size in sizes]
-    note = (f"The data has fewer non-COVID training rows ({available}) than the largest "
-            f"requested size ({largest} per class); sizes {sizes} were mapped to fractions "
+    note = (f"The data has fewer training rows in the grown classes ({available}) than the "
+            f"largest requested size ({largest} per class); sizes {sizes} were mapped to fractions "
             f"{[round(s / largest, 3) for s in sizes]} of what each class has.")
     return plans, [note]
 
 
 def training_rows(context: ProbeContext, plans: list[dict], seed: int) -> list[np.ndarray]:
-    """Nested training sets for one seed: COVID rows fixed, others a growing prefix."""
+    """Nested training sets for one seed: the target class's rows (``probes.target_class``)
+    fixed, the planned classes' a growing prefix."""
     fit = np.asarray(context.splits.fit)
     names = context.dataset.label_names[fit]
     rng = np.random.default_rng(seed)
     shuffled = {name: rng.permutation(fit[names == name]) for name in plans[0]}
-    covid = fit[names == TARGET_CLASS]
-    return [np.sort(np.concatenate([covid] + [shuffled[name][:n] for name, n in plan.items()]))
+    fixed = fit[names == context.params.target_class]
+    return [np.sort(np.concatenate([fixed] + [shuffled[name][:n] for name, n in plan.items()]))
             for plan in plans]
 
 
@@ -84,7 +86,7 @@ def glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     gradient = (prob * (1 - prob))[:, None] * ends
     slope_of_change = gradient[1] - gradient[0]
     variance = float(slope_of_change @ fit.cov_params() @ slope_of_change)
-    notes = ["Every COVID test image was judged the same way by every model, so the "
+    notes = ["Every test image was judged the same way by every model, so the "
              "image-clustered variance is degenerate; the CI and p-value use the GLM's "
              "model-based covariance instead."] if judged_alike else []
     se = float(np.sqrt(max(variance, 0.0)))

@@ -49,9 +49,6 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
     from models.train import VariantRequest
     from models.trained import TrainedModel
 
-TARGET_CLASS = "covid"
-"""The class whose detection the audit is about (the masking and ablation checks' focus)."""
-
 GateLevel = Literal["fail", "warn", "ignore"]
 Need = Literal["masks", "two_sources", "retraining", "lung_masked_model"]
 PValueKind = Literal["permutation", "analytic", "none"]
@@ -110,6 +107,8 @@ class CheckSpec:
         explanation: What a finding means, for a reader who is not an expert (the
             result's explanation, which a check may extend with what it measured).
         next_steps: What to do when the check fires or cannot run.
+        follows_target_class: Whether the check measures one class, ``probes.target_class``
+            (the run refuses a target class the data holds no image of).
     """
 
     id: str
@@ -122,6 +121,7 @@ class CheckSpec:
     p_value: PValueKind = "none"
     explanation: str = ""
     next_steps: str = ""
+    follows_target_class: bool = False
 
     def __post_init__(self) -> None:
         if not CHECK_ID.match(self.id):
@@ -157,6 +157,8 @@ class ProbeContext:
     audited: str
     """Key in ``models`` of the model under audit (its raw-input model)."""
     params: ProbesConfig
+    """The run's ``probes`` settings; ``params.target_class`` is the class the checks that
+    follow one class (``CheckSpec.follows_target_class``) measure."""
     train_variants: Callable[[list[VariantRequest]], list[TrainedModel]] | None = None
     """``train_variants(requests)`` trains one classifier per ``models.train.VariantRequest``
     with the run's settings (cached; the run's runner may train them in parallel, so ask
@@ -172,6 +174,12 @@ class ProbeContext:
     seed: int = 0
 
 
+def class_word(name: str) -> str:
+    """How a check's texts name a class: ``COVID`` as the paper writes it, any other class
+    quoted (``'other'``), since ``other`` and ``normal`` also read as plain words."""
+    return "COVID" if name == "covid" else f"'{name}'"
+
+
 class Check(Protocol):
     """The interface of a check module of ``probes.checks`` (a module satisfies it)."""
 
@@ -180,5 +188,5 @@ class Check(Protocol):
     def run(self, context: ProbeContext) -> CheckResult: ...
 
 
-__all__ = ["NEEDS", "TARGET_CLASS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind",
-           "ProbeContext", "Status"]
+__all__ = ["NEEDS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind", "ProbeContext",
+           "Status", "class_word"]

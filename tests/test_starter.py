@@ -13,6 +13,7 @@ from tests.data_fixtures import distinct_image, write_manifest, write_png
 @pytest.mark.parametrize(("label", "expected"), [
     ("COVID-19", "covid"), ("Normal", "normal"), ("no finding", "normal"), ("TB", "opacity"),
     ("Viral Pneumonia", "opacity"), ("nodule", "other"), ("stb", "other"),
+    ("abnormal", "other"), ("unhealthy", "other"),
 ])
 def test_labels_are_guessed_from_their_names(label, expected):
     assert guess_class(label) == expected
@@ -51,3 +52,28 @@ def test_init_writes_the_file_and_refuses_to_overwrite(monkeypatch, tmp_path):
     assert "One source only" in out.read_text()
     assert cxr_audit(monkeypatch, "init", str(path), "--out", str(out)) == 2
     assert cxr_audit(monkeypatch, "init", str(path), "--out", str(out), "--force") == 0
+
+
+@pytest.mark.parametrize(("labels", "target", "why"), [
+    ({"COVID-19": 2, "normal": 3}, "covid", None),
+    ({"normal": 3, "TB": 2}, "opacity", "no covid label: the one class that is not normal."),
+    ({"normal": 3, "TB": 2, "nodule": 1}, "other",
+     "no covid label: the rarest class that is not normal (other 1, opacity 2)"),
+    ({"normal": 2}, "normal", None),
+])
+def test_starter_target_class_is_covid_or_a_class_that_is_not_normal(tmp_path, labels, target,
+                                                                     why):
+    """The starter's probes.target_class is a class of the data, so the run accepts it."""
+    from audit.pipeline import check_target_class
+
+    path = manifest_with(tmp_path, [
+        {"path": f"{label}_{i}.png", "label": label, "source": f"s{i % 2}"}
+        for label, count in labels.items() for i in range(count)])
+    config_path = tmp_path / "config.yaml"
+    text = starter_config(path)
+    config_path.write_text(text)
+    config = load_config(config_path)
+    assert config.probes.target_class == target
+    assert (why is None) == ("no covid label" not in text)
+    assert why is None or why in text
+    check_target_class(config)

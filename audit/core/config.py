@@ -13,7 +13,7 @@ example config refers to data relative to itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from audit.core.errors import InputError
 from audit.core.io import read_text
 
-CLASSES = ("covid", "opacity", "other", "normal")
+ClassName = Literal["covid", "opacity", "other", "normal"]
+CLASSES: tuple[str, ...] = get_args(ClassName)
 """The paper's four classes, in the order every model outputs them."""
 
 InputMode = Literal["raw", "lung_masked", "lungs_removed", "border_only"]
@@ -71,7 +72,7 @@ class DataConfig(_Section):
 
     manifest: Path | None = None  # CSV/Parquet manifest; None -> generate ``synth`` data
     synth: SynthConfig = SynthConfig()
-    label_map: dict[str, Literal["covid", "opacity", "other", "normal"]] = {}
+    label_map: dict[str, ClassName] = {}
     image_size: Annotated[int, Field(ge=32, le=1024)] = 224
     test_fraction: Annotated[float, Field(gt=0.0, le=0.5)] = 0.15  # held-out test patients
     n_folds: Annotated[int, Field(ge=2, le=20)] = 5
@@ -152,7 +153,10 @@ class ProbesConfig(_Section):
     cam_max_images: PositiveInt = 200
     n_permutations: PositiveInt = 400
     n_bootstrap: PositiveInt = 1000
-    ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-COVID class; scaled to the data
+    # The class the masking and ablation checks follow (the paper's COVID); the run refuses
+    # a class the data holds no image of (``audit.pipeline.check_target_class``).
+    target_class: ClassName = "covid"
+    ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-target class; scaled to the data
     ablation_seeds: list[int] = [0, 1, 2]
     site_features_backbone: Literal["audited", "imagenet"] = "imagenet"
     seed: int = 0

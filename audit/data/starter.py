@@ -1,8 +1,9 @@
 """``cxr-audit init``: a starter run config written from what a manifest holds.
 
 A new user edits a config rather than writing one: the starter names the labels found and
-how they map onto the four classes, the sources, how many images have lung masks and which
-segmentation setting that calls for, with a comment on each choice. The text is plain
+how they map onto the four classes, the class the one-class checks follow, the sources,
+how many images have lung masks and which segmentation setting that calls for, with a
+comment on each choice. The text is plain
 YAML (strings JSON-quoted), so ``audit.core.config.load_config`` reads it back.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -26,10 +28,15 @@ LABEL_HINTS = (
 
 
 def guess_class(label: str) -> str:
-    """The class a raw label most likely means (``"other"`` when no hint matches)."""
+    """The class a raw label most likely means (``"other"`` when no hint matches).
+
+    A hint of three letters or more matches where a word starts (``Viral Pneumonia``, but
+    not ``abnormal`` for ``normal``); a shorter one only the whole label (``TB``, not ``stb``).
+    """
     text = label.strip().lower()
     for name, hints in LABEL_HINTS:
-        if any(hint == text or (len(hint) > 2 and hint in text) for hint in hints):
+        if any(hint == text or (len(hint) > 2 and re.search(rf"(?<![a-z]){re.escape(hint)}", text))
+               for hint in hints):
             return name
     return "other"
 
@@ -67,6 +74,7 @@ def starter_config(manifest: str | Path) -> str:
         "  weights_dirs: []           # offline: folders holding Keras' cache-named files",
         "  input_modes: [raw, lung_masked]",
         "probes:",
+        *_target_class_lines(labels),
         "  seed: 0",
     ]
     if len(sources) < 2:
@@ -89,6 +97,29 @@ def _label_map_lines(labels: Counter) -> list[str]:
              "  label_map:"]
     lines += [f"    {json.dumps(label)}: {guess_class(label)}" for label in unknown]
     return lines
+
+
+def _target_class_lines(labels: Counter) -> list[str]:
+    """``probes.target_class``: covid when the data has it, else a class that is not normal
+    (the rarest of several), with why."""
+    counts = Counter()
+    for label, count in labels.items():  # class names map to themselves, as in label_map
+        counts[guess_class(label)] += count
+    follows = "# the class masking.raw_vs_lung and ablation.class_size follow"
+    if "covid" in counts or not counts:
+        return [f"  target_class: covid      {follows}"]
+    diseases = sorted((name for name in counts if name != "normal"),
+                      key=lambda name: (counts[name], CLASSES.index(name)))
+    if not diseases:
+        return [f"  target_class: normal     {follows}: the only class found"]
+    if len(diseases) == 1:
+        why = "the one class that is not normal"
+    else:
+        found = ", ".join(f"{name} {counts[name]}" for name in diseases)
+        why = (f"the rarest class that is not normal ({found}), the one a model most easily "
+               "finds by exclusion, as the paper's COVID")
+    return [f"  target_class: {diseases[0]:<10} {follows};",
+            f"  # no covid label: {why}. Set the disease the audit is about."]
 
 
 def _segmentation_lines(masks: int, n_rows: int) -> list[str]:

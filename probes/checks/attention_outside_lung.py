@@ -15,10 +15,11 @@ SPEC = CheckSpec(
     p_value="analytic",
     needs=("masks",),
     explanation=(
-        "COVID-19 signs are inside the lungs. Enrichment 1 means the area outside the lungs got "
-        "the share of Grad-CAM attention its size would get; well above 1 means the model looks "
-        "outside the lungs (markers, text, body outline, devices) for its decision. The pointing "
-        "game says how often the single hottest point lies inside the lungs."),
+        "The signs of lung disease are inside the lungs. Enrichment 1 means the area outside "
+        "the lungs got the share of Grad-CAM attention its size would get; well above 1 means "
+        "the model looks outside the lungs (markers, text, body outline, devices) for its "
+        "decision. The pointing game says how often the single hottest point lies inside the "
+        "lungs."),
     next_steps=(
         "Open the Grad-CAM gallery to see what outside the lungs draws the attention and "
         "remove it from the training images, or train on lung-masked inputs. It cannot run "

@@ -1,17 +1,29 @@
 """``masking.raw_vs_lung``: does the model lose its COVID skill when it only sees the lungs?
 
 The same backbone, trained once on raw and once on lung-masked radiographs, is evaluated on
-the same test images. If the raw model finds COVID much better than the lung-masked one,
-what made the difference lies outside the lungs: markers, borders, text, patient position.
-The paired predictions are compared with McNemar's exact test (statsmodels).
+the same test images. If the raw model finds the target class (``probes.target_class``,
+COVID by default) much better than the lung-masked one, what made the difference lies
+outside the lungs: markers, borders, text, patient position. The paired predictions are
+compared with McNemar's exact test (statsmodels).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from probes.base import TARGET_CLASS, CheckResult, CheckSpec, Gate, ProbeContext
+from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
 from probes.stats import bootstrap_ci, mcnemar_exact, wilson_ci
+
+
+def _explanation(word: str) -> str:
+    """The check's explanation, naming the target class as ``word``."""
+    return (
+        "Both models saw the same test images; the lung-masked one could only use the "
+        f"lungs. A large drop means the raw model's {word} detections relied on what lies "
+        "outside the lungs (markers, borders, text, positioning), not on the disease. "
+        "A small drop does not prove the lungs are used for the right reasons: the "
+        "site signal can also live inside the lungs (see site.image).")
+
 
 SPEC = CheckSpec(
     id="masking.raw_vs_lung",
@@ -26,22 +38,19 @@ SPEC = CheckSpec(
     order=70,
     p_value="analytic",
     needs=("masks", "lung_masked_model"),
-    explanation=(
-        "Both models saw the same test images; the lung-masked one could only use the "
-        "lungs. A large drop means the raw model's COVID detections relied on what lies "
-        "outside the lungs (markers, borders, text, positioning), not on the disease. "
-        "A small drop does not prove the lungs are used for the right reasons: the "
-        "site signal can also live inside the lungs (see site.image)."),
+    explanation=_explanation("COVID"),
     next_steps=(
         "Look at what the raw model sees outside the lungs (attention.* galleries) and "
         "remove it from the training images; a lung-masked model of proven quality is the "
         "safer reference. It cannot run without lung masks and a lung-masked model of the "
         "audited backbone (models.input_modes must include lung_masked)."),
+    follows_target_class=True,
 )
 
 
 def run(context: ProbeContext) -> CheckResult:
-    """COVID recall of the raw model minus the lung-masked model's on the same test rows."""
+    """Target-class recall of the raw model minus the lung-masked model's on the same test
+    rows."""
     backbone = context.audited.split("/")[0]
     keys = {"raw": f"{backbone}/raw", "lung_masked": f"{backbone}/lung_masked"}
     missing = [key for key in keys.values() if key not in context.models]
@@ -54,34 +63,42 @@ def run(context: ProbeContext) -> CheckResult:
     rows, notes = _test_rows(context)
     classes = list(context.models[keys["raw"]].classes)
     truth = context.dataset.labels[rows]
-    covid = truth == classes.index(TARGET_CLASS)
-    if not covid.any():
-        return SPEC.not_run("no COVID image among the masked test rows")
+    target = context.params.target_class
+    in_target = truth == classes.index(target)
+    if not in_target.any():
+        return SPEC.not_run(f"no {class_word(target)} image (probes.target_class) among the "
+                            "masked test rows")
     correct = {mode: context.models[key].predict_proba(context.dataset, rows).argmax(1) == truth
                for mode, key in keys.items()}
-    return _result(context, rows, truth, covid, correct, notes, classes)
+    return _result(context, rows, truth, in_target, correct, notes, classes)
 
 
-def _result(context, rows, truth, covid, correct, notes, classes) -> CheckResult:
+def _result(context, rows, truth, in_target, correct, notes, classes) -> CheckResult:
+    target = context.params.target_class
+    word = class_word(target)
     raw, masked = correct["raw"], correct["lung_masked"]
-    recall_raw, recall_masked = raw[covid].mean(), masked[covid].mean()
-    on_covid, overall = mcnemar_exact(raw[covid], masked[covid]), mcnemar_exact(raw, masked)
+    recall_raw, recall_masked = raw[in_target].mean(), masked[in_target].mean()
+    on_target = mcnemar_exact(raw[in_target], masked[in_target])
+    overall = mcnemar_exact(raw, masked)
     drop = float(recall_raw - recall_masked)
-    ci = bootstrap_ci(lambda a, b: np.mean(a) - np.mean(b), raw[covid], masked[covid],
+    ci = bootstrap_ci(lambda a, b: np.mean(a) - np.mean(b), raw[in_target], masked[in_target],
                       n_bootstrap=context.params.n_bootstrap, seed=context.params.seed)
     recall_table = _recall_rows(classes, truth, correct)
-    summary = (f"On {int(covid.sum())} COVID test images, recall is {recall_raw:.2f} for the "
-               f"raw model and {recall_masked:.2f} for the lung-masked one (drop {drop:+.2f}, "
-               f"95% CI {ci[0]:+.2f} to {ci[1]:+.2f}, McNemar exact p = "
-               f"{on_covid['p_value']:.3g}); overall accuracy {raw.mean():.2f} vs "
+    summary = (f"On {int(in_target.sum())} {word} test images, recall is {recall_raw:.2f} for "
+               f"the raw model and {recall_masked:.2f} for the lung-masked one (drop "
+               f"{drop:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f}, McNemar exact p = "
+               f"{on_target['p_value']:.3g}); overall accuracy {raw.mean():.2f} vs "
                f"{masked.mean():.2f}.")
     return SPEC.result(
-        metric_name="COVID recall drop, raw minus lung-masked",
-        metric=drop, ci=ci, p_value=on_covid["p_value"], summary=summary,
-        details={"n_test_rows": int(len(rows)), "n_covid": int(covid.sum()),
-                 "covid_recall_raw": recall_raw, "covid_recall_lung_masked": recall_masked,
-                 "covid_only_raw_right": on_covid["a_only"],
-                 "covid_only_masked_right": on_covid["b_only"],
+        metric_name=f"{word} recall drop, raw minus lung-masked",
+        metric=drop, ci=ci, p_value=on_target["p_value"], summary=summary,
+        explanation=_explanation(word),
+        details={"target_class": target, "n_test_rows": int(len(rows)),
+                 f"n_{target}": int(in_target.sum()),
+                 f"{target}_recall_raw": recall_raw,
+                 f"{target}_recall_lung_masked": recall_masked,
+                 f"{target}_only_raw_right": on_target["a_only"],
+                 f"{target}_only_masked_right": on_target["b_only"],
                  "accuracy_raw": raw.mean(), "accuracy_lung_masked": masked.mean(),
                  "accuracy_drop": raw.mean() - masked.mean(),
                  "accuracy_mcnemar_p": overall["p_value"]},
