@@ -195,9 +195,11 @@ def truncate(stage: str, name: str):
 
 
 def truncate_features(cache: Path) -> str:
-    """A truncated ``features.npy``, with the probe results deleted so that the probes ask
-    for the features again (a reused probe result reads none)."""
-    truncate("features", "features.npy")(cache)
+    """Every ``features.npy`` truncated (which feature stages the probes read depends on
+    the stage keys, so not one picked by its folder name), with the probe results deleted
+    so that the probes ask for features again (a reused probe result reads none)."""
+    for path in stage_files(cache, "features", "features.npy"):
+        os.truncate(path, path.stat().st_size // 2)
     shutil.rmtree(cache / "probe")
     return "features"
 

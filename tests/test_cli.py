@@ -141,7 +141,7 @@ def test_packaged_demo_config_is_the_examples_one():
     assert packaged == EXAMPLES / "demo.yaml"
     demo = load_config(packaged)
     assert demo.data.manifest is None and demo.data.synth.confounding > 0.5
-    assert demo.models.weights_dirs == [SHARED_DIR / "weights"]
+    assert demo.models.weights_dirs == [(SHARED_DIR / "weights").resolve()]  # config paths are resolved
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "clean-control.yaml", "cxr-real.yaml"])
@@ -152,7 +152,7 @@ def test_example_configs_are_valid(name):
 
 def test_real_example_points_at_the_shared_data():
     config = load_config(EXAMPLES / "cxr-real.yaml")
-    assert config.data.manifest == SHARED_DIR / "data" / "cxr-real" / "metadata.csv"
+    assert config.data.manifest == (SHARED_DIR / "data" / "cxr-real" / "metadata.csv").resolve()
 
 
 def test_clean_control_has_no_confounding_and_no_site_traits():

@@ -34,13 +34,13 @@ def test_starter_config_maps_unknown_labels_and_loads_back(tmp_path):
     assert "2 images, 2 labels, 2 sources, 0 lung masks, 1 patient ids" in text
     assert "labels found: TB 1, normal 1" in text
     assert "1 image(s) have no patient id" in text
-    assert "no lung masks: the mask-based checks will be not_run" in text
+    assert "no lung masks: the segmenter shipped with the package" in text
     config_path = tmp_path / "config.yaml"
     config_path.write_text(text)
     config = load_config(config_path)
     assert config.data.label_map == {"TB": "opacity"}
     assert config.data.manifest == path.resolve()
-    assert config.segmentation.source == "manifest"
+    assert config.segmentation.source == "pretrained"
 
 
 def test_init_writes_the_file_and_refuses_to_overwrite(monkeypatch, tmp_path):

@@ -126,7 +126,9 @@ def _segmentation_lines(masks: int, n_rows: int) -> list[str]:
     if masks == n_rows and n_rows:
         return ["  source: manifest         # every image has a lung mask"]
     if masks:
-        return [f"  source: auto             # {masks} of {n_rows} images have masks: a U-Net "
-                "trained on them segments the rest"]
-    return ["  source: manifest         # no lung masks: the mask-based checks will be not_run;",
-            "                           # add masks with `cxr-audit data import --masks DIR`"]
+        return [f"  source: auto             # {masks} of {n_rows} images have masks; the "
+                "segmenter shipped with the package masks the rest",
+                "                           # (`unet` instead trains a U-Net on your masks)"]
+    return ["  source: pretrained       # no lung masks: the segmenter shipped with the package",
+            "                           # masks every image (README: Where lung masks come from);",
+            "                           # your own masks: `cxr-audit data import --masks DIR`"]
