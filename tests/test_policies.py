@@ -3,6 +3,7 @@ trained, a single-source data set), and `--policy` on `run` and `audit`."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -59,17 +60,36 @@ def test_run_and_audit_take_a_policy_and_say_what_it_is_layered_on(monkeypatch, 
         assert "layered on the default policy and the config's policy section" in out, command
 
 
+def trained_by_cxr_audit(tmp_path: Path, manifest: Path, size: int) -> tuple[Path, Path]:
+    """`cxr-audit train` of one small raw-input classifier on ``manifest``: its
+    ``model.keras`` and the preprocessing spec a user writes for it (the tool's
+    classifiers take 0..255 RGB and output the data's classes in its order)."""
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"manifest": str(manifest), "image_size": size, "test_fraction": 0.25},
+        "segmentation": {"source": "manifest"},
+        "models": {"alpha": 0.35, "weights": "none", "input_modes": ["raw"], "epochs": 2,
+                   "dense_units": 16, "augmented_views": 0, "cross_validate": False},
+    }))
+    with pytest.MonkeyPatch.context() as patch:
+        assert cxr_audit(patch, "train", str(config), "--out", str(tmp_path / "trained")) == 0
+    (row,) = json.loads((tmp_path / "trained" / "results.json").read_text())
+    folder = Path(row["path"])
+    classes = json.loads((folder / "metadata.json").read_text())["model"]["classes"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"input_size": size, "channels": 3, "scaling": "0-255",
+                                    "classes": classes}))
+    return folder / "model.keras", spec
+
+
 @pytest.mark.slow
 def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
-    """`cxr-audit audit --policy examples/policy-external-model.yaml` of a tiny external
-    model: the retraining checks are not_run, no check blocks for not running, and the
-    same result judged by the default policy is blocked by exactly those."""
-    from tests.test_external_identity import SPEC, _save_model
-
+    """`cxr-audit audit --policy examples/policy-external-model.yaml` of a model that
+    `cxr-audit train` made: the retraining checks are not_run, no check blocks for not
+    running, and the same result judged by the default policy is blocked by exactly those."""
     manifest = generate_phantoms(SynthConfig(n_per_class=6, image_size=64, confounding=0.0),
                                  tmp_path / "data")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
+    model, spec = trained_by_cxr_audit(tmp_path, manifest, 64)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"image_size": 64, "test_fraction": 0.5, "n_folds": 2},
@@ -78,10 +98,9 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
         "probes": {"cam_max_images": 48, "n_permutations": 320, "n_bootstrap": 20},
     }))
     with pytest.MonkeyPatch.context() as patch:
-        code = cxr_audit(patch, "audit", "--model", str(_save_model(tmp_path / "model", 1)),
-                         "--preprocess", str(spec), "--data", str(manifest),
-                         "--out", str(tmp_path / "run"), "--config", str(config),
-                         "--policy", str(EXTERNAL))
+        code = cxr_audit(patch, "audit", "--model", str(model), "--preprocess", str(spec),
+                         "--data", str(manifest), "--out", str(tmp_path / "run"),
+                         "--config", str(config), "--policy", str(EXTERNAL))
     result = AuditResult.load_json(tmp_path / "run" / "summary.json")
     assert code == (0 if result.verdict == "pass" else 1)
     not_run = {check.check_id: check.reason for check in result.checks if not check.ran}
