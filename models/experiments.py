@@ -10,8 +10,8 @@
    other, as in the paper (learning rate, then dropout, then unfreeze level): each value is
    cross-validated and the best mean validation accuracy fixes the value for the next step.
 3. **Final train/test runs** (``models.final_sizes``): the best setting trained with each
-   given number of images per non-COVID class (COVID keeps all its rows) and evaluated on
-   the test rows (the paper's 1000 vs 2000). Sizes larger than the data allows are scaled
+   given number of images per class other than ``probes.target_class`` (which keeps all its
+   rows; COVID in the paper) and evaluated on the test rows (the paper's 1000 vs 2000). Sizes larger than the data allows are scaled
    down proportionally and the row says so in ``note``.
 
 Every trained model is saved under ``out_dir/models/...`` with its metadata JSON.
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from audit.core.config import AuditConfig
     from audit.data.dataset import Dataset, Splits
 
-FIXED_CLASSES = ("covid",)  # the class the paper keeps at its full size
 _INTEGER_PARAMS = ("unfreeze_blocks",)
 
 
@@ -64,22 +63,25 @@ def subsample_per_class(dataset: Dataset, idx: np.ndarray, sizes_per_class: dict
 
 
 def scaled_class_sizes(dataset: Dataset, idx: np.ndarray, sizes: list[int],
-                       fixed: tuple[str, ...] = FIXED_CLASSES) -> tuple[list[int], str | None]:
-    """Sizes per non-fixed class, scaled down together when the data has fewer rows.
+                       fixed: str) -> tuple[list[int], str | None]:
+    """Sizes per grown class (every class ``idx`` holds but ``fixed``), scaled down
+    together when the data has fewer rows.
 
-    The largest size is made to fit the smallest non-fixed class among ``idx``; the others
-    keep their ratio to it. Returns the sizes used and a note when they were scaled.
+    The largest size is made to fit the smallest grown class among ``idx``; the others
+    keep their ratio to it. A class the data holds no row of is not grown (on two-class
+    data it would otherwise scale every size to nothing). Returns the sizes used and a
+    note when they were scaled.
     """
     labels = dataset.labels[np.asarray(idx)]
-    counts = [int(np.sum(labels == k)) for k, name in enumerate(dataset.classes)
-              if name not in fixed]
-    available = min(counts)
+    counts = [count for k, name in enumerate(dataset.classes)
+              if name != fixed and (count := int(np.sum(labels == k)))]
+    available = min(counts, default=max(sizes))
     if max(sizes) <= available:
         return list(sizes), None
     factor = available / max(sizes)
     scaled = [max(1, int(round(size * factor))) for size in sizes]
-    note = (f"sizes per non-COVID class {list(sizes)} scaled to {scaled}: the smallest "
-            f"non-COVID class has {available} training images")
+    note = (f"sizes per class other than {fixed} {list(sizes)} scaled to {scaled}: the "
+            f"smallest of them has {available} training images")
     log.warning(note)
     return scaled, note
 
@@ -157,18 +159,21 @@ def run_training(config: AuditConfig, dataset: Dataset, splits: Splits, out_dir:
                                           out_dir, cache))
                 sweep_rows, best = _sweep(config, dataset, splits, spec, out_dir, cache)
                 rows += sweep_rows
-                rows += _final_rows(dataset, splits, best, models.final_sizes, out_dir, cache)
+                rows += _final_rows(dataset, splits, best, models.final_sizes,
+                                    config.probes.target_class, out_dir, cache)
     return rows
 
 
 def _final_rows(dataset: Dataset, splits: Splits, spec: ClassifierSpec, sizes: list[int],
-                out_dir: Path, cache: StageCache | None) -> list[dict[str, Any]]:
+                fixed: str, out_dir: Path, cache: StageCache | None) -> list[dict[str, Any]]:
+    """The paper's final models: ``fixed`` (``probes.target_class``, COVID in the paper)
+    at its full size, every other class at each size."""
     if not sizes:
         return []
-    used, note = scaled_class_sizes(dataset, splits.fit, sizes)
+    used, note = scaled_class_sizes(dataset, splits.fit, sizes, fixed)
     rows = []
     for requested, size in zip(sizes, used, strict=True):
-        per_class = {name: size for name in dataset.classes if name not in FIXED_CLASSES}
+        per_class = {name: size for name in dataset.classes if name != fixed}
         train_idx = subsample_per_class(dataset, splits.fit, per_class, spec.seed)
         rows.append(_test_row("final", dataset, splits, spec, train_idx, out_dir, cache,
                               size=size, requested_size=requested, note=note,

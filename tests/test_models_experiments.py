@@ -34,9 +34,18 @@ def test_subsample_keeps_fixed_classes_and_draws_without_replacement():
 
 def test_class_sizes_are_scaled_down_with_a_note():
     dataset = tiny_dataset(n_per_class=6)
-    assert scaled_class_sizes(dataset, np.arange(24), [2, 4]) == ([2, 4], None)
-    sizes, note = scaled_class_sizes(dataset, np.arange(24), [1000, 2000])
+    assert scaled_class_sizes(dataset, np.arange(24), [2, 4], "covid") == ([2, 4], None)
+    sizes, note = scaled_class_sizes(dataset, np.arange(24), [1000, 2000], "covid")
     assert sizes == [3, 6] and "scaled to [3, 6]" in note and "6 training images" in note
+
+
+def test_class_sizes_on_two_class_data_follow_the_classes_it_holds():
+    """Normal vs other: the absent covid and opacity classes do not shrink the sizes."""
+    dataset = tiny_dataset(n_per_class=6)
+    two_class = np.flatnonzero(np.isin(dataset.label_names, ["normal", "other"]))
+    assert scaled_class_sizes(dataset, two_class, [2, 4], "other") == ([2, 4], None)
+    sizes, note = scaled_class_sizes(dataset, two_class, [6, 12], "other")
+    assert sizes == [3, 6] and "other than other" in note and "6 training images" in note
 
 
 def test_example_configs_are_valid_and_follow_the_paper():
