@@ -55,6 +55,7 @@ from probes.regions import (
     RANDOM_CAM_DRAWS,
     ZONES,
     Measurement,
+    cam_grid_fits,
     measure,
     zone_band_cells,
     zone_enrichment,
@@ -171,6 +172,16 @@ def run_attention(
                     context.params.cam_max_images, context.seed)
     keys = [context.audited] + sorted(set(context.models) - {context.audited})
     cams = {key: context.explanations(key, rows) for key in keys}
+    coarse = {key: c.resolution for key, c in cams.items()
+              if not cam_grid_fits(c.resolution, context.params.border_fraction)}
+    if coarse:
+        # A run's own backbones are refused at start (audit.pipeline.check_cam_grid); an
+        # external model's grid is known only once its CAMs exist.
+        grids = ", ".join(f"{key} {side}x{side}" for key, side in coarse.items())
+        return spec.not_run(
+            f"Grad-CAM too coarse to tell a border band from an interior ({grids} cells at "
+            f"{context.dataset.image_size} px; probes.border_fraction "
+            f"{context.params.border_fraction:g}): audit the model at a larger input size")
     regions = regions_of(context, rows, min(c.resolution for c in cams.values()))
     size = context.dataset.image_size
     measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)

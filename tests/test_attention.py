@@ -169,3 +169,19 @@ def test_not_run_without_a_grad_cam_service(tmp_path):
         result = check.run(replace(context, explanations=None))
         assert result.status == Status.NOT_RUN
         assert result.reason == "no Grad-CAM service in the probe context (ProbeContext.explanations)"
+
+
+def test_not_run_when_a_models_grad_cam_is_too_coarse_for_a_border_band(tmp_path):
+    """An external model's grid is known only from its CAMs: 2 x 2 cells hold no border
+    band besides an interior, so both checks say so instead of crashing."""
+    from dataclasses import replace
+
+    from tests.attention_fixtures import brightness_model
+
+    coarse = replace(brightness_trained("raw"), keras_model=brightness_model(64, cells=2))
+    context = synthetic_context(tmp_path, lung_phantoms(n=16), [coarse], np.arange(16))
+    for check in (attention_border, attention_outside_lung):
+        result = check.run(context)
+        assert result.status == Status.NOT_RUN, result.reason
+        assert "bright/raw 2x2 cells at 64 px" in result.reason
+        assert "audit the model at a larger input size" in result.reason

@@ -87,12 +87,13 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
     """`cxr-audit audit --policy examples/policy-external-model.yaml` of a model that
     `cxr-audit train` made: the retraining checks are not_run, no check blocks for not
     running, and the same result judged by the default policy is blocked by exactly those."""
-    manifest = generate_phantoms(SynthConfig(n_per_class=6, image_size=64, confounding=0.0),
+    # 96 px: the smallest size whose MobileNetV2 Grad-CAM (3 x 3) the attention checks take.
+    manifest = generate_phantoms(SynthConfig(n_per_class=6, image_size=96, confounding=0.0),
                                  tmp_path / "data")
-    model, spec = trained_by_cxr_audit(tmp_path, manifest, 64)
+    model, spec = trained_by_cxr_audit(tmp_path, manifest, 96)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "data": {"image_size": 64, "test_fraction": 0.5, "n_folds": 2},
+        "data": {"image_size": 96, "test_fraction": 0.5, "n_folds": 2},
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none"},
         "probes": {"cam_max_images": 48, "n_permutations": 320, "n_bootstrap": 20},
