@@ -287,7 +287,9 @@ def checks(as_json: Annotated[bool, typer.Option(
                    f"  default:    {rule.level} above {rule.threshold:g}, "
                    f"{'required' if rule.required else 'optional'}\n"
                    f"  needs:      {needs}\n"
-                   f"  next steps: {spec.next_steps}\n")
+                   + ("  class:      probes.target_class (COVID by default)\n"
+                      if spec.follows_target_class else "")
+                   + f"  next steps: {spec.next_steps}\n")
 
 
 def _run_and_exit(config: AuditConfig, out: Path, log_json: bool,

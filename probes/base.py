@@ -57,7 +57,7 @@ PValueKind = Literal["permutation", "analytic", "none"]
 or exact test with no floor the settings impose) or ``"none"`` (the check reports none and
 stays out of the Holm family)."""
 NEEDS = MappingProxyType({
-    "masks": "lung masks (from the manifest or the U-Net)",
+    "masks": "lung masks: the manifest's or a segmenter's (see segmentation.source)",
     "two_sources": "images from at least two sources",
     "retraining": "retraining the classifier (not possible for an external model)",
     "lung_masked_model": "a classifier of the same backbone trained on lung-masked images",

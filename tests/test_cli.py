@@ -44,6 +44,7 @@ def test_checks_lists_every_check_from_its_spec(monkeypatch, capsys):
         required = "required" if spec.default.required else "optional"
         assert f"default:    {spec.default.level} above {spec.default.threshold:g}, {required}" in lines
         assert all(need in block for need in spec.needs)
+        assert ("class:      probes.target_class" in block) == spec.follows_target_class
     masking = blocks[check_ids().index("masking.raw_vs_lung")]
     assert "needs:      masks (lung masks" in masking and "lung_masked_model (" in masking
 
