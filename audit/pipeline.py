@@ -198,19 +198,23 @@ def check_target_class(config: AuditConfig) -> None:
     Only for a run that trains: an external model has neither the lung-masked twin nor the
     retraining those checks need. Synthetic phantoms hold every class.
 
+    Reads the manifest's label column only: its rows and files are checked once, when
+    the data is loaded.
+
     Raises:
         InputError: naming ``probes.target_class``, its value and the classes the
-            manifest's labels map to (through ``data.label_map``); or the manifest's own
-            problems (``audit.data.manifest.read_manifest``).
+            manifest's labels map to (through ``data.label_map``); or the manifest table
+            cannot be read (``audit.data.manifest.read_table``).
     """
-    from audit.data.manifest import read_manifest
+    from audit.data.manifest import canonical_label_lookup, read_table
 
     enabled = enabled_checks(config)
     following = [spec.id for spec in specs() if spec.follows_target_class and spec.id in enabled]
     manifest, target = config.data.manifest, config.probes.target_class
     if manifest is None or not following:
         return
-    labels = set(read_manifest(manifest, dict(config.data.label_map)).rows["label"])
+    lookup = canonical_label_lookup(dict(config.data.label_map))
+    labels = {lookup.get(label.strip().lower()) for label in read_table(manifest).get("label", [])}
     found = [name for name in CLASSES if name in labels]
     if target not in found:
         raise InputError(
