@@ -9,8 +9,6 @@ config; 3 an internal error (a bug: the traceback goes to ``crash.log`` in the r
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 import tempfile
 import traceback
@@ -23,6 +21,7 @@ import typer
 from audit.core.config import AuditConfig, PolicyConfig, load_config
 from audit.core.errors import AuditError, InputError
 from audit.core.progress import configure
+from audit.core.tensorflow_output import quiet_tensorflow
 from audit.data.cli import app as data_app
 
 if TYPE_CHECKING:
@@ -321,22 +320,6 @@ def _report_and_exit(result, out: Path) -> None:
     if result.absent_required:
         typer.echo(f"  required but absent from the run: {', '.join(result.absent_required)}")
     raise typer.Exit(exit_code(result))
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up chatter off the terminal: the one place that does so.
-
-    ``TF_CPP_MIN_LOG_LEVEL=1`` hides the C++ runtime's info lines (CPU instruction sets,
-    oneDNN), keeping its warnings and errors; TensorFlow reads it once, when it is first
-    imported, so this runs before any command imports it, and spawned job processes
-    inherit it. A value the user set is kept. TensorFlow's Python logger is lowered to
-    errors: what it warns of here are ``tf.function`` retracing notices, which a new
-    model's first call triggers by design (``models.trained.predict_in_full_batches``
-    keeps the avoidable ones away). Library code sets neither: a library user's logging
-    is theirs.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def main() -> None:
