@@ -1,0 +1,253 @@
+"""The reviewer-facing report parts: what was audited (summary.json and the page), the
+executive summary, the per-source table, the headline caveat, the sign-off, the standards
+crosswalk and model_card.md, for every run and without the machine's paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+
+from audit.core.errors import InputError
+from audit.core.result import AuditResult
+from reports import REPORT_FILES, write_reports
+from reports.crosswalk import ITEMS, crosswalk
+from reports.html import render_html
+from reports.model_card import render_model_card
+from reports.narrative import executive_summary, headline_caveat
+from reports.per_source import per_source_rows
+from reports.review import accepted_overrides
+from reports.summary import read_summary, validate_summary, write_summary
+from tests.review_fixtures import (
+    AUDITED,
+    RELAXED,
+    external_sources,
+    held_out,
+    review_result,
+    within_source,
+)
+
+
+@pytest.fixture
+def result(tmp_path):
+    return review_result(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The default fixture's page and its run folder, rendered once (figures take seconds)."""
+    run_dir = tmp_path_factory.mktemp("review")
+    return render_html(review_result(run_dir), run_dir), run_dir
+
+
+def test_summary_json_carries_the_audited_identity_and_validates(tmp_path, result):
+    path = write_summary(result, tmp_path / "summary.json")
+    data = json.loads(path.read_text())
+    validate_summary(data)
+    assert data["audited"]["model"] == AUDITED["model"]
+    assert data["audited"]["data"]["rows"] == AUDITED["data"]["rows"]
+    assert data["audited"]["tool"]["git_commit"] == AUDITED["tool"]["git_commit"]
+    assert set(data["audited"]["policy"]) == {"name", "sha256"}
+    assert read_summary(path).audited == data["audited"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["audited"]["model"].update(sha256="xyz"),
+     r"\$\.audited\.model\.sha256: 'xyz' does not match"),
+    (lambda d: d["audited"]["data"].pop("rows"), r"\$\.audited\.data: 'rows' is a required"),
+    (lambda d: d["audited"].update(machine="/home/me"),
+     r"\$\.audited: Additional properties are not allowed"),
+    (lambda d: d.pop("audited"), r"\$: 'audited' is a required property"),
+])
+def test_bad_identity_fields_are_named(tmp_path, result, mutate, message):
+    data = result.to_dict()
+    mutate(data)
+    with pytest.raises(InputError, match=message):
+        validate_summary(data, source="run.json")
+
+
+def test_a_summary_of_the_previous_schema_version_is_an_input_error_naming_it(tmp_path, result):
+    path = tmp_path / "summary.json"
+    old = {key: value for key, value in result.to_dict().items() if key != "audited"}
+    path.write_text(json.dumps({**old, "schema_version": "2.0"}))
+    with pytest.raises(InputError, match=re.escape(f"{path}: summary schema version '2.0'")):
+        read_summary(path)
+
+
+def test_the_page_shows_what_was_audited_and_no_machine_path(page, result):
+    page, run_dir = page
+    section = page[page.index('id="audited"'):page.index('id="per-source"')]
+    for shown in (AUDITED["model"]["file"], AUDITED["model"]["sha256"],
+                  AUDITED["model"]["identity"], AUDITED["data"]["manifest"],
+                  AUDITED["data"]["sha256"], AUDITED["tool"]["git_commit"],
+                  result.audited["policy"]["sha256"], "hannover, kermany"):
+        assert shown in section
+    assert str(run_dir) not in page
+
+
+def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
+    sentences = executive_summary(result)
+    assert 3 <= len(sentences) <= 5
+    assert sentences[0].startswith("Verdict FAIL under the default policy")
+    strongest = next(s for s in sentences if s.startswith("Strongest evidence for"))
+    assert "'hannover' held out of training" in strongest
+    assert "from 0.890 on the other sources' test images to 0.370" in strongest
+    assert "chance is 0.250" in strongest
+    assert any(s.startswith("Against a shortcut") for s in sentences)
+    assert any("Source in the model's embedding (error" in s for s in sentences)
+
+
+@pytest.mark.parametrize("check, phrase, before, after", [
+    (lambda value: held_out(external=value), "to {} on 'hannover'", 0.37, 0.123),
+    (lambda value: held_out(internal=value), "falls from {} on the other", 0.89, 0.934),
+    (lambda value: within_source(chance=value), "chance is {}", 0.25, 0.333),
+])
+def test_a_changed_number_changes_the_sentence(tmp_path, check, phrase, before, after):
+    def summary(made):
+        checks = (made, held_out()) if made.check_id == "performance.within_source" else (
+            within_source(), made)
+        return " ".join(executive_summary(review_result(tmp_path, checks=checks)))
+
+    old, new = summary(check(before)), summary(check(after))
+    assert phrase.format(f"{before:.3f}") in old and phrase.format(f"{after:.3f}") in new
+    assert phrase.format(f"{after:.3f}") not in old
+
+
+def test_an_external_source_is_the_strongest_finding_when_it_alone_blocks(tmp_path):
+    from audit.core.config import CheckPolicy, PolicyConfig
+
+    policy = PolicyConfig(checks={"generalization.leave_one_source_out":
+                                  CheckPolicy(gate="fail", threshold=0.5)})
+    run = review_result(tmp_path, checks=(external_sources(accuracy=0.43),), policy=policy)
+    # generalization.external is not registered yet: judge it under a stand-in rule
+    fired = replace(run.check("generalization.external"), status="fail", blocking=True,
+                    threshold=0.1, gate="fail")
+    run = replace(run, checks=tuple(fired if c.check_id == fired.check_id else c
+                                    for c in run.checks))
+    strongest = next(s for s in executive_summary(run) if s.startswith("Strongest"))
+    assert "external source 'padchest' accuracy is 0.430 [0.330, 0.530] against 0.890" in strongest
+
+
+def test_passing_run_says_so_without_a_caveat(tmp_path, result):
+    passed = replace(result, verdict="pass")
+    assert executive_summary(passed)[0].startswith("Verdict PASS")
+    assert headline_caveat(passed) is None
+    page = render_html(passed, tmp_path)
+    assert "do not quote it" not in page
+
+
+def test_headline_accuracy_carries_a_caveat_when_the_verdict_fails(page, result):
+    page, _ = page
+    models = page[page.index('id="models"'):page.index('id="probes"')]
+    caveat = models[:models.index("Accuracy</th>")]  # before the first headline number
+    assert "do not quote it as the model&#39;s accuracy" in caveat
+    blocking = sum(check.blocking for check in result.checks) + len(result.absent_required)
+    assert f"found {blocking} blocking problems" in caveat
+
+
+def test_per_source_rows_come_from_each_check_with_its_keys(result):
+    rows = per_source_rows(result)
+    assert [(row.source, row.evaluation) for row in rows] == [
+        ("cohen", "internal test"), ("kermany", "internal test"),
+        ("hannover", "held out of training"), ("cohen", "held out of training"),
+        ("shenzhen", "held out of training"), ("padchest", "external")]
+    internal, _, hannover, _, shenzhen, padchest = rows
+    assert internal.accuracy == {"value": 0.91, "ci": pytest.approx([0.84, 0.96])}
+    assert (internal.baseline_accuracy, internal.chance, internal.labels) == (0.61, 0.25, 3)
+    assert (hannover.n, hannover.accuracy, hannover.internal_accuracy) == (40, {"value": 0.37}, 0.89)
+    assert shenzhen.note == "shares no label with the other sources"
+    assert (padchest.internal_accuracy, padchest.p_value) == (0.89, 0.002)
+
+
+def test_per_source_table_on_the_page(page):
+    page, _ = page
+    table = page[page.index('id="per-source"'):page.index('id="checks"')]
+    assert "0.910 [0.840, 0.960]" in table  # internal accuracy with its CI
+    assert "<td>0.610</td>" in table and "<td>0.250</td>" in table  # baseline, chance
+    assert "not evaluated: shares no label with the other sources" in table
+    assert "padchest" in table and "covid recall" in table
+
+
+def test_without_per_source_checks_the_table_says_not_available(tmp_path):
+    assert per_source_rows(review_result(tmp_path, checks=())) == []
+    page = render_html(AuditResult(checks=()), tmp_path)
+    assert "no check in this run measured accuracy per source" in page
+
+
+def test_sign_off_lists_the_relaxed_checks_with_the_policys_reason(tmp_path):
+    run = review_result(tmp_path, policy=RELAXED, name="default + relaxed.yaml")
+    overrides = {item.check_id: item for item in accepted_overrides(run)}
+    assert set(overrides) == {"attention.outside_lung", "masking.raw_vs_lung", "site.embedding"}
+    assert overrides["masking.raw_vs_lung"].rule == "not required"
+    assert overrides["masking.raw_vs_lung"].reason == "external model: no lung-masked twin"
+    assert overrides["site.embedding"].rule == "ignored"
+    assert overrides["site.embedding"].reason == "the policy gives no reason"
+    page = render_html(run, tmp_path)
+    signoff = page[page.index('<section id="signoff" class="signoff">'):]
+    for shown in ("external model: no lung-masked twin", AUDITED["model"]["sha256"],
+                  "default + relaxed.yaml", ">FAIL<", "Reviewer name", "Decision", "Signature"):
+        assert shown in signoff
+
+
+def test_sign_off_without_overrides_says_none(tmp_path):
+    from audit.gate import judge, load_policy
+
+    assert accepted_overrides(review_result(tmp_path, policy=load_policy())) == []
+    judged = judge(AuditResult(checks=()), load_policy())
+    assert "None: the policy keeps every check's default" in render_html(judged, tmp_path)
+    assert "No policy has judged this run yet" in render_html(AuditResult(checks=()), tmp_path)
+
+
+def test_crosswalk_follows_the_statuses_of_this_run(result):
+    rows = {row.item.topic: row for row in crosswalk(result)}
+    assert len(rows) == len(ITEMS)
+    partitions = rows["Data partitions and their disjointness"]
+    assert partitions.evidenced and "data.leakage: pass" in partitions.found
+    assert "GMLP" in partitions.item.standards
+    external = rows["External validation / performance on unseen sites"]
+    assert external.evidenced and "generalization.leave_one_source_out: fail" in external.found
+    assert rows["Performance per subgroup with confidence intervals"].evidenced
+    assert not rows["Reference standard (ground truth) and its quality"].evidenced
+
+
+def test_crosswalk_without_the_evidence_says_not_evidenced(tmp_path):
+    bare = AuditResult(checks=())
+    rows = {row.item.topic: row for row in crosswalk(bare)}
+    assert not any(row.evidenced for row in rows.values())
+    assert "data.leakage: not in this run" in rows["Data partitions and their disjointness"].found
+
+
+def test_every_run_writes_the_model_card_and_the_crosswalk(tmp_path):
+    written = write_reports(AuditResult(checks=()), tmp_path / "bare")
+    assert written["model_card"].name == REPORT_FILES["model_card"] == "model_card.md"
+    card = written["model_card"].read_text(encoding="utf-8")
+    assert card.startswith("# Model card")
+    page = written["html"].read_text(encoding="utf-8")
+    assert 'id="crosswalk"' in page and 'class="signoff"' in page and 'id="summary"' in page
+
+
+def test_model_card_has_the_sections_an_audit_fills(tmp_path, result):
+    card = render_model_card(result)
+    headings = re.findall(r"^## (.+)$", card, flags=re.M)
+    assert headings == ["Model details", "Intended use", "Factors", "Metrics",
+                        "Evaluation data", "Quantitative analyses", "Ethical considerations",
+                        "Caveats and recommendations"]
+    assert AUDITED["model"]["sha256"] in card and "manifest.csv" in card
+    assert "| hannover | held out of training | 40 | 0.370 |" in card
+    assert "> Accuracy on this run's test images only" in card
+    # the blocking leave-one-source-out check brings its spec's next steps
+    assert "**Accuracy lost on a source never seen in training** (fail)" in card
+    assert "Do not trust the internal test score for new hospitals" in card
+    assert str(tmp_path) not in card
+
+
+def test_model_card_keeps_a_pipe_in_a_source_name_inside_its_cell(tmp_path):
+    run = review_result(tmp_path, checks=(within_source(),))
+    renamed = replace(run.check("performance.within_source"), tables={"per_source": [
+        {**run.check("performance.within_source").tables["per_source"][0],
+         "source": "a|b"}]})
+    run = replace(run, checks=tuple(renamed if c.check_id == renamed.check_id else c
+                                    for c in run.checks))
+    assert "| a\\|b | internal test |" in render_model_card(run)
