@@ -251,3 +251,18 @@ def test_model_card_keeps_a_pipe_in_a_source_name_inside_its_cell(tmp_path):
     run = replace(run, checks=tuple(renamed if c.check_id == renamed.check_id else c
                                     for c in run.checks))
     assert "| a\\|b | internal test |" in render_model_card(run)
+
+
+def test_the_external_model_policy_gives_a_reason_for_each_check_it_relaxes():
+    from pathlib import Path
+
+    from audit.gate import judge, load_policy
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    policy = examples / "policy-external-model.yaml"
+    judged = judge(AuditResult(checks=()), load_policy(policy), "default + " + policy.name)
+    overrides = accepted_overrides(judged)
+    assert {item.check_id for item in overrides} == {
+        "masking.raw_vs_lung", "ablation.class_size", "generalization.leave_one_source_out"}
+    assert all("external model" in item.reason for item in overrides)
+    assert {item.status for item in overrides} == {"absent"}
