@@ -42,13 +42,15 @@ ITEMS: tuple[CrosswalkItem, ...] = (
                   ("generalization.leave_one_source_out", "generalization.external"),
                   "Accuracy on a source held out of training, or on external sources."),
     CrosswalkItem("CLAIM 2024; TRIPOD+AI", "Robustness or sensitivity analysis",
-                  ("masking.raw_vs_lung", "ablation.class_size", "site.image",
-                   "site.embedding"),
+                  ("masking.raw_vs_lung", "ablation.class_size", "intervention.border_swap",
+                   "intervention.surround_swap", "site.image", "site.embedding"),
                   "Skill lost when only the lungs are shown; recall against class sizes; "
+                  "predictions when another source's border or surroundings are swapped in; "
                   "the source read off the images and the model's embedding."),
     CrosswalkItem("CLAIM 2024", "Explainability or interpretability methods",
-                  ("attention.border", "attention.outside_lung"),
-                  "Grad-CAM mass on the image border and outside the lungs."),
+                  ("attention.border", "attention.outside_lung", "attention.localized"),
+                  "Grad-CAM mass on the image border, outside the lungs and on local "
+                  "hot spots."),
     CrosswalkItem("CLAIM 2024; TRIPOD+AI", "Performance per subgroup with confidence intervals",
                   (PER_SOURCE_TABLE,),
                   "Accuracy per source with 95% CIs, next to the source-only baseline and "
@@ -81,7 +83,7 @@ def _row(item: CrosswalkItem, result: AuditResult) -> CrosswalkRow:
     if not item.evidence:
         return CrosswalkRow(item, False, "cannot be evidenced by this tool")
     checks = {check.check_id: check for check in result.checks}
-    found, evidenced = [], False
+    found, absent, evidenced = [], [], False
     for name in item.evidence:
         if name == DATA_SECTION:
             sources = result.data.get("sources") or []
@@ -99,5 +101,7 @@ def _row(item: CrosswalkItem, result: AuditResult) -> CrosswalkRow:
             evidenced |= decided
             found.append(f"{name}: {str(check.status).replace('_', ' ')}")
         else:
-            found.append(f"{name}: not in this run")
+            absent.append(name)
+    if not found:  # the checks a run lacks are named only when it has none of them
+        found.append(f"not in this run: {', '.join(absent)}")
     return CrosswalkRow(item, evidenced, "; ".join(found))

@@ -131,10 +131,12 @@ def _finding(check: CheckResult, result: AuditResult) -> str:
 
 
 def _chance(result: AuditResult) -> str:
-    """``, where chance is 0.25`` from the within-source check's details, when it ran."""
+    """The chance level from the within-source check's details (the accuracy of always
+    answering the test split's commonest label), when it ran; else ""."""
     for check in result.checks:
-        if check.check_id == WITHIN_SOURCE and check.details.get("chance") is not None:
-            return f", where chance is {format_number(check.details['chance'])}"
+        if check.check_id == WITHIN_SOURCE and check.ran and check.details.get("chance") is not None:
+            return (", where chance (always answering the commonest label) is "
+                    f"{format_number(check.details['chance'])}")
     return ""
 
 

@@ -4,7 +4,7 @@ Three checks measure it (each optional; the table holds whichever ran):
 
 - ``performance.within_source``, ``tables["per_source"]``: the audited model on each
   source's internal test images, rows ``{source, n, labels, accuracy, accuracy_ci_low,
-  accuracy_ci_high, target_recall, baseline_accuracy, chance}``;
+  accuracy_ci_high, target_recall, baseline_accuracy, chance, note}``;
 - ``generalization.leave_one_source_out``, ``tables["by_held_out_source"]``: a model
   retrained without each source, rows ``{held_out, n_external, accuracy_external,
   accuracy_internal, p_value, reason, ...}``;
@@ -40,7 +40,7 @@ class SourceRow:
     target_recall: float | None = None
     labels: int | None = None  # distinct labels among the source's images
     p_value: float | None = None  # the source against the internal accuracy
-    note: str = ""  # why a source could not be evaluated
+    note: str = ""  # why a source was not (fully) evaluated; without accuracy, not at all
 
 
 def per_source_rows(result: AuditResult) -> list[SourceRow]:
@@ -68,7 +68,8 @@ def _within(check: CheckResult) -> list[SourceRow]:
                       check_id=check.check_id, n=row.get("n"),
                       accuracy=_estimate(row, "accuracy"),
                       baseline_accuracy=row.get("baseline_accuracy"), chance=row.get("chance"),
-                      target_recall=row.get("target_recall"), labels=row.get("labels"))
+                      target_recall=row.get("target_recall"), labels=row.get("labels"),
+                      note=row.get("note") or "")
             for row in check.tables.get("per_source", [])]
 
 

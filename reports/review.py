@@ -14,7 +14,7 @@ from audit.core.result import AuditResult
 from probes.registry import specs
 from reports.crosswalk import CrosswalkRow, crosswalk
 from reports.formatting import format_number
-from reports.narrative import executive_summary, headline_caveat
+from reports.narrative import WITHIN_SOURCE, executive_summary, headline_caveat
 from reports.per_source import SourceRow, per_source_rows
 
 NOT_RECORDED = "not recorded"
@@ -46,17 +46,26 @@ class ReviewView:
 
 def build_review(result: AuditResult) -> ReviewView:
     """The reviewer-facing parts of the report for ``result``."""
-    config = result.provenance.get("config") or {}
     return ReviewView(
         summary=executive_summary(result),
         caveat=headline_caveat(result),
         audited=audited_rows(result.audited),
         date=str(result.audited.get("date") or NOT_RECORDED),
         per_source=per_source_rows(result),
-        target_class=str((config.get("probes") or {}).get("target_class", "target class")),
+        target_class=_target_class(result),
         overrides=accepted_overrides(result),
         crosswalk=crosswalk(result),
     )
+
+
+def _target_class(result: AuditResult) -> str:
+    """The class the per-source recall column follows: the within-source check's, else the
+    run config's ``probes.target_class``."""
+    for check in result.checks:
+        if check.check_id == WITHIN_SOURCE and check.details.get("target_class"):
+            return str(check.details["target_class"])
+    config = result.provenance.get("config") or {}
+    return str((config.get("probes") or {}).get("target_class", "target class"))
 
 
 def audited_rows(audited: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:

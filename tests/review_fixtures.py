@@ -32,13 +32,15 @@ def within_source(accuracy: float = 0.91, chance: float = 0.25) -> CheckResult:
              "target_recall": 0.95, "baseline_accuracy": 0.61, "chance": chance},
             {"source": "kermany", "n": 33, "labels": 2, "accuracy": 0.82,
              "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.9, "target_recall": None,
-             "baseline_accuracy": 0.52, "chance": chance}]
+             "baseline_accuracy": 0.52, "chance": chance,
+             "note": "33 test images, 2 label(s); needs at least 40 images and 2 labels"}]
     return CheckResult(check_id="performance.within_source", title="Accuracy within each source",
                        metric_name="baseline share", metric=0.3,
                        summary="Within each source the model beats the source-only baseline.",
                        tables={"per_source": rows},
                        details={"overall_accuracy": 0.89, "baseline_accuracy": 0.58,
-                                "baseline_target_auroc": 0.7, "chance": chance})
+                                "baseline_target_auroc": 0.7, "chance": chance,
+                                "target_class": "opacity"})
 
 
 def held_out(external: float = 0.37, internal: float = 0.89) -> CheckResult:

@@ -94,7 +94,7 @@ def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
     strongest = next(s for s in sentences if s.startswith("Strongest evidence for"))
     assert "'hannover' held out of training" in strongest
     assert "from 0.890 on the other sources' test images to 0.370" in strongest
-    assert "chance is 0.250" in strongest
+    assert "where chance (always answering the commonest label) is 0.250" in strongest
     assert any(s.startswith("Against a shortcut") for s in sentences)
     assert any("Source in the model's embedding (error" in s for s in sentences)
 
@@ -102,7 +102,7 @@ def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
 @pytest.mark.parametrize("check, phrase, before, after", [
     (lambda value: held_out(external=value), "to {} on 'hannover'", 0.37, 0.123),
     (lambda value: held_out(internal=value), "falls from {} on the other", 0.89, 0.934),
-    (lambda value: within_source(chance=value), "chance is {}", 0.25, 0.333),
+    (lambda value: within_source(chance=value), "commonest label) is {}", 0.25, 0.333),
 ])
 def test_a_changed_number_changes_the_sentence(tmp_path, check, phrase, before, after):
     def summary(made):
@@ -167,7 +167,8 @@ def test_per_source_table_on_the_page(page):
     assert "0.910 [0.840, 0.960]" in table  # internal accuracy with its CI
     assert "<td>0.610</td>" in table and "<td>0.250</td>" in table  # baseline, chance
     assert "not evaluated: shares no label with the other sources" in table
-    assert "padchest" in table and "covid recall" in table
+    assert "padchest" in table and "opacity recall" in table  # the check's target class
+    assert "needs at least 40 images and 2 labels" in table
 
 
 def test_without_per_source_checks_the_table_says_not_available(tmp_path):
@@ -216,7 +217,7 @@ def test_crosswalk_without_the_evidence_says_not_evidenced(tmp_path):
     bare = AuditResult(checks=())
     rows = {row.item.topic: row for row in crosswalk(bare)}
     assert not any(row.evidenced for row in rows.values())
-    assert "data.leakage: not in this run" in rows["Data partitions and their disjointness"].found
+    assert rows["Data partitions and their disjointness"].found == "not in this run: data.leakage"
 
 
 def test_every_run_writes_the_model_card_and_the_crosswalk(tmp_path):
