@@ -5,7 +5,8 @@ cross-validation folds) as a grid of jobs on the configured runner, then runs ev
 against them; the classifiers a probe retrains go to the same runner, all of that probe's
 at once. ``audit_external`` audits a model someone else trained: the checks that
 need retraining report ``not_run`` with the reason. Both return an ``AuditResult`` judged
-by the policy and write ``report.html``, ``summary.json`` and ``junit.xml`` to the run
+by the policy, naming what was audited (``audit.audited``) without absolute paths, and
+write ``report.html``, ``summary.json``, ``junit.xml`` and ``model_card.md`` to the run
 folder.
 
 Every expensive step is a stage of the run's cache (``<out>/cache`` unless
