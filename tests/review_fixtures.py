@@ -6,13 +6,12 @@ keys those checks write."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.result import AuditResult
 from audit.gate import judge
 from probes.base import CheckResult
-from tests.report_fixtures import REPORT_POLICY, build_audit_result
+from tests.report_fixtures import REPORT_POLICY
 
 AUDITED = {
     "model": {"key": "mobilenetv2/raw", "file": "models/mobilenetv2-raw-seed0/model.keras",
@@ -71,12 +70,12 @@ def external_sources(accuracy: float = 0.55) -> CheckResult:
                             "internal_accuracy": 0.89, "p_value": 0.002}]})
 
 
-def review_result(run_dir: Path, checks: tuple[CheckResult, ...] | None = None,
+def review_result(base: AuditResult, checks: tuple[CheckResult, ...] | None = None,
                   policy: PolicyConfig = REPORT_POLICY, name: str = "default") -> AuditResult:
-    """``tests.report_fixtures.build_audit_result`` with the audited identity, its
-    leave-one-source-out check measured (``held_out()``) and the within-source and
-    external checks added, judged by ``policy``."""
-    base = build_audit_result(run_dir)
+    """``base`` (``tests.report_fixtures.build_audit_result``, built once per module: its
+    metrics take a moment) with the audited identity, its leave-one-source-out check
+    measured (``held_out()``) and the within-source and external checks added, or
+    ``checks`` instead of those three, judged by ``policy``."""
     kept = tuple(check for check in base.checks
                  if check.check_id != "generalization.leave_one_source_out")
     extra = checks if checks is not None else (within_source(), held_out(), external_sources())

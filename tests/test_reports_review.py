@@ -20,6 +20,7 @@ from reports.narrative import executive_summary, headline_caveat
 from reports.per_source import per_source_rows
 from reports.review import accepted_overrides
 from reports.summary import read_summary, validate_summary, write_summary
+from tests.report_fixtures import build_audit_result
 from tests.review_fixtures import (
     AUDITED,
     RELAXED,
@@ -30,16 +31,26 @@ from tests.review_fixtures import (
 )
 
 
-@pytest.fixture
-def result(tmp_path):
-    return review_result(tmp_path)
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("review")
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """The default fixture's page and its run folder, rendered once (figures take seconds)."""
-    run_dir = tmp_path_factory.mktemp("review")
-    return render_html(review_result(run_dir), run_dir), run_dir
+def base(run_dir):
+    """The report fixture's result, built once (its metrics and npz take seconds)."""
+    return build_audit_result(run_dir)
+
+
+@pytest.fixture(scope="module")
+def result(base):
+    return review_result(base)
+
+
+@pytest.fixture(scope="module")
+def page(result, run_dir):
+    """The default result's page, rendered once (figures take seconds)."""
+    return render_html(result, run_dir)
 
 
 def test_summary_json_carries_the_audited_identity_and_validates(tmp_path, result):
@@ -76,8 +87,7 @@ def test_a_summary_of_the_previous_schema_version_is_an_input_error_naming_it(tm
         read_summary(path)
 
 
-def test_the_page_shows_what_was_audited_and_no_machine_path(page, result):
-    page, run_dir = page
+def test_the_page_shows_what_was_audited_and_no_machine_path(page, result, run_dir):
     section = page[page.index('id="audited"'):page.index('id="per-source"')]
     for shown in (AUDITED["model"]["file"], AUDITED["model"]["sha256"],
                   AUDITED["model"]["identity"], AUDITED["data"]["manifest"],
@@ -104,23 +114,23 @@ def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
     (lambda value: held_out(internal=value), "falls from {} on the other", 0.89, 0.934),
     (lambda value: within_source(chance=value), "commonest label) is {}", 0.25, 0.333),
 ])
-def test_a_changed_number_changes_the_sentence(tmp_path, check, phrase, before, after):
+def test_a_changed_number_changes_the_sentence(base, check, phrase, before, after):
     def summary(made):
         checks = (made, held_out()) if made.check_id == "performance.within_source" else (
             within_source(), made)
-        return " ".join(executive_summary(review_result(tmp_path, checks=checks)))
+        return " ".join(executive_summary(review_result(base, checks=checks)))
 
     old, new = summary(check(before)), summary(check(after))
     assert phrase.format(f"{before:.3f}") in old and phrase.format(f"{after:.3f}") in new
     assert phrase.format(f"{after:.3f}") not in old
 
 
-def test_an_external_source_is_the_strongest_finding_when_it_alone_blocks(tmp_path):
+def test_an_external_source_is_the_strongest_finding_when_it_alone_blocks(base):
     from audit.core.config import CheckPolicy, PolicyConfig
 
     policy = PolicyConfig(checks={"generalization.leave_one_source_out":
                                   CheckPolicy(gate="fail", threshold=0.5)})
-    run = review_result(tmp_path, checks=(external_sources(accuracy=0.43),), policy=policy)
+    run = review_result(base, checks=(external_sources(accuracy=0.43),), policy=policy)
     # generalization.external is not registered yet: judge it under a stand-in rule
     fired = replace(run.check("generalization.external"), status="fail", blocking=True,
                     threshold=0.1, gate="fail")
@@ -130,16 +140,15 @@ def test_an_external_source_is_the_strongest_finding_when_it_alone_blocks(tmp_pa
     assert "external source 'padchest' accuracy is 0.430 [0.330, 0.530] against 0.890" in strongest
 
 
-def test_passing_run_says_so_without_a_caveat(tmp_path, result):
+def test_passing_run_says_so_without_a_caveat(run_dir, result):
     passed = replace(result, verdict="pass")
     assert executive_summary(passed)[0].startswith("Verdict PASS")
     assert headline_caveat(passed) is None
-    page = render_html(passed, tmp_path)
+    page = render_html(passed, run_dir)
     assert "do not quote it" not in page
 
 
 def test_headline_accuracy_carries_a_caveat_when_the_verdict_fails(page, result):
-    page, _ = page
     models = page[page.index('id="models"'):page.index('id="probes"')]
     caveat = models[:models.index("Accuracy</th>")]  # before the first headline number
     assert "do not quote it as the model&#39;s accuracy" in caveat
@@ -162,7 +171,6 @@ def test_per_source_rows_come_from_each_check_with_its_keys(result):
 
 
 def test_per_source_table_on_the_page(page):
-    page, _ = page
     table = page[page.index('id="per-source"'):page.index('id="checks"')]
     assert "0.910 [0.840, 0.960]" in table  # internal accuracy with its CI
     assert "<td>0.610</td>" in table and "<td>0.250</td>" in table  # baseline, chance
@@ -171,31 +179,31 @@ def test_per_source_table_on_the_page(page):
     assert "needs at least 40 images and 2 labels" in table
 
 
-def test_without_per_source_checks_the_table_says_not_available(tmp_path):
-    assert per_source_rows(review_result(tmp_path, checks=())) == []
+def test_without_per_source_checks_the_table_says_not_available(tmp_path, base):
+    assert per_source_rows(review_result(base, checks=())) == []
     page = render_html(AuditResult(checks=()), tmp_path)
     assert "no check in this run measured accuracy per source" in page
 
 
-def test_sign_off_lists_the_relaxed_checks_with_the_policys_reason(tmp_path):
-    run = review_result(tmp_path, policy=RELAXED, name="default + relaxed.yaml")
+def test_sign_off_lists_the_relaxed_checks_with_the_policys_reason(run_dir, base):
+    run = review_result(base, policy=RELAXED, name="default + relaxed.yaml")
     overrides = {item.check_id: item for item in accepted_overrides(run)}
     assert set(overrides) == {"attention.outside_lung", "masking.raw_vs_lung", "site.embedding"}
     assert overrides["masking.raw_vs_lung"].rule == "not required"
     assert overrides["masking.raw_vs_lung"].reason == "external model: no lung-masked twin"
     assert overrides["site.embedding"].rule == "ignored"
     assert overrides["site.embedding"].reason == "the policy gives no reason"
-    page = render_html(run, tmp_path)
+    page = render_html(run, run_dir)
     signoff = page[page.index('<section id="signoff" class="signoff">'):]
     for shown in ("external model: no lung-masked twin", AUDITED["model"]["sha256"],
                   "default + relaxed.yaml", ">FAIL<", "Reviewer name", "Decision", "Signature"):
         assert shown in signoff
 
 
-def test_sign_off_without_overrides_says_none(tmp_path):
+def test_sign_off_without_overrides_says_none(tmp_path, base):
     from audit.gate import judge, load_policy
 
-    assert accepted_overrides(review_result(tmp_path, policy=load_policy())) == []
+    assert accepted_overrides(review_result(base, policy=load_policy())) == []
     judged = judge(AuditResult(checks=()), load_policy())
     assert "None: the policy keeps every check's default" in render_html(judged, tmp_path)
     assert "No policy has judged this run yet" in render_html(AuditResult(checks=()), tmp_path)
@@ -213,7 +221,7 @@ def test_crosswalk_follows_the_statuses_of_this_run(result):
     assert not rows["Reference standard (ground truth) and its quality"].evidenced
 
 
-def test_crosswalk_without_the_evidence_says_not_evidenced(tmp_path):
+def test_crosswalk_without_the_evidence_says_not_evidenced():
     bare = AuditResult(checks=())
     rows = {row.item.topic: row for row in crosswalk(bare)}
     assert not any(row.evidenced for row in rows.values())
@@ -229,7 +237,7 @@ def test_every_run_writes_the_model_card_and_the_crosswalk(tmp_path):
     assert 'id="crosswalk"' in page and 'class="signoff"' in page and 'id="summary"' in page
 
 
-def test_model_card_has_the_sections_an_audit_fills(tmp_path, result):
+def test_model_card_has_the_sections_an_audit_fills(run_dir, result):
     card = render_model_card(result)
     headings = re.findall(r"^## (.+)$", card, flags=re.M)
     assert headings == ["Model details", "Intended use", "Factors", "Metrics",
@@ -241,11 +249,11 @@ def test_model_card_has_the_sections_an_audit_fills(tmp_path, result):
     # the blocking leave-one-source-out check brings its spec's next steps
     assert "**Accuracy lost on a source never seen in training** (fail)" in card
     assert "Do not trust the internal test score for new hospitals" in card
-    assert str(tmp_path) not in card
+    assert str(run_dir) not in card
 
 
-def test_model_card_keeps_a_pipe_in_a_source_name_inside_its_cell(tmp_path):
-    run = review_result(tmp_path, checks=(within_source(),))
+def test_model_card_keeps_a_pipe_in_a_source_name_inside_its_cell(base):
+    run = review_result(base, checks=(within_source(),))
     renamed = replace(run.check("performance.within_source"), tables={"per_source": [
         {**run.check("performance.within_source").tables["per_source"][0],
          "source": "a|b"}]})
