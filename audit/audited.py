@@ -81,14 +81,18 @@ def tool_identity() -> dict[str, str | None]:
 
 
 def _git_commit() -> str | None:
-    source = Path(__file__).resolve().parent
+    """HEAD of the checkout this package runs from; None when the package folder is not
+    the top of a git checkout (an installed wheel inside some other repository included)."""
+    root = Path(__file__).resolve().parents[1]  # the checkout holds audit/, models/, ...
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
-                              text=True, timeout=10, check=False)
+        done = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+    lines = done.stdout.splitlines()
+    if done.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+        return None
+    return lines[1] if re.fullmatch(r"[0-9a-f]{40}", lines[1]) else None
 
 
 def audit_date() -> str:

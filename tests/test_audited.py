@@ -139,3 +139,11 @@ def test_rejudging_replaces_the_policy_but_keeps_the_rest_of_what_was_audited():
 ])
 def test_policy_name_says_what_was_layered(path, overrides, name):
     assert policy_name(path, overrides) == name
+
+
+def test_a_repository_around_an_installed_package_gives_no_commit(monkeypatch, tmp_path):
+    def other_repository(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=f"{tmp_path}\n{'d' * 40}\n")
+
+    monkeypatch.setattr(audited.subprocess, "run", other_repository)
+    assert audited.tool_identity()["git_commit"] is None
