@@ -14,7 +14,7 @@ from typing import Any
 
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
-from reports.formatting import format_estimate, format_number, format_p
+from reports.formatting import format_ci, format_estimate, format_number, format_p
 
 LEAVE_ONE_OUT = "generalization.leave_one_source_out"
 EXTERNAL = "generalization.external"
@@ -111,9 +111,13 @@ def _finding(check: CheckResult, result: AuditResult) -> str:
         scored = [row for row in check.tables.get("by_held_out_source", []) if "drop" in row]
         if scored:
             worst = max(scored, key=lambda row: row["drop"])
-            return (f"with source '{worst['held_out']}' held out of training, accuracy falls "
-                    f"from {format_number(worst['accuracy_internal'])} on the other sources' "
-                    f"test images to {format_number(worst['accuracy_external'])} on "
+            interval = format_ci(check.ci)
+            return (f"with one source at a time held out of training, accuracy falls by "
+                    f"{format_number(check.metric)} on average"
+                    f"{f' (95% CI {interval})' if interval else ''}; with "
+                    f"'{worst['held_out']}' held out it falls from "
+                    f"{format_number(worst['accuracy_internal'])} on the other sources' test "
+                    f"images to {format_number(worst['accuracy_external'])} on "
                     f"'{worst['held_out']}'{chance} ({_over_threshold(check)}).")
     if check.check_id == EXTERNAL:
         rows = [row for row in check.tables.get("per_source", [])
