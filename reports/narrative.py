@@ -10,6 +10,7 @@ smallest Holm-adjusted p-value.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from audit.core.result import AuditResult
@@ -22,6 +23,7 @@ WITHIN_SOURCE = "performance.within_source"
 _FIRED = (Status.FAIL, Status.WARN)
 _UNDECIDED = (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 _LISTED = 3  # checks named in one sentence before "and N more"
+_REASON_CHARS = 72  # a not-run reason in the summary; the check's card has it whole
 EVIDENCE_ORDER = ("generalization.", "masking.", "ablation.", "site.embedding", "attention.",
                   "performance.", "site.image", "data.")
 """Check id prefixes, most direct evidence that the model takes a shortcut first: accuracy
@@ -99,8 +101,9 @@ def _undecided(result: AuditResult) -> str | None:
     if not undecided:
         return None
     named = [f"{check.title} ({str(check.status).replace('_', ' ')}: "
-             f"{_unstop(check.reason or 'no reason given')})" for check in undecided]
-    return "Could not be run or could not decide: " + _listing(named) + "."
+             f"{_first_clause(check.reason or 'no reason given')})" for check in undecided]
+    return ("Could not be run or could not decide (each check's card says why in full): "
+            + _listing(named) + ".")
 
 
 def _finding(check: CheckResult, result: AuditResult) -> str:
@@ -171,6 +174,12 @@ def _listing(items: list[Any]) -> str:
     if len(items) > _LISTED:
         return ", ".join(items[:_LISTED]) + f" and {len(items) - _LISTED} more"
     return ", ".join(items)
+
+
+def _first_clause(text: str) -> str:
+    """A reason's first clause (up to its first semicolon), at most ``_REASON_CHARS``."""
+    clause = _unstop(text.split(";", 1)[0])
+    return textwrap.shorten(clause, width=_REASON_CHARS, placeholder=" …")
 
 
 def _unstop(text: str) -> str:
