@@ -74,7 +74,7 @@ def audited_rows(audited: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     tool, policy = audited.get("tool") or {}, audited.get("policy") or {}
     rows = {
         "Model": [("file", model.get("file")), ("file SHA-256", model.get("sha256")),
-                  ("identity (weights and preprocessing hash)", model.get("identity")),
+                  ("identity hash (weights and preprocessing)", model.get("identity")),
                   ("backbone", model.get("backbone")), ("input mode", model.get("input_mode")),
                   ("origin", None if not model else
                    "trained by this audit" if model.get("trained_here") else "external model")],
