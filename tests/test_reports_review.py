@@ -276,3 +276,14 @@ def test_the_external_model_policy_gives_a_reason_for_each_check_it_relaxes():
         "masking.raw_vs_lung", "ablation.class_size", "generalization.leave_one_source_out"}
     assert all("external model" in item.reason for item in overrides)
     assert {item.status for item in overrides} == {"absent"}
+
+
+def test_source_names_in_the_summary_and_the_per_source_table_are_escaped(tmp_path, base):
+    hostile = "<script>window.__pwned = 1</script>"
+    loso = held_out()
+    rows = [{**loso.tables["by_held_out_source"][0], "held_out": hostile}]
+    run = review_result(base, checks=(replace(loso, tables={"by_held_out_source": rows}),))
+    page = render_html(replace(run, models=()), tmp_path)  # no model figures: faster
+    assert hostile not in page
+    summary = page[page.index('id="summary"'):page.index('id="checks"')]
+    assert summary.count("&lt;script&gt;window.__pwned = 1&lt;/script&gt;") >= 2
