@@ -109,11 +109,11 @@ def _undecided(result: AuditResult) -> str | None:
 def _finding(check: CheckResult, result: AuditResult) -> str:
     """The strongest finding in words: a held-out source's accuracy for the
     generalisation checks, else the probe's own sentence."""
-    chance = _chance(result)
     if check.check_id == LEAVE_ONE_OUT:
         scored = [row for row in check.tables.get("by_held_out_source", []) if "drop" in row]
         if scored:
             worst = max(scored, key=lambda row: row["drop"])
+            chance = _chance(result, str(worst["held_out"]))
             interval = format_ci(check.ci)
             return (f"with one source at a time held out of training, accuracy falls by "
                     f"{format_number(check.metric)} on average"
@@ -127,6 +127,7 @@ def _finding(check: CheckResult, result: AuditResult) -> str:
                 if row.get("accuracy") is not None]
         if rows:
             worst = min(rows, key=lambda row: row["accuracy"])
+            chance = _chance(result)
             accuracy = {"value": worst["accuracy"],
                         "ci": [worst.get("accuracy_ci_low"), worst.get("accuracy_ci_high")]}
             return (f"on the external source '{worst['source']}' accuracy is "
@@ -137,11 +138,19 @@ def _finding(check: CheckResult, result: AuditResult) -> str:
     return f"{check.title} ({check.check_id}): {_unstop(said)}."
 
 
-def _chance(result: AuditResult) -> str:
-    """The chance level from the within-source check's details (the accuracy of always
-    answering the test split's commonest label), when it ran; else ""."""
+def _chance(result: AuditResult, source: str | None = None) -> str:
+    """The chance level the within-source check measured (the accuracy of always answering
+    the commonest label): of ``source``'s test images when its table has that source, else
+    of the whole test split; "" when the check did not run."""
     for check in result.checks:
-        if check.check_id == WITHIN_SOURCE and check.ran and check.details.get("chance") is not None:
+        if check.check_id != WITHIN_SOURCE or not check.ran:
+            continue
+        own = [row.get("chance") for row in check.tables.get("per_source", [])
+               if source is not None and row.get("source") == source]
+        if own and own[0] is not None:
+            return (f", where chance (always answering '{source}''s commonest label) is "
+                    f"{format_number(own[0])}")
+        if check.details.get("chance") is not None:
             return (", where chance (always answering the commonest label) is "
                     f"{format_number(check.details['chance'])}")
     return ""

@@ -97,7 +97,7 @@ def test_the_page_shows_what_was_audited_and_no_machine_path(page, result, run_d
     assert str(run_dir) not in page
 
 
-def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
+def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(base, result):
     sentences = executive_summary(result)
     assert 3 <= len(sentences) <= 5
     assert sentences[0].startswith("Verdict FAIL under the default policy")
@@ -106,6 +106,11 @@ def test_summary_sentences_say_the_verdict_and_the_held_out_accuracy(result):
     assert "with 'hannover' held out it falls from 0.890 on the other sources' test images " \
            "to 0.370 on 'hannover'" in strongest
     assert "where chance (always answering the commonest label) is 0.250" in strongest
+    # a held-out source the within-source table has gets its own chance level
+    cohen_worst = review_result(base, checks=(within_source(chance=0.4), held_out(external=0.9)))
+    cohen = " ".join(executive_summary(cohen_worst))
+    assert "with 'cohen' held out" in cohen
+    assert "always answering 'cohen''s commonest label) is 0.400" in cohen
     assert any(s.startswith("Against a shortcut") for s in sentences)
     assert any("Source in the model's embedding (error" in s for s in sentences)
 
