@@ -181,32 +181,36 @@ def gate(
     result = read_summary(summary)
     check_writable_folder(run_dir, "RUN_DIR")  # its reports are rewritten
     ctx.find_root().obj["run_dir"] = run_dir
-    chosen, described = _gate_policy(policy, policy_from_run, result, summary)
+    chosen, described, name = _gate_policy(policy, policy_from_run, result, summary)
     typer.echo(f"policy: {described}")
-    judged = judge(result, chosen)
+    judged = judge(result, chosen, name)
     write_reports(judged, run_dir)
     _report_and_exit(judged, run_dir)
 
 
 def _gate_policy(policy_file: Path | None, from_run: bool, result: AuditResult,
-                 summary: Path) -> tuple[PolicyConfig, str]:
-    """The policy ``gate`` judges by, and a line saying which it is.
+                 summary: Path) -> tuple[PolicyConfig, str, str]:
+    """The policy ``gate`` judges by, a line saying which it is, and its name for the
+    report (``audit.gate.policy_name``; the run's own name under ``--policy-from-run``).
 
     A summary.json can be edited by anyone who can write the run folder, so its embedded
     policy is used only when asked for.
     """
     from audit.core.cache import hash_file
-    from audit.gate import load_policy, policy_of_run
+    from audit.gate import load_policy, policy_name, policy_of_run
 
     if from_run and policy_file is not None:
         raise InputError(f"--policy {policy_file} and --policy-from-run: give one of them "
                          "(a file on the default policy, or the run's own)")
     if from_run:
-        return policy_of_run(result, f"{summary} policy"), f"embedded in {summary}"
+        name = result.audited.get("policy", {}).get("name", "the run's own")
+        return policy_of_run(result, f"{summary} policy"), f"embedded in {summary}", name
     if policy_file is not None:
         chosen = load_policy(policy_file)
-        return chosen, f"{policy_file} (sha256 {hash_file(policy_file)}) on the default"
-    return load_policy(), "default (each check's default rule, see `cxr-audit checks`)"
+        return (chosen, f"{policy_file} (sha256 {hash_file(policy_file)}) on the default",
+                policy_name(policy_file))
+    return (load_policy(), "default (each check's default rule, see `cxr-audit checks`)",
+            policy_name(None))
 
 
 @app.command()
