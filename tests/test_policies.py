@@ -109,7 +109,11 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
     not_run = {check.check_id: check.reason for check in result.checks if not check.ran}
     retraining = {spec.id for spec in specs()
                   if {"retraining", "lung_masked_model"} & set(spec.needs)}
-    assert set(not_run) == retraining, not_run
+    # Besides those, only checks optional by default may find nothing to measure (this
+    # small model calls no test image COVID, so the swap checks have no pair).
+    optional = {check_id for check_id, rule in default_policy().checks.items()
+                if not rule.required}
+    assert retraining <= set(not_run) <= retraining | optional, not_run
     assert [check.check_id for check in result.checks if check.blocking and not check.ran] == []
     by_default = judge(result, load_policy())
     assert {check.check_id for check in by_default.checks

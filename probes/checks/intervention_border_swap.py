@@ -28,7 +28,8 @@ SPEC = CheckSpec(
     title="Decisions that follow the image border",
     question="Swap only the outer border of two images: does the model's call follow it?",
     metric="share of border-swap composites whose call follows the swapped border band",
-    # Not measured on clean controls yet (README, Checks): a warning, and not required.
+    # Clean controls at 3 seeds measured 0.10-0.12 (p >= 0.38), the demo 0.33-0.41
+    # (benchmarks/README.md); few seeds and pairs, so a warning, and not required.
     default=Gate(level="warn", threshold=0.25, required=False),
     order=66,
     p_value="analytic",

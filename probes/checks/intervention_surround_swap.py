@@ -35,7 +35,8 @@ SPEC = CheckSpec(
              "call follow the lungs or the surround?",
     metric="share of lung-swap composites whose call follows the surround, pairs across "
            "sources minus pairs within a source",
-    # Not measured on clean controls yet (README, Checks): a warning, and not required.
+    # Clean controls at 3 seeds measured -0.04 to 0.02, the demo 0.10-0.54
+    # (benchmarks/README.md); few seeds and pairs, so a warning, and not required.
     default=Gate(level="warn", threshold=0.2, required=False),
     order=64,
     p_value="analytic",
