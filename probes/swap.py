@@ -171,16 +171,16 @@ def gallery(context: ProbeContext, rows: np.ndarray, called: np.ndarray, pairs: 
         names: Panel names of the donor, the base and the composite (e.g. ``("lungs",
             "surround", "composite")``).
         outcome: Caption words when a composite follows ``(the shortcut, the lungs)``.
-        candidates: Boolean over the pairs: which may be shown (first in draw order,
-            up to half following each way).
+        candidates: Boolean over the pairs: which may be shown (spread evenly over the
+            draw order, which holds one direction of swap and then the other; up to half
+            following each way).
     """
     half = GALLERY_PAIRS // 2
-    first = [np.flatnonzero(candidates & follows)[:half],
-             np.flatnonzero(candidates & ~follows)[:half]]
-    chosen = np.concatenate(first)
+    chosen = np.concatenate([_spread(np.flatnonzero(candidates & follows), half),
+                             _spread(np.flatnonzero(candidates & ~follows), half)])
     if len(chosen) < GALLERY_PAIRS:  # fill from the other outcome
         rest = np.setdiff1d(np.flatnonzero(candidates), chosen)
-        chosen = np.concatenate([chosen, rest[:GALLERY_PAIRS - len(chosen)]])
+        chosen = np.concatenate([chosen, _spread(rest, GALLERY_PAIRS - len(chosen))])
     if len(chosen) == 0:
         return {}, {}
     dataset = context.dataset
@@ -202,3 +202,10 @@ def gallery(context: ProbeContext, rows: np.ndarray, called: np.ndarray, pairs: 
             "captions": captions}
     return ({"composites": spec},
             {"composites": {"images": np.stack(images), "masks": np.stack(masks)}})
+
+
+def _spread(positions: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` of ``positions``, evenly spaced from first to last."""
+    if len(positions) <= count:
+        return positions
+    return positions[np.linspace(0, len(positions) - 1, count).round().astype(int)]

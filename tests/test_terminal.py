@@ -84,7 +84,7 @@ def test_no_bar_when_quiet_or_json_even_on_a_terminal(monkeypatch, console, opti
 def _judged_run() -> AuditResult:
     """Every check measured quiet except two that fire and one required check not run."""
     checks = {cid: CheckResult(check_id=cid, title=cid, metric=0.0,
-                               summary=f"summary sentence {number}")
+                               summary=f"summary sentence {number}.")
               for number, cid in enumerate(check_ids())}
     checks["data.confounding"] = CheckResult(check_id="data.confounding", title="t",
                                              metric=0.9, summary="Cramér's V 0.90.")
