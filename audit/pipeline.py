@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.audited import audit_date, data_identity, model_identity, portable, tool_identity
-from audit.core.cache import StageCache, stable_hash
+from audit.core.cache import StageCache, hash_array, stable_hash
 from audit.core.config import CLASSES, AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
                       "scikit-learn", "statsmodels", "tf-keras-vis", "segmentation-models")
 CAM_STAGE = "gradcam"
+IMAGE_PREDICTION_STAGE = "image_predictions"
 ARTIFACTS_DIR = "artifacts"  # in the run folder: ``<check_id>/<name>.npz`` per check artifact
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # an artifact's name is its file name
 
@@ -102,6 +103,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         seed=config.probes.seed, train_variants=variants,
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
+        predict_images=image_prediction_service(models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     audited = models[context.audited]
@@ -135,6 +137,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
         params=config.probes, seed=config.probes.seed,
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
+        predict_images=image_prediction_service(models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
@@ -404,6 +407,32 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
         return cache.run_and_load(CAM_STAGE, stage_inputs, compute, load)
 
     return explanations
+
+
+def image_prediction_service(
+    models: dict[str, TrainedModel], cache: StageCache,
+) -> Callable[[str, np.ndarray, np.ndarray | None], np.ndarray]:
+    """``predict_images`` for the probes: ``models[key]``'s class probabilities for images
+    that are no dataset rows (``TrainedModel.predict_images``), one cached
+    ``image_predictions`` stage per model and image content.
+
+    The key holds the model's identity and content hashes of the images and masks (the
+    cache adds the code): whatever a probe built them from, the same pixels reuse the
+    stage.
+    """
+    def predict_images(key: str, images: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        model, images = models[key], np.ascontiguousarray(images)
+        masks = None if masks is None else np.ascontiguousarray(masks)
+        stage_inputs = {"model": model.identity, "images": hash_array(images),
+                        "masks": None if masks is None else hash_array(masks)}
+
+        def compute(folder: Path) -> None:
+            np.save(folder / "probabilities.npy", model.predict_images(images, masks))
+
+        return cache.run_and_load(IMAGE_PREDICTION_STAGE, stage_inputs, compute,
+                                  lambda folder: np.load(folder / "probabilities.npy"))
+
+    return predict_images
 
 
 def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,

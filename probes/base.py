@@ -28,6 +28,9 @@ the kinds it knows:
   and optionally ``masks`` (n,S,S) uint8. The pipeline saves those arrays once, as
   ``artifacts/<check_id>/<name>.npz`` in the run folder, and adds that run-relative path
   to the spec as ``"npz"``, which the report reads.
+- ``{"kind": "image_gallery", "title", "artifact": "<name>", "captions": [...], "columns": int}``
+  where the artifact holds ``images`` (n,S,S) uint8 and optionally ``masks`` (n,S,S) uint8
+  (drawn as outlines), saved and read as for ``cam_gallery``.
 """
 
 from __future__ import annotations
@@ -171,6 +174,11 @@ class ProbeContext:
     """``explanations(model_key, rows)`` -> raw Grad-CAMs of ``models[model_key]`` for the
     dataset's ``rows``: each image's predicted class and its maps for the predicted and the
     true class (``models.gradcam.explain_rows``, cached by the pipeline per model and rows)."""
+    predict_images: Callable[[str, np.ndarray, np.ndarray | None], np.ndarray] | None = None
+    """``predict_images(model_key, images, masks)`` -> class probabilities ``(n, classes)``
+    of ``models[model_key]`` for uint8 ``(n, S, S)`` images that are no dataset rows (the
+    swap checks' composites; ``masks`` their lung masks, or None), in the model's class
+    order (cached by the pipeline per model and image content)."""
     seed: int = 0
 
 

@@ -6,7 +6,7 @@ backend switch. ``render_figure`` is the entry point the HTML writer uses: it ne
 raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says, visibly in the
 report, why a figure could not be drawn.
 
-Besides the probe kinds (heatmap, bars, lines, hist, cam_gallery) this module draws
+Besides the probe kinds (heatmap, bars, lines, hist, cam_gallery, image_gallery) this module draws
 ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion matrix, rows
 true class and columns predicted class (the model-performance section uses it).
 """
@@ -168,6 +168,33 @@ def cam_gallery_png(spec: dict[str, Any], run_dir: Path) -> bytes:
     return _png(figure)
 
 
+def image_gallery_png(spec: dict[str, Any], run_dir: Path) -> bytes:
+    """Plain images in rows of ``spec["columns"]`` (default 4), each with the outline of its
+    mask if given, read from ``spec["npz"]``: ``images`` (n,S,S) uint8 and optionally
+    ``masks`` (n,S,S). At most 12 panels are drawn.
+
+    Raises:
+        FigureUnavailable: The npz is missing, outside the run folder, corrupt or empty.
+    """
+    images, _, masks = _load_gallery(run_dir, str(spec["npz"]), with_cams=False)
+    captions = list(spec.get("captions", []))
+    count = min(len(images), _GALLERY_MAX_PANELS)
+    columns = min(count, int(spec.get("columns", _GALLERY_COLUMNS)))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(2.6 * columns, 2.9 * rows), dpi=_DPI)
+    for index in range(count):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+        if masks is not None and masks[index].any():
+            for contour in find_contours(masks[index].astype(float), 0.5):
+                ax.plot(contour[:, 1], contour[:, 0], color="#f1c40f", linewidth=1.0)
+        ax.axis("off")
+        if index < len(captions):
+            ax.set_title(textwrap.fill(_plain(captions[index]), _CAPTION_WIDTH), fontsize=8)
+    figure.suptitle(_plain(spec.get("title", "")), fontsize=11)
+    return _png(figure)
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Path], bytes]] = {
     "heatmap": heatmap_png,
     "confusion": confusion_png,
@@ -175,6 +202,7 @@ _DRAWERS: dict[str, Callable[[dict[str, Any], Path], bytes]] = {
     "lines": lines_png,
     "hist": hist_png,
     "cam_gallery": cam_gallery_png,
+    "image_gallery": image_gallery_png,
 }
 
 
@@ -201,23 +229,29 @@ def _matrix_png(title: str, values: Any, row_labels: Any, col_labels: Any, *, fm
     return _finish(figure, ax, title)
 
 
-def _load_gallery(run_dir: Path, relative: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _load_gallery(run_dir: Path, relative: str, with_cams: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A gallery's ``images``, ``cams`` (None when not ``with_cams``) and optional
+    ``masks`` from the npz ``relative`` to ``run_dir``."""
     root = Path(run_dir).resolve()
     path = (root / relative).resolve()
+    what = "Grad-CAM examples" if with_cams else "Gallery images"
     if not path.is_relative_to(root):
-        raise FigureUnavailable(f"Grad-CAM examples {relative!r} lie outside the run folder.")
+        raise FigureUnavailable(f"{what} {relative!r} lie outside the run folder.")
     if not path.is_file():
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} is missing.")
+        raise FigureUnavailable(f"{what} file {relative!r} is missing.")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            images, cams = archive["images"], archive["cams"]
+            images = archive["images"]
+            cams = archive["cams"] if with_cams else None
             masks = archive["masks"] if "masks" in archive.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} is unreadable "
+        raise FigureUnavailable(f"{what} file {relative!r} is unreadable "
                                 f"({type(error).__name__}: {error}).") from None
-    if images.ndim != 3 or len(images) == 0 or len(cams) != len(images):
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} holds no usable images "
-                                f"(images {images.shape}, cams {cams.shape}).")
+    if images.ndim != 3 or len(images) == 0 or (with_cams and len(cams) != len(images)):
+        shapes = f"images {images.shape}" + (f", cams {cams.shape}" if with_cams else "")
+        raise FigureUnavailable(f"{what} file {relative!r} holds no usable images "
+                                f"({shapes}).")
     return images, cams, masks
 
 

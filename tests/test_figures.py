@@ -16,6 +16,7 @@ from reports.figures import (
     figure_data_uri,
     heatmap_png,
     hist_png,
+    image_gallery_png,
     lines_png,
     render_figure,
 )
@@ -51,6 +52,22 @@ def test_cam_gallery_draws_overlays_with_and_without_masks(tmp_path):
         png = cam_gallery_png({"kind": "cam_gallery", "title": "g", "npz": name,
                                "captions": ["one"]}, tmp_path)
         assert png.startswith(PNG_MAGIC)
+
+
+def test_image_gallery_draws_images_in_columns_with_and_without_outlines(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    np.savez(tmp_path / "with.npz", images=images, masks=masks)
+    np.savez(tmp_path / "without.npz", images=images)
+    for name in ("with.npz", "without.npz"):
+        png = image_gallery_png({"kind": "image_gallery", "title": "g", "npz": name,
+                                 "columns": 3, "captions": ["a", "b"]}, tmp_path)
+        assert png.startswith(PNG_MAGIC)
+    drawn = render_figure({"kind": "image_gallery", "title": "t", "npz": "nowhere.npz"},
+                          tmp_path)
+    assert drawn.data_uri is None and "'nowhere.npz' is missing" in drawn.note
 
 
 def test_figure_data_uri_round_trips():

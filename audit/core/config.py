@@ -156,6 +156,9 @@ class ProbesConfig(_Section):
     # The class the masking and ablation checks follow (the paper's COVID); the run refuses
     # a class the data holds no image of (``audit.pipeline.check_target_class``).
     target_class: ClassName = "covid"
+    # Pairs of test images the swap checks build composites of (the surround swap: half
+    # within a source, half across sources).
+    swap_pairs: Annotated[int, Field(ge=2)] = 200
     ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-target class; scaled to the data
     ablation_seeds: list[int] = [0, 1, 2]
     site_features_backbone: Literal["audited", "imagenet"] = "imagenet"
