@@ -170,8 +170,9 @@ def _start_run(config: AuditConfig, out_dir: str | Path,
 def runnable_checks(config: AuditConfig) -> tuple[str, ...]:
     """The enabled checks that can run with the config's inputs: without ``data.external``
     a check that needs external data is ``not_run``, so it joins no Holm family."""
-    return tuple(check_id for check_id in enabled_checks(config) if config.data.external
-                 or "external_data" not in get_check(check_id).SPEC.needs)
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
+    return tuple(check_id for check_id in enabled_checks(config)
+                 if config.data.external or check_id not in external)
 
 
 def load_external(config: AuditConfig, cache: StageCache) -> tuple[Dataset, ...]:
@@ -414,6 +415,7 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
     p-values only: the gate Holm-adjusts the family its policy gates. Nothing is logged
     per check: the CLI reports each one once, judged, with the verdict."""
     inputs = _probe_inputs(context)
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
     results = []
     for check_id in progress(check_ids(), desc="checks"):
         if check_id not in enabled:
@@ -421,7 +423,7 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                                                "disabled in the config (probes.checks)"))
             continue
         check_inputs = {**inputs, "check": check_id}
-        if "external_data" in get_check(check_id).SPEC.needs:  # only these read them
+        if check_id in external:  # only these read them
             check_inputs["external"] = [data.data_key for data in context.external]
         results.append(_run_check(check_id, context, cache, check_inputs, run_dir))
     return results
