@@ -126,7 +126,9 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
     not_run = {check.check_id: check.reason for check in result.checks if not check.ran}
     retraining = {spec.id for spec in specs()
                   if {"retraining", "lung_masked_model"} & set(spec.needs)}
-    assert set(not_run) == retraining, not_run
+    # others may not run on this unskilled model (performance.within_source: no skill to
+    # lose), but none that the policy requires
+    assert retraining <= set(not_run), not_run
     assert [check.check_id for check in result.checks if check.blocking and not check.ran] == []
     assert result.check("generalization.external").details["n_external"] == 16
     by_default = judge(result, load_policy())
