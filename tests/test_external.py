@@ -145,3 +145,18 @@ def test_without_external_data_the_check_joins_no_permutation_family():
     assert "generalization.external" not in without
     assert "generalization.external" in with_external
     assert fewest_permutations(policy, with_external) > fewest_permutations(policy, without)
+
+
+@pytest.mark.parametrize(("a", "b", "significant"), [
+    ((90, 100), (60, 100), True), ((60, 100), (90, 100), False),  # one-sided: A above B
+    ((10, 10), (5, 5), False), ((0, 10), (0, 5), False),  # all agree: no z, p = 1
+])
+def test_the_two_proportion_z_test_is_one_sided_and_survives_agreement(a, b, significant):
+    from probes.stats import two_proportion_ztest
+
+    test = two_proportion_ztest(*a, *b)
+    assert test["difference"] == pytest.approx(a[0] / a[1] - b[0] / b[1])
+    assert test["ci_low"] <= test["difference"] <= test["ci_high"]
+    assert (test["p_value"] < 0.05) == significant
+    if a[0] / a[1] == b[0] / b[1] in (0.0, 1.0):
+        assert test["p_value"] == 1.0
