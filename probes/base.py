@@ -61,7 +61,7 @@ NEEDS = MappingProxyType({
     "two_sources": "images from at least two sources",
     "retraining": "retraining the classifier (not possible for an external model)",
     "lung_masked_model": "a classifier of the same backbone trained on lung-masked images",
-    "external_data": "images of sources that did not train the model (data.external)",
+    "external_data": "images of sources that did not train the model, listed in data.external",
 })
 """Each prerequisite a check may declare, with what it means for a reader."""
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
