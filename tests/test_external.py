@@ -13,6 +13,7 @@ from audit import pipeline
 from audit.core.cache import StageCache
 from audit.core.config import ProbesConfig, SynthConfig, load_config, parse_config
 from audit.core.errors import InputError
+from audit.core.result import CheckResult
 from audit.data.phantoms import generate_phantoms
 from audit.gate import check_permutations, load_policy
 from probes.checks import generalization_external as external_check
@@ -160,3 +161,27 @@ def test_the_two_proportion_z_test_is_one_sided_and_survives_agreement(a, b, sig
     assert (test["p_value"] < 0.05) == significant
     if a[0] / a[1] == b[0] / b[1] in (0.0, 1.0):
         assert test["p_value"] == 1.0
+
+
+def test_another_external_manifest_recomputes_only_the_checks_that_read_it(tmp_path,
+                                                                           monkeypatch):
+    """The probe stages are keyed on the external data only where a check needs it."""
+    calls = []
+
+    class Counting:
+        def __init__(self, check_id):
+            self.check_id = check_id
+
+        def run(self, context):
+            calls.append(self.check_id)
+            return CheckResult(check_id=self.check_id, title=self.check_id, metric=0.0)
+
+    monkeypatch.setattr(pipeline, "get_check", Counting)
+    dataset = coded_dataset(n_per_source=8, n_sources=2, seed=9)
+    splits = stratified_splits(dataset, seed=9)
+    cache = StageCache(tmp_path / "cache")
+    enabled = ["data.confounding", "generalization.external"]
+    for external in ([other_hospitals(1, seed=1)], [other_hospitals(1, seed=2)]):
+        context = probe_context(dataset, splits, external=tuple(external))
+        pipeline.run_checks(context, enabled, cache, tmp_path / "run")
+    assert calls == ["data.confounding", "generalization.external", "generalization.external"]
