@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
     from models.trained import TrainedModel
 
 GateLevel = Literal["fail", "warn", "ignore"]
-Need = Literal["masks", "two_sources", "retraining", "lung_masked_model"]
+Need = Literal["masks", "two_sources", "retraining", "lung_masked_model", "external_data"]
 PValueKind = Literal["permutation", "analytic", "none"]
 """How a check's p-value is computed: ``"permutation"`` (its smallest value is
 ``1 / (probes.n_permutations + 1)``, fixed by the run's settings), ``"analytic"`` (a closed-form
@@ -64,6 +64,7 @@ NEEDS = MappingProxyType({
     "two_sources": "images from at least two sources",
     "retraining": "retraining the classifier (not possible for an external model)",
     "lung_masked_model": "a classifier of the same backbone trained on lung-masked images",
+    "external_data": "images of sources that did not train the model, listed in data.external",
 })
 """Each prerequisite a check may declare, with what it means for a reader."""
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -179,6 +180,10 @@ class ProbeContext:
     of ``models[model_key]`` for uint8 ``(n, S, S)`` images that are no dataset rows (the
     swap checks' composites; ``masks`` their lung masks, or None), in the model's class
     order (cached by the pipeline per model and image content)."""
+    external: tuple[Dataset, ...] = ()
+    """The ``data.external`` manifests, one ``Dataset`` each, validated, quarantined and
+    decoded at the size of ``dataset``: sources that did not train the audited model.
+    Empty when none is configured."""
     seed: int = 0
 
 
