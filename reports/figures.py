@@ -1,16 +1,17 @@
-"""Figure specs (plain data, see ``probes.base``) drawn as PNG bytes with matplotlib.
+"""Figure specs (plain data, see ``probes.base``) drawn with matplotlib.
 
-One function per spec kind, each ``(spec, run_dir) -> bytes``. Figures are built with the
-object-oriented ``matplotlib.figure.Figure`` API, which needs no pyplot state and no
-backend switch. ``render_figure`` is the entry point the HTML writer uses: it never
+One function per chart kind, each ``(spec, run_dir) -> (png bytes, width in inches)``.
+Figures are built with the object-oriented ``matplotlib.figure.Figure`` API, which needs no
+pyplot state and no backend switch. ``render_figure`` is the entry point the HTML writer uses: it never
 raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says, visibly in the
 report, why a figure could not be drawn.
 
-Besides the probe kinds (heatmap, bars, lines, hist, cam_gallery) this module draws
-``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion matrix, rows
+Besides the probe kinds (heatmap, bars, lines, hist; cam_gallery through ``cam_panels``)
+it draws ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion matrix, rows
 true class and columns predicted class (the model-performance section uses it).
 
-Charts are sized for a 500 px column and a printed page: 9-10 pt text, legends beside the
+Charts are drawn at 96 dpi and shown at their natural size (about 500 px, two per row;
+the same size on paper): 9-10 pt text, legends beside the
 axes (never over the data), a bar chart with many or long labels drawn horizontally. A
 heatmap spec with ``"center"`` (an enrichment's 1.0) uses a diverging colormap centred
 there. ``cam_panels`` draws a gallery as separate JPEG panels for the page to lay out.
