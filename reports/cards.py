@@ -25,8 +25,7 @@ from reports.formatting import (
     is_estimate,
 )
 
-SEVERITY = {"fail": "fails the release", "warn": "a warning (does not block release)",
-            "ignore": "none: the policy does not gate this check"}
+SEVERITY = {"fail": "fails the release", "warn": "warns only", "ignore": "none (not gated)"}
 FIRED = (Status.FAIL, Status.WARN)
 NEEDS_ACTION = (Status.FAIL, Status.WARN, Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 MAX_TABLE_ROWS = 30
@@ -156,7 +155,7 @@ def _p_raw(check: CheckResult, n_permutations: int | None) -> str:
     if at_floor(check):
         tests = f"{n_permutations:,} permutations" if n_permutations else (
             f"1 / {format_p(check.p_floor)}")
-        return f"at the test's floor ({tests}): no permutation reached the observed value"
+        return f"at the test's floor ({tests})"
     return format_p(check.p_value)
 
 

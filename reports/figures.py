@@ -149,7 +149,7 @@ def bars_png(spec: dict[str, Any], run_dir: Path | None = None) -> tuple[bytes, 
         ax.invert_yaxis()  # first label on top, as it reads
         ax.set_xlabel(_plain(spec.get("ylabel", "")), fontsize=10)
     else:
-        figure, ax = _figure(width=max(4.2, 0.8 * len(labels) + 2), height=3.3)
+        figure, ax = _figure(width=max(4.2, 0.8 * len(labels) + 2), height=3.0)
         ax.bar(positions, np.nan_to_num(values), color=_BAR_COLOR, yerr=errors, capsize=4,
                ecolor="#222222")
         ax.set_xticks(positions, labels)
@@ -287,7 +287,7 @@ def _matrix_png(title: str, values: Any, row_labels: Any, col_labels: Any, *, fm
         raise ValueError(f"values shape {matrix.shape} does not match "
                          f"{len(row_labels)} row and {len(col_labels)} column labels")
     figure, ax = _figure(width=max(4.2, 0.75 * len(col_labels) + 2.6),
-                         height=max(3.0, 0.5 * len(row_labels) + 2.0))
+                         height=max(2.8, 0.45 * len(row_labels) + 1.4))
     norm, cmap = _matrix_colours(matrix, center)
     image = ax.imshow(matrix, cmap=cmap, norm=norm, aspect="auto")
     bar = figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
