@@ -183,6 +183,11 @@ def class_word(name: str) -> str:
     return "COVID" if name == "covid" else f"'{name}'"
 
 
+def signed(value: float, digits: int = 2) -> str:
+    """``value`` with its sign, rounded first so a tiny negative reads ``+0.00``, not ``-0.00``."""
+    return f"{round(float(value), digits) + 0.0:+.{digits}f}"
+
+
 class Check(Protocol):
     """The interface of a check module of ``probes.checks`` (a module satisfies it)."""
 
@@ -192,4 +197,4 @@ class Check(Protocol):
 
 
 __all__ = ["NEEDS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind", "ProbeContext",
-           "Status", "class_word"]
+           "Status", "class_word", "signed"]

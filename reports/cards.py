@@ -39,7 +39,8 @@ LABELS = {
     "p_raw_greater": "p (raw model more enriched than its lung-masked twin)",
     "ci": "95% CI", "ci_low": "95% CI low", "ci_high": "95% CI high",
     "enrichment": "enrichment", "random_enrichment": "random-CAM enrichment",
-    "raw_enrichment": "raw model's enrichment", "masked_enrichment": "lung-masked twin's enrichment",
+    "raw_enrichment": "raw model's enrichment",
+    "masked_enrichment": "lung-masked twin's enrichment",
     "area_share": "region's share of the image", "mass_share": "share of Grad-CAM mass",
     "peak_in_region": "images whose CAM peak is in the region (share)",
     "pointing_game": "pointing game (CAM peak inside the lungs)", "hit_rate": "hit rate",
@@ -153,8 +154,8 @@ def _p_raw(check: CheckResult, n_permutations: int | None) -> str:
     if check.p_value is None:
         return ""
     if at_floor(check):
-        tests = f"{n_permutations:,} permutations" if n_permutations else (
-            f"1 / {format_p(check.p_floor)}")
+        tests = (f"{n_permutations:,} permutations" if n_permutations
+                 else f"its smallest p, {format_p(check.p_floor)}")
         return f"at the test's floor ({tests})"
     return format_p(check.p_value)
 
@@ -178,7 +179,9 @@ def _judgement(check: CheckResult, alpha: float | None) -> str:
     metric, threshold = _metric_value(check), _threshold(check)
     p_part = ""
     if check.p_adjusted is not None and alpha is not None:
-        p_part = f"Holm-adjusted p {_p_holm(check)} {'<' if status in FIRED else '≥'} α {alpha:g}"
+        bound = "≤ " if at_floor(check) else ""
+        p_part = (f"Holm-adjusted p {bound}{format_p(check.p_adjusted)} "
+                  f"{'<' if status in FIRED else '≥'} α {alpha:g}")
     if status in FIRED:
         return f"Fired: {name} is {metric}, above the threshold {threshold}" + (
             f", and {p_part}." if p_part else ".")
@@ -220,7 +223,7 @@ def _cell(key: str, value: Any) -> str:
     if is_estimate(value):
         return format_estimate(value)
     if _is_short_list(value):
-        if key in ("ci",) and len(value) == 2:
+        if key == "ci" and len(value) == 2:
             return format_ci(value)
         return ", ".join(_cell(key, item) for item in value) or "none"
     if isinstance(value, bool):

@@ -2,13 +2,13 @@
 
 One function per chart kind, each ``(spec, run_dir) -> (png bytes, width in inches)``.
 Figures are built with the object-oriented ``matplotlib.figure.Figure`` API, which needs no
-pyplot state and no backend switch. ``render_figure`` is the entry point the HTML writer uses: it never
-raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says, visibly in the
-report, why a figure could not be drawn.
+pyplot state and no backend switch. ``render_figure`` is the entry point the HTML writer
+uses: it never raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says,
+visibly in the report, why a figure could not be drawn.
 
 Besides the probe kinds (heatmap, bars, lines, hist; cam_gallery through ``cam_panels``)
-it draws ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion matrix, rows
-true class and columns predicted class (the model-performance section uses it).
+it draws ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion
+matrix, rows true class and columns predicted class (the model-performance section uses it).
 
 Charts are drawn at 96 dpi and shown at their natural size (about 500 px, two per row;
 the same size on paper): 9-10 pt text, legends beside the

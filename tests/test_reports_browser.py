@@ -61,8 +61,9 @@ def _open(browser, html: Path, viewport: dict[str, int] = LAPTOP):
 WIDER_THAN_PAGE = """() => {
   const page = document.documentElement.clientWidth;
   return [...document.querySelectorAll('table')].filter(t => t.offsetParent !== null)
-    .filter(t => t.getBoundingClientRect().right > page + 1 || t.scrollWidth > t.clientWidth + 1
-                 || t.getBoundingClientRect().right > t.parentElement.getBoundingClientRect().right + 1)
+    .filter(t => { const right = t.getBoundingClientRect().right;
+                   return right > page + 1 || t.scrollWidth > t.clientWidth + 1
+                          || right > t.parentElement.getBoundingClientRect().right + 1; })
     .map(t => (t.className || 'table') + ' ' + Math.round(t.getBoundingClientRect().width) + 'px');
 }"""
 

@@ -7,7 +7,7 @@ import pytest
 from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.result import AuditResult
 from audit.gate import judge
-from probes.base import CheckResult
+from probes.base import CheckResult, signed
 from probes.registry import specs
 from reports.cards import check_card, label, reconciling_notes
 from reports.html import render_html
@@ -94,3 +94,8 @@ def test_a_count_metric_and_its_threshold_are_integers():
     check = _judged(leak).checks[0]
     card = check_card(check, SPECS["data.leakage"], alpha=0.05, n_permutations=None)
     assert card.judgement == "Fired: leaking test images is 1, above the threshold 0."
+
+
+def test_signed_numbers_never_read_minus_zero():
+    assert [signed(v) for v in (-0.001, 0.0, -0.0, 0.514, -0.26)] == [
+        "+0.00", "+0.00", "+0.00", "+0.51", "-0.26"]
