@@ -164,7 +164,7 @@ def _p_holm(check: CheckResult) -> str:
     if check.p_adjusted is None:
         return ""
     text = format_p(check.p_adjusted)
-    return f"≤ {text} (the floor, Holm-adjusted)" if at_floor(check) else text
+    return f"≤ {text} (at the floor)" if at_floor(check) else text
 
 
 def _judgement(check: CheckResult, alpha: float | None) -> str:

@@ -69,7 +69,7 @@ def test_a_fired_check_says_why_its_severity_and_what_to_do_next():
     assert card.judgement.startswith("Fired: mean accuracy drop is 0.520, above the threshold "
                                      "0.100, and Holm-adjusted p ≤ ")
     assert card.p_raw.startswith("at the test's floor (400 permutations)")
-    assert card.p_holm.endswith("(the floor, Holm-adjusted)")
+    assert card.p_holm.endswith("(at the floor)")
     assert card.next_steps == SPECS[check.check_id].next_steps
 
 
