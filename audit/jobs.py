@@ -39,14 +39,20 @@ def load_data(config: AuditConfig, cache: StageCache) -> Dataset:
     the run's images stay inspectable)."""
     from audit.data.images import load_dataset
 
-    manifest = config.data.manifest
-    if manifest is None:
-        from audit.data.phantoms import generate_phantoms
+    return load_dataset(manifest_file(config, cache), config.data.image_size, cache,
+                        dict(config.data.label_map))
 
-        synth = config.data.synth
-        folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))
-        manifest = folder / "manifest.csv"
-    return load_dataset(manifest, config.data.image_size, cache, dict(config.data.label_map))
+
+def manifest_file(config: AuditConfig, cache: StageCache) -> Path:
+    """The manifest the run reads: the config's, or the synthetic phantoms' (generated into
+    their cache stage once)."""
+    if config.data.manifest is not None:
+        return Path(config.data.manifest)
+    from audit.data.phantoms import generate_phantoms
+
+    synth = config.data.synth
+    folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))
+    return folder / "manifest.csv"
 
 
 def prepare_data(config: AuditConfig, cache: StageCache,

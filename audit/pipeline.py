@@ -5,7 +5,8 @@ cross-validation folds) as a grid of jobs on the configured runner, then runs ev
 against them; the classifiers a probe retrains go to the same runner, all of that probe's
 at once. ``audit_external`` audits a model someone else trained: the checks that
 need retraining report ``not_run`` with the reason. Both return an ``AuditResult`` judged
-by the policy and write ``report.html``, ``summary.json`` and ``junit.xml`` to the run
+by the policy, naming what was audited (``audit.audited``) without absolute paths, and
+write ``report.html``, ``summary.json``, ``junit.xml`` and ``model_card.md`` to the run
 folder.
 
 Every expensive step is a stage of the run's cache (``<out>/cache`` unless
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.audited import audit_date, data_identity, model_identity, portable, tool_identity
 from audit.core.cache import StageCache, stable_hash
 from audit.core.config import CLASSES, AuditConfig, dump_config
 from audit.core.errors import InputError
@@ -41,8 +43,9 @@ from audit.core.io import atomic_write
 from audit.core.progress import log, progress
 from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
-from audit.gate import check_permutations, judge, load_policy
+from audit.gate import check_permutations, judge, load_policy, policy_name
 from audit.jobs import (
+    manifest_file,
     prepare_data,
     split_data,
     train_job,
@@ -81,7 +84,9 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     Returns:
         The judged result (also written as ``summary.json`` and the reports).
     """
-    started = time.perf_counter()
+    from models.saving import MODEL_FILE
+
+    started, date = time.perf_counter(), audit_date()
     check_cam_grid(config)
     check_target_class(config)
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
@@ -99,12 +104,13 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         explanations=explanation_service(dataset, models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
-    result = AuditResult(
-        checks=tuple(checks), models=tuple(_model_records(records)),
-        data=summarise_data(dataset), segmentation=segmentation,
+    audited = models[context.audited]
+    result = _audit_result(
+        config, cache, out_dir, dataset, checks=checks, models=_model_records(records),
+        segmentation=segmentation,
         provenance=_provenance(config, dataset, cache, records + variants.jobs, started),
-    )
-    return _finish(result, policy, out_dir)
+        model=model_identity(audited, Path(audited.path) / MODEL_FILE, out_dir), date=date)
+    return _finish(result, policy, policy_name(policy_path, config.policy), out_dir)
 
 
 def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditConfig,
@@ -118,7 +124,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     """
     from models.external import load_external_model
 
-    started = time.perf_counter()
+    started, date = time.perf_counter(), audit_date()
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     model = load_external_model(model_path, spec_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
@@ -133,11 +139,34 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
               "path": str(model_path), "external": True, **model.metadata}
-    result = AuditResult(
-        checks=tuple(checks), models=(record,), data=summarise_data(dataset),
+    result = _audit_result(
+        config, cache, out_dir, dataset, checks=checks, models=[record],
         segmentation=segmentation, provenance=_provenance(config, dataset, cache, [], started),
+        model=model_identity(model, Path(model_path), out_dir, spec_file=Path(spec_path)),
+        date=date)
+    return _finish(result, policy, policy_name(policy_path, config.policy), out_dir)
+
+
+def _audit_result(config: AuditConfig, cache: StageCache, out_dir: Path, dataset: Dataset, *,
+                  checks: list[CheckResult], models: list[dict[str, Any]],
+                  segmentation: dict[str, Any] | None, provenance: dict[str, Any],
+                  model: dict[str, Any], date: str) -> AuditResult:
+    """The measured result, with what was audited (``audit.audited``) and no absolute
+    path: the run's own files relative to ``out_dir``, images relative to the manifest's
+    folder, anything else by its file name."""
+    manifest = manifest_file(config, cache)
+    synth = config.data.synth
+    synthetic = (None if config.data.manifest is not None else
+                 f"synthetic phantoms (data.synth: {synth.n_sources} sources, confounding "
+                 f"{synth.confounding:g}, seed {synth.seed})")
+    images = manifest.parent
+    return AuditResult(
+        checks=tuple(checks), models=tuple(portable(models, out_dir)),
+        data=portable(summarise_data(dataset), images),
+        segmentation=portable(segmentation, images), provenance=portable(provenance, out_dir),
+        audited={"model": model, "data": data_identity(dataset, manifest, synthetic),
+                 "tool": tool_identity(), "date": date},
     )
-    return _finish(result, policy, out_dir)
 
 
 def _start_run(config: AuditConfig, out_dir: str | Path,
@@ -198,19 +227,23 @@ def check_target_class(config: AuditConfig) -> None:
     Only for a run that trains: an external model has neither the lung-masked twin nor the
     retraining those checks need. Synthetic phantoms hold every class.
 
+    Reads the manifest's label column only: its rows and files are checked once, when
+    the data is loaded.
+
     Raises:
         InputError: naming ``probes.target_class``, its value and the classes the
-            manifest's labels map to (through ``data.label_map``); or the manifest's own
-            problems (``audit.data.manifest.read_manifest``).
+            manifest's labels map to (through ``data.label_map``); or the manifest table
+            cannot be read (``audit.data.manifest.read_table``).
     """
-    from audit.data.manifest import read_manifest
+    from audit.data.manifest import canonical_label_lookup, read_table
 
     enabled = enabled_checks(config)
     following = [spec.id for spec in specs() if spec.follows_target_class and spec.id in enabled]
     manifest, target = config.data.manifest, config.probes.target_class
     if manifest is None or not following:
         return
-    labels = set(read_manifest(manifest, dict(config.data.label_map)).rows["label"])
+    lookup = canonical_label_lookup(dict(config.data.label_map))
+    labels = {lookup.get(label.strip().lower()) for label in read_table(manifest).get("label", [])}
     found = [name for name in CLASSES if name in labels]
     if target not in found:
         raise InputError(
@@ -524,9 +557,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _finish(result: AuditResult, policy: Any, out_dir: Path) -> AuditResult:
+def _finish(result: AuditResult, policy: Any, name: str, out_dir: Path) -> AuditResult:
     from reports import write_reports
 
-    judged = judge(result, policy)
+    judged = judge(result, policy, name)
     write_reports(judged, out_dir)
     return judged

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from audit.core.config import RuntimeConfig
 from audit.core.errors import AuditError
+from audit.core.tensorflow_output import quiet_tensorflow
 
 Job = Callable[[dict[str, Any]], Any]
 
@@ -82,7 +83,9 @@ class LocalRunner:
             outcomes = [_attempt(func, payload) for payload in payloads]
         else:
             context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            # A spawned process starts clean: keep TensorFlow's start-up lines off its stderr too.
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                       initializer=quiet_tensorflow)
             try:
                 futures = [pool.submit(func, payload) for payload in payloads]
                 outcomes = [_outcome(future) for future in futures]

@@ -169,6 +169,8 @@ class CheckPolicy(_Section):
     gate: Literal["fail", "warn", "ignore"] = "fail"
     threshold: FiniteFloat | None = None  # .inf would silently switch a check off
     required: StrictBool = True  # a required check that did not run fails the gate
+    # Why the policy departs from the check's default (shown in the report's sign-off).
+    reason: str | None = None
 
 
 class PolicyConfig(_Section):
