@@ -141,6 +141,9 @@ def audit_model(
     config: ConfigOption = None,
     policy: PolicyOption = None,
     verify: Verify = False,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="Manifest of sources that did not train the model, for "
+        "generalization.external (repeatable; added to the config's data.external).")] = None,
 ) -> None:
     """Audit a model someone else trained: checks that need retraining are not_run.
 
@@ -152,8 +155,9 @@ def audit_model(
     from audit.pipeline import audit_external
 
     settings = _verified(load_config(config) if config else AuditConfig(), verify)
-    settings = settings.model_copy(update={
-        "data": settings.data.model_copy(update={"manifest": data.resolve()})})
+    settings = settings.model_copy(update={"data": settings.data.model_copy(update={
+        "manifest": data.resolve(),
+        "external": [*settings.data.external, *(path.resolve() for path in external or [])]})})
     _report_and_exit(audit_external(model, preprocess, settings, out, policy), out)
 
 

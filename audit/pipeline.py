@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.audited import audit_date, data_identity, model_identity, portable, tool_identity
-from audit.core.cache import StageCache, stable_hash
+from audit.core.cache import StageCache, hash_array, stable_hash
 from audit.core.config import CLASSES, AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
 from audit.core.progress import log, progress
 from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
+from audit.data.manifest import file_problem
 from audit.gate import check_permutations, judge, load_policy, policy_name
 from audit.jobs import (
     manifest_file,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
                       "scikit-learn", "statsmodels", "tf-keras-vis", "segmentation-models")
 CAM_STAGE = "gradcam"
+IMAGE_PREDICTION_STAGE = "image_predictions"
 ARTIFACTS_DIR = "artifacts"  # in the run folder: ``<check_id>/<name>.npz`` per check artifact
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # an artifact's name is its file name
 
@@ -91,6 +93,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     check_target_class(config)
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
+    external = load_external(config, cache)
     splits = _save_splits(config, dataset, out_dir)
     runner = runner or get_runner(config.runtime)
     records = _train_grid(config, cache, out_dir, runner)
@@ -101,7 +104,8 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         audited=f"{config.models.backbones[0]}/raw", params=config.probes,
         seed=config.probes.seed, train_variants=variants,
         image_features=_feature_extractor(config, cache),
-        explanations=explanation_service(dataset, models, cache),
+        explanations=explanation_service(dataset, models, cache), external=external,
+        predict_images=image_prediction_service(models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     audited = models[context.audited]
@@ -135,6 +139,8 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
         params=config.probes, seed=config.probes.seed,
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
+        predict_images=image_prediction_service(models, cache),
+        external=load_external(config, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
@@ -174,20 +180,52 @@ def _start_run(config: AuditConfig, out_dir: str | Path,
     """Validate what can be validated before any expensive step; write the resolved config.
 
     Raises:
-        InputError: an unknown check id or policy key, a missing weights file, or
-            ``probes.n_permutations`` too small for the gated permutation checks to fire
+        InputError: an unknown check id or policy key, a missing weights file or
+            ``data.external`` manifest, or ``probes.n_permutations`` too small for the gated permutation checks to fire
             (``audit.gate.check_permutations``).
     """
-    enabled = enabled_checks(config)
+    runnable = runnable_checks(config)
     check_weights(config)
+    for manifest in config.data.external:  # now, not after hours of decoding and training
+        if (problem := file_problem(str(manifest))) is not None:
+            raise InputError(f"data.external: {manifest}: {problem}")
     policy = load_policy(policy_path, overrides=config.policy)
-    check_permutations(policy, enabled, config.probes.n_permutations)
+    check_permutations(policy, runnable, config.probes.n_permutations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.resolved.yaml") as handle:
         handle.write(dump_config(config))
     cache = StageCache(config.runtime.cache_dir or out_dir / "cache", verify=config.runtime.verify)
     return out_dir, cache, policy
+
+
+def runnable_checks(config: AuditConfig) -> tuple[str, ...]:
+    """The enabled checks that can run with the config's inputs: without ``data.external``
+    a check that needs external data is ``not_run``, so it joins no Holm family."""
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
+    return tuple(check_id for check_id in enabled_checks(config)
+                 if config.data.external or check_id not in external)
+
+
+def load_external(config: AuditConfig, cache: StageCache) -> tuple[Dataset, ...]:
+    """The ``data.external`` manifests as datasets, each read, validated, quarantined and
+    decoded at ``data.image_size`` through the image store as the main manifest is (no lung
+    masks: the audited model takes raw images).
+
+    Raises:
+        InputError: naming ``data.external`` and the manifest that cannot be read, lacks a
+            required column or has no usable row.
+    """
+    from audit.data.images import load_dataset
+
+    external = []
+    for manifest in config.data.external:
+        try:
+            external.append(load_dataset(manifest, config.data.image_size, cache,
+                                         dict(config.data.label_map)))
+        except InputError as error:
+            raise InputError(f"data.external: {error}") from None
+    return tuple(external)
 
 
 def check_cam_grid(config: AuditConfig) -> None:
@@ -406,6 +444,32 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
     return explanations
 
 
+def image_prediction_service(
+    models: dict[str, TrainedModel], cache: StageCache,
+) -> Callable[[str, np.ndarray, np.ndarray | None], np.ndarray]:
+    """``predict_images`` for the probes: ``models[key]``'s class probabilities for images
+    that are no dataset rows (``TrainedModel.predict_images``), one cached
+    ``image_predictions`` stage per model and image content.
+
+    The key holds the model's identity and content hashes of the images and masks (the
+    cache adds the code): whatever a probe built them from, the same pixels reuse the
+    stage.
+    """
+    def predict_images(key: str, images: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        model, images = models[key], np.ascontiguousarray(images)
+        masks = None if masks is None else np.ascontiguousarray(masks)
+        stage_inputs = {"model": model.identity, "images": hash_array(images),
+                        "masks": None if masks is None else hash_array(masks)}
+
+        def compute(folder: Path) -> None:
+            np.save(folder / "probabilities.npy", model.predict_images(images, masks))
+
+        return cache.run_and_load(IMAGE_PREDICTION_STAGE, stage_inputs, compute,
+                                  lambda folder: np.load(folder / "probabilities.npy"))
+
+    return predict_images
+
+
 def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                run_dir: Path) -> list[CheckResult]:
     """Every known check in registry order: enabled ones run (each a cached stage; a crash
@@ -413,14 +477,17 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
     p-values only: the gate Holm-adjusts the family its policy gates. Nothing is logged
     per check: the CLI reports each one once, judged, with the verdict."""
     inputs = _probe_inputs(context)
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
     results = []
     for check_id in progress(check_ids(), desc="checks"):
         if check_id not in enabled:
             results.append(CheckResult.not_run(check_id, check_id,
                                                "disabled in the config (probes.checks)"))
             continue
-        results.append(_run_check(check_id, context, cache, {**inputs, "check": check_id},
-                                  run_dir))
+        check_inputs = {**inputs, "check": check_id}
+        if check_id in external:  # only these read them
+            check_inputs["external"] = [data.data_key for data in context.external]
+        results.append(_run_check(check_id, context, cache, check_inputs, run_dir))
     return results
 
 

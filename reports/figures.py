@@ -6,8 +6,8 @@ pyplot state and no backend switch. ``render_figure`` is the entry point the HTM
 uses: it never raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says,
 visibly in the report, why a figure could not be drawn.
 
-Besides the probe kinds (heatmap, bars, lines, hist; cam_gallery through ``cam_panels``)
-it draws ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion
+Besides the probe kinds (heatmap, bars, lines, hist, image_gallery; cam_gallery through
+``cam_panels``) it draws ``{"kind": "confusion", "title", "labels", "values": [[...]]}``: a confusion
 matrix, rows true class and columns predicted class (the model-performance section uses it).
 
 Charts are drawn at 96 dpi and shown at their natural size (about 500 px, two per row;
@@ -49,6 +49,8 @@ _WIDE_INCHES = 6.5  # a figure wider than this gets the page's full width
 _PANEL_PIXELS = 320  # a gallery panel's side: sharp when enlarged, ~15 KB as JPEG
 _JPEG_QUALITY = 78
 _PNG_COLOURS = 128  # charts are flat colours: a palette PNG is a third of the size
+_GALLERY_COLUMNS = 4
+_CAPTION_WIDTH = 30  # characters per caption line under a 2.4-inch panel
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _LINESTYLES = ("-", "--", "-.", ":")
 
@@ -270,12 +272,41 @@ def _colorbar_png() -> bytes:
     return _png(figure)
 
 
+def image_gallery_png(spec: dict[str, Any], run_dir: Path) -> tuple[bytes, float]:
+    """Plain images in rows of ``spec["columns"]`` (default 4), each with the outline of its
+    mask if given, read from ``spec["npz"]``: ``images`` (n,S,S) uint8 and optionally
+    ``masks`` (n,S,S). At most 12 panels are drawn.
+
+    Raises:
+        FigureUnavailable: The npz is missing, outside the run folder, corrupt or empty.
+    """
+    arrays = _load_gallery(run_dir, str(spec["npz"]), with_cams=False)
+    images, masks = arrays["images"], arrays.get("masks")
+    captions = list(spec.get("captions", []))
+    count = min(len(images), _GALLERY_MAX_PANELS)
+    columns = min(count, int(spec.get("columns", _GALLERY_COLUMNS)))
+    rows = -(-count // columns)
+    figure = Figure(figsize=(2.4 * columns, 2.7 * rows), dpi=_DPI)
+    for index in range(count):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+        if masks is not None and masks[index].any():
+            for contour in find_contours(masks[index].astype(float), 0.5):
+                ax.plot(contour[:, 1], contour[:, 0], color="#f1c40f", linewidth=1.0)
+        ax.axis("off")
+        if index < len(captions):
+            ax.set_title(textwrap.fill(_plain(captions[index]), _CAPTION_WIDTH), fontsize=8)
+    figure.suptitle(_plain(spec.get("title", "")), fontsize=11)
+    return _png(figure), float(figure.get_figwidth())
+
+
 _DRAWERS: dict[str, Callable[[dict[str, Any], Path], bytes]] = {
     "heatmap": heatmap_png,
     "confusion": confusion_png,
     "bars": bars_png,
     "lines": lines_png,
     "hist": hist_png,
+    "image_gallery": image_gallery_png,
 }
 
 
@@ -320,23 +351,26 @@ def _matrix_colours(matrix: np.ndarray, center: float | None) -> tuple[Normalize
                         vmax=max(high, center + spread * 0.1)), "RdBu_r"
 
 
-def _load_gallery(run_dir: Path, relative: str) -> dict[str, np.ndarray]:
+def _load_gallery(run_dir: Path, relative: str, with_cams: bool = True) -> dict[str, np.ndarray]:
+    """A gallery npz's arrays (``images``, and ``cams`` when ``with_cams``), read from the
+    file ``relative`` to ``run_dir``."""
     root = Path(run_dir).resolve()
     path = (root / relative).resolve()
+    what = "Grad-CAM examples" if with_cams else "Gallery images"
     if not path.is_relative_to(root):
-        raise FigureUnavailable(f"Grad-CAM examples {relative!r} lie outside the run folder.")
+        raise FigureUnavailable(f"{what} {relative!r} lie outside the run folder.")
     if not path.is_file():
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} is missing.")
+        raise FigureUnavailable(f"{what} file {relative!r} is missing.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-        images, cams = arrays["images"], arrays["cams"]
+        images, cams = arrays["images"], arrays["cams"] if with_cams else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} is unreadable "
+        raise FigureUnavailable(f"{what} file {relative!r} is unreadable "
                                 f"({type(error).__name__}: {error}).") from None
-    if images.ndim != 3 or len(images) == 0 or len(cams) != len(images):
-        raise FigureUnavailable(f"Grad-CAM examples file {relative!r} holds no usable images "
-                                f"(images {images.shape}, cams {cams.shape}).")
+    if images.ndim != 3 or len(images) == 0 or (with_cams and len(cams) != len(images)):
+        shapes = f"images {images.shape}" + (f", cams {cams.shape}" if with_cams else "")
+        raise FigureUnavailable(f"{what} file {relative!r} holds no usable images ({shapes}).")
     return arrays
 
 

@@ -17,6 +17,7 @@ from reports.figures import (
     figure_data_uri,
     heatmap_png,
     hist_png,
+    image_gallery_png,
     lines_png,
     render_figure,
 )
@@ -81,6 +82,22 @@ def test_bars_draw_the_threshold_only_on_a_metric_scale_chart(tmp_path):
 def test_enrichment_heatmap_is_centred_on_its_neutral_value():
     spec = {**SPECS["heatmap"], "values": [[0.5, 1.0, 2.0], [1.0, 1.0, 3.0]], "fmt": ".2f"}
     assert heatmap_png({**spec, "center": 1.0})[0] != heatmap_png(spec)[0]
+
+
+def test_image_gallery_draws_images_in_columns_with_and_without_outlines(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    np.savez(tmp_path / "with.npz", images=images, masks=masks)
+    np.savez(tmp_path / "without.npz", images=images)
+    for name in ("with.npz", "without.npz"):
+        png, _ = image_gallery_png({"kind": "image_gallery", "title": "g", "npz": name,
+                                    "columns": 3, "captions": ["a", "b"]}, tmp_path)
+        assert png.startswith(PNG_MAGIC)
+    drawn = render_figure({"kind": "image_gallery", "title": "t", "npz": "nowhere.npz"},
+                          tmp_path)
+    assert drawn.data_uri is None and "'nowhere.npz' is missing" in drawn.note
 
 
 def test_figure_data_uri_round_trips():

@@ -84,7 +84,7 @@ def test_no_bar_when_quiet_or_json_even_on_a_terminal(monkeypatch, console, opti
 def _judged_run() -> AuditResult:
     """Every check measured quiet except two that fire and one required check not run."""
     checks = {cid: CheckResult(check_id=cid, title=cid, metric=0.0,
-                               summary=f"summary sentence {number}")
+                               summary=f"summary sentence {number}.")
               for number, cid in enumerate(check_ids())}
     checks["data.confounding"] = CheckResult(check_id="data.confounding", title="t",
                                              metric=0.9, summary="Cramér's V 0.90.")
@@ -193,7 +193,7 @@ def test_a_small_audit_piped_to_a_file_prints_no_control_characters_or_tensorflo
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none", "alpha": 0.35, "epochs": 2, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 8, "n_permutations": 320, "n_bootstrap": 10,
+        "probes": {"cam_max_images": 8, "n_permutations": 400, "n_bootstrap": 10,
                    "ablation_sizes": [2, 4], "ablation_seeds": [0]},
     }))
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
