@@ -234,8 +234,10 @@ def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured
             worst["class"]),
     }
     extras = extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
+    twin = _twin_key(context)
     gallery, gallery_arrays = _gallery(context, rows, cams[audited],
-                                       measured[audited, "predicted"], regions)
+                                       measured[audited, "predicted"], regions,
+                                       cams.get(twin) if twin else None)
     return CheckResult(
         check_id=spec.id, title=spec.title, metric_name=metric_name,
         metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
@@ -260,9 +262,8 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
                        class_name: str) -> dict[str, Any] | None:
     """Paired test, on the ``subset`` rows (the headline class's images), that the raw model's
     enrichment exceeds its lung-masked twin's."""
-    backbone = context.models[context.audited].backbone
-    twin = f"{backbone}/lung_masked"
-    if twin == context.audited or twin not in context.models:
+    twin = _twin_key(context)
+    if twin is None:
         return None
     raw, masked = measured[context.audited, "predicted"], measured[twin, "predicted"]
     ok = subset & regions.usable & np.isfinite(raw.share) & np.isfinite(masked.share)
@@ -275,6 +276,12 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
             "p_raw_greater": wilcoxon_signed_rank(raw_ratio, masked_ratio)}
 
 
+def _twin_key(context: ProbeContext) -> str | None:
+    """The audited model's lung-masked twin (same backbone) in ``context.models``, if any."""
+    twin = f"{context.models[context.audited].backbone}/lung_masked"
+    return twin if twin != context.audited and twin in context.models else None
+
+
 def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
     rows = [row for row in by_model if row["target"] == "predicted" and row["n"] > 0]
     return {"kind": "bars", "title": f"{metric_name} per model (predicted-class CAMs)",
@@ -285,11 +292,12 @@ def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
 
 
 def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
-             measurement: Measurement, regions: Regions
+             measurement: Measurement, regions: Regions, twin: Explanations | None
              ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """The most region-free and the most region-bound images of the audited model: the
     ``"gallery"`` figure spec and the artifact of the same name it draws (both empty when
-    no image has a usable region and CAM mass)."""
+    no image has a usable region and CAM mass). With the lung-masked ``twin``'s maps of
+    the same rows, the artifact also holds them (``twin_cams``), for a side-by-side view."""
     ok = np.flatnonzero(regions.usable & np.isfinite(measurement.share))
     if len(ok) == 0:
         return {}, {}
@@ -301,13 +309,15 @@ def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
               "cams": cams.cams["predicted"][chosen]}
     if dataset.masks is not None:
         arrays["masks"] = np.asarray(dataset.masks[rows[chosen]])
+        if twin is not None:
+            arrays["twin_cams"] = twin.cams["predicted"][chosen]
     labels = dataset.labels[rows[chosen]]
     captions = [f"{classes[label]} -> {classes[pred]}: {share:.0%} {regions.description}"
                 for label, pred, share in zip(labels, cams.predicted_class[chosen],
                                               measurement.share[chosen], strict=True)]
     spec = {"kind": "cam_gallery", "artifact": "gallery",
             "title": f"Grad-CAM of {context.audited}: most focused (first) to worst (last)",
-            "captions": captions}
+            "captions": captions, "sources": [str(s) for s in dataset.sources[rows[chosen]]]}
     return {"gallery": spec}, {"gallery": arrays}
 
 
@@ -330,7 +340,8 @@ def border_zones(context: ProbeContext, rows: np.ndarray, cams: Explanations,
              for (_, name), row in zip(classes, values, strict=True)]
     heatmap = {"kind": "heatmap", "title": f"Grad-CAM enrichment by zone ({width}-cell band)",
                "row_labels": [name for _, name in classes], "col_labels": list(ZONES),
-               "values": values, "fmt": ".2f"}
+               "values": values, "fmt": ".2f", "center": 1.0,
+               "colorbar_label": "enrichment (1 = spread like the area)"}
     return {"details": {"zone_band_cells": width}, "tables": {"zones_by_class": table},
             "figures": {"zones_by_class": heatmap}}
 

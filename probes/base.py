@@ -18,14 +18,17 @@ has a p-value, the Holm-adjusted p-value is below the policy's ``alpha``.
 Figure specs (``CheckResult.figures`` values) are plain data that ``reports.figures`` draws;
 the kinds it knows:
 
-- ``{"kind": "heatmap", "title", "row_labels", "col_labels", "values": [[...]], "fmt": "d"|".2f"}``
+- ``{"kind": "heatmap", "title", "row_labels", "col_labels", "values": [[...]], "fmt": "d"|".2f",
+  "center": float, "colorbar_label"}`` (``center``, optional: a ratio's neutral value, drawn
+  with a diverging colormap centred on it)
 - ``{"kind": "bars", "title", "labels", "values", "ci_low", "ci_high", "reference": float|None,
   "ylabel"}`` (ci lists and reference optional)
 - ``{"kind": "lines", "title", "x", "series": {name: [...]}, "xlabel", "ylabel"}``
 - ``{"kind": "hist", "title", "series": {name: [...]}, "xlabel", "reference": float|None}``
-- ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...]}`` where
-  ``CheckResult.artifacts[<name>]`` holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w) float
-  and optionally ``masks`` (n,S,S) uint8. The pipeline saves those arrays once, as
+- ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...], "sources": [...]}``
+  where ``CheckResult.artifacts[<name>]`` holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w)
+  float, optionally ``masks`` (n,S,S) uint8 and ``twin_cams`` (n,h,w): the lung-masked
+  twin model's maps of the same images. The pipeline saves those arrays once, as
   ``artifacts/<check_id>/<name>.npz`` in the run folder, and adds that run-relative path
   to the spec as ``"npz"``, which the report reads.
 - ``{"kind": "image_gallery", "title", "artifact": "<name>", "captions": [...], "columns": int}``
@@ -193,6 +196,11 @@ def class_word(name: str) -> str:
     return "COVID" if name == "covid" else f"'{name}'"
 
 
+def signed(value: float, digits: int = 2) -> str:
+    """``value`` with its sign, rounded first so a tiny negative reads ``+0.00``, not ``-0.00``."""
+    return f"{round(float(value), digits) + 0.0:+.{digits}f}"
+
+
 class Check(Protocol):
     """The interface of a check module of ``probes.checks`` (a module satisfies it)."""
 
@@ -202,4 +210,4 @@ class Check(Protocol):
 
 
 __all__ = ["NEEDS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind", "ProbeContext",
-           "Status", "class_word"]
+           "Status", "class_word", "signed"]
