@@ -169,26 +169,44 @@ def _p_holm(check: CheckResult) -> str:
 
 def _judgement(check: CheckResult, alpha: float | None) -> str:
     """The gate's decision as a sentence, from the status it set."""
-    status, name = check.status, check.metric_name or "the metric"
+    status = check.status
     if status in (Status.NOT_RUN, Status.ERROR, Status.MEASURED):
         return ""
     if status == Status.UNDERPOWERED:
         return f"Could not decide: {check.reason}." if check.reason else "Could not decide."
     if check.gate == "ignore":
         return "Not gated: the policy ignores this check."
-    metric, threshold = _metric_value(check), _threshold(check)
-    p_part = ""
-    if check.p_adjusted is not None and alpha is not None:
-        bound = "≤ " if at_floor(check) else ""
-        p_part = (f"Holm-adjusted p {bound}{format_p(check.p_adjusted)} "
-                  f"{'<' if status in FIRED else '≥'} α {alpha:g}")
     if status in FIRED:
-        return f"Fired: {name} is {metric}, above the threshold {threshold}" + (
-            f", and {p_part}." if p_part else ".")
+        return f"Fired: {fired_because(check, alpha)}."
+    name, metric, threshold = _decided_numbers(check)
     if check.metric is not None and check.threshold is not None and check.metric > check.threshold:
         return (f"Quiet: {name} is {metric}, above the threshold {threshold}, but "
-                f"{p_part or 'not significant'}, so the excess may be chance.")
+                f"{_p_against_alpha(check, alpha) or 'not significant'}, so the excess may "
+                "be chance.")
     return f"Quiet: {name} is {metric}, not above the threshold {threshold}."
+
+
+def fired_because(check: CheckResult, alpha: float | None) -> str:
+    """Why the gate fired ``check``, as a clause: ``source skill is 0.310, above the
+    threshold 0.200, and Holm-adjusted p 0.004 < α 0.05`` (the card's and the executive
+    summary's wording)."""
+    name, metric, threshold = _decided_numbers(check)
+    p_part = _p_against_alpha(check, alpha)
+    return f"{name} is {metric}, above the threshold {threshold}" + (
+        f", and {p_part}" if p_part else "")
+
+
+def _decided_numbers(check: CheckResult) -> tuple[str, str, str]:
+    return check.metric_name or "the metric", _metric_value(check), _threshold(check)
+
+
+def _p_against_alpha(check: CheckResult, alpha: float | None) -> str:
+    """``Holm-adjusted p 0.004 < α 0.05`` (``≥`` for a quiet check), "" without both."""
+    if check.p_adjusted is None or alpha is None:
+        return ""
+    bound = "≤ " if at_floor(check) else ""
+    return (f"Holm-adjusted p {bound}{format_p(check.p_adjusted)} "
+            f"{'<' if check.status in FIRED else '≥'} α {alpha:g}")
 
 
 def _numbers(details: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:

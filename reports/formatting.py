@@ -31,6 +31,13 @@ def format_number(value: Any, digits: int = 3) -> str:
     return f"{value:#.{digits}g}".rstrip(".")  # '#' keeps 1.00 and 0.500 at 3 digits
 
 
+def format_percent(value: Any) -> str:
+    """A share as a whole percentage (``0.334`` as ``33%``); a dash when missing."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–"
+    return f"{value:.0%}" if value == value else "–"  # nan: no share measured
+
+
 def format_count(value: Any) -> str:
     """A count: an integral float (a count stored as 1.0) as an integer, else ``format_number``."""
     if isinstance(value, float) and value.is_integer():

@@ -15,19 +15,22 @@ from typing import Any
 
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
-from reports.formatting import format_ci, format_estimate, format_number, format_p
+from reports.cards import fired_because
+from reports.formatting import format_ci, format_estimate, format_number, format_percent
 
 LEAVE_ONE_OUT = "generalization.leave_one_source_out"
 EXTERNAL = "generalization.external"
 WITHIN_SOURCE = "performance.within_source"
+BORDER_SWAP = "intervention.border_swap"
+SURROUND_SWAP = "intervention.surround_swap"
 _FIRED = (Status.FAIL, Status.WARN)
 _UNDECIDED = (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 _LISTED = 3  # checks named in one sentence before "and N more"
 _REASON_CHARS = 72  # a not-run reason in the summary; the check's card has it whole
-EVIDENCE_ORDER = ("generalization.", "masking.", "ablation.", "site.embedding", "attention.",
+EVIDENCE_ORDER = ("generalization.", "intervention.", "masking.", "ablation.", "site.embedding", "attention.",
                   "performance.", "site.image", "data.")
 """Check id prefixes, most direct evidence that the model takes a shortcut first: accuracy
-lost on unseen sources, skill outside the lungs or from class sizes, the source in the
+lost on unseen sources, calls that follow a swapped-in border or surround, skill outside the lungs or from class sizes, the source in the
 model's own embedding or attention; last, that the data offers a shortcut at all."""
 
 
@@ -79,7 +82,8 @@ def _evidence_for(result: AuditResult) -> str | None:
     strongest, others = fired[0], fired[1:]
     sentence = f"Strongest evidence for a shortcut: {_finding(strongest, result)}"
     if others:
-        sentence += " Also fired: " + _listing([_over_threshold(check) for check in others]) + "."
+        sentence += " Also fired: " + _listing([f"{check.title} ({_decision(check, result)})"
+                                                for check in others]) + "."
     return sentence
 
 
@@ -107,35 +111,96 @@ def _undecided(result: AuditResult) -> str | None:
 
 
 def _finding(check: CheckResult, result: AuditResult) -> str:
-    """The strongest finding in words: a held-out source's accuracy for the
-    generalisation checks, else the probe's own sentence."""
-    if check.check_id == LEAVE_ONE_OUT:
-        scored = [row for row in check.tables.get("by_held_out_source", []) if "drop" in row]
-        if scored:
-            worst = max(scored, key=lambda row: row["drop"])
-            chance = _chance(result, str(worst["held_out"]))
-            interval = format_ci(check.ci)
-            return (f"with one source at a time held out of training, accuracy falls by "
-                    f"{format_number(check.metric)} on average"
-                    f"{f' (95% CI {interval})' if interval else ''}; with "
-                    f"'{worst['held_out']}' held out it falls from "
-                    f"{format_number(worst['accuracy_internal'])} on the other sources' test "
-                    f"images to {format_number(worst['accuracy_external'])} on "
-                    f"'{worst['held_out']}'{chance} ({_over_threshold(check)}).")
-    if check.check_id == EXTERNAL:
-        rows = [row for row in check.tables.get("per_source", [])
-                if row.get("accuracy") is not None]
-        if rows:
-            worst = min(rows, key=lambda row: row["accuracy"])
-            chance = _chance(result)
-            accuracy = {"value": worst["accuracy"],
-                        "ci": [worst.get("accuracy_ci_low"), worst.get("accuracy_ci_high")]}
-            return (f"on the external source '{worst['source']}' accuracy is "
-                    f"{format_estimate(accuracy)} against "
-                    f"{format_number(worst.get('internal_accuracy'))} on the internal test "
-                    f"images{chance} ({_over_threshold(check)}).")
-    said = check.summary or _over_threshold(check)
-    return f"{check.title} ({check.check_id}): {_unstop(said)}."
+    """The strongest finding in words, then the gate's decision: the check's own phrasing
+    (``_FINDINGS``) where it has one and its numbers are there, else the probe's sentence."""
+    phrase = _FINDINGS.get(check.check_id)
+    said = phrase(check, result) if phrase else None
+    if said:
+        return f"{said} ({_decision(check, result)})."
+    return (f"{check.title} ({check.check_id}): "
+            f"{_unstop(check.summary or check.metric_name or 'fired')} "
+            f"({_decision(check, result)}).")
+
+
+def _held_out_finding(check: CheckResult, result: AuditResult) -> str | None:
+    """The mean drop and the held-out source that loses most accuracy."""
+    scored = [row for row in check.tables.get("by_held_out_source", []) if "drop" in row]
+    if not scored:
+        return None
+    worst = max(scored, key=lambda row: row["drop"])
+    interval = format_ci(check.ci)
+    return (f"with one source at a time held out of training, accuracy falls by "
+            f"{format_number(check.metric)} on average"
+            f"{f' (95% CI {interval})' if interval else ''}; with "
+            f"'{worst['held_out']}' held out it falls from "
+            f"{format_number(worst['accuracy_internal'])} on the other sources' test "
+            f"images to {format_number(worst['accuracy_external'])} on "
+            f"'{worst['held_out']}'{_chance(result, str(worst['held_out']))}")
+
+
+def _external_finding(check: CheckResult, result: AuditResult) -> str | None:
+    """The external source with the lowest accuracy, against the internal accuracy."""
+    rows = [row for row in check.tables.get("per_source", []) if row.get("accuracy") is not None]
+    if not rows:
+        return None
+    worst = min(rows, key=lambda row: row["accuracy"])
+    accuracy = {"value": worst["accuracy"],
+                "ci": [worst.get("accuracy_ci_low"), worst.get("accuracy_ci_high")]}
+    return (f"on the external source '{worst['source']}' accuracy is "
+            f"{format_estimate(accuracy)} against {format_number(worst.get('internal_accuracy'))}"
+            f" on the internal test images{_chance(result)}")
+
+
+def _border_swap_finding(check: CheckResult, result: AuditResult) -> str | None:
+    """The share of border-swap composites whose call follows the swapped-in band."""
+    details = check.details
+    if not details.get("pairs"):
+        return None
+    return (f"{format_percent(check.metric)} of the model's calls follow a swapped border band "
+            f"({details.get('follow_border')} of {details['pairs']} composites of two test "
+            f"images called differently{_interval(check.ci)}; "
+            f"{format_percent(details.get('null_share'))} expected from calls that change "
+            "whenever any part of the image does)")
+
+
+def _surround_swap_finding(check: CheckResult, result: AuditResult) -> str | None:
+    """The share of lung-swap composites following the surround, across vs within sources."""
+    across, within = check.details.get("across") or {}, check.details.get("within") or {}
+    if not across.get("pairs"):
+        return None
+    against = (f" against {format_percent(within.get('share'))} of {within['pairs']} within a "
+               "source" if within.get("pairs") else "")
+    return (f"with one test image's lungs put in another's surround, the model's call follows "
+            f"the surround in {format_percent(across.get('share'))} of {across['pairs']} "
+            f"composites across sources{against}")
+
+
+def _within_source_finding(check: CheckResult, result: AuditResult) -> str | None:
+    """The source-only baseline against the model, then its skill within and pooled."""
+    details = check.details
+    if details.get("baseline_accuracy") is None:
+        return None
+    skill = ""
+    if details.get("within_source_skill") is not None:
+        skill = (f"; within a source its skill is {format_number(details['within_source_skill'])}"
+                 f" against {format_number(details.get('pooled_skill'))} on the same labels "
+                 "pooled over sources")
+    return (f"knowing only the hospital scores {format_number(details['baseline_accuracy'])} "
+            f"accuracy; the model scores {format_number(details.get('overall_accuracy'))}"
+            f"{_chance(result)}{skill}")
+
+
+_FINDINGS = {LEAVE_ONE_OUT: _held_out_finding, EXTERNAL: _external_finding,
+             BORDER_SWAP: _border_swap_finding, SURROUND_SWAP: _surround_swap_finding,
+             WITHIN_SOURCE: _within_source_finding}
+"""Check id -> its finding in words (None when the numbers it needs are missing)."""
+
+
+def _interval(ci: Any) -> str:
+    """``, 95% CI 25%-41%`` for a two-number share interval, else ""."""
+    if not ci or len(ci) != 2 or None in ci:
+        return ""
+    return f", 95% CI {format_percent(ci[0])}-{format_percent(ci[1])}"
 
 
 def _chance(result: AuditResult, source: str | None = None) -> str:
@@ -156,15 +221,9 @@ def _chance(result: AuditResult, source: str | None = None) -> str:
     return ""
 
 
-def _over_threshold(check: CheckResult) -> str:
-    """``site.image 0.310 > threshold 0.200, Holm-adjusted p 0.004``: the gate's
-    comparison in numbers."""
-    text = f"{check.check_id} {format_number(check.metric)}"
-    if check.threshold is not None:
-        text += f" > threshold {format_number(check.threshold)}"
-    if check.p_adjusted is not None:
-        text += f", Holm-adjusted p {format_p(check.p_adjusted)}"
-    return text
+def _decision(check: CheckResult, result: AuditResult) -> str:
+    """The gate's decision in the check card's words (``reports.cards.fired_because``)."""
+    return fired_because(check, result.policy.get("alpha"))
 
 
 def _evidence_rank(check: CheckResult) -> int:

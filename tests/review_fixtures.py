@@ -70,6 +70,19 @@ def external_sources(accuracy: float = 0.55) -> CheckResult:
                             "internal_accuracy": 0.89, "p_value": 0.002}]})
 
 
+def border_swap(share: float = 0.35, pairs: int = 60) -> CheckResult:
+    """``intervention.border_swap`` with the details keys the check writes."""
+    return CheckResult(check_id="intervention.border_swap",
+                       title="Decisions that follow the image border",
+                       metric_name="border-following share", metric=share,
+                       ci=(share - 0.11, share + 0.13), p_value=0.0001,
+                       summary="The composite follows the band.",
+                       details={"target_class": "covid", "model": "mobilenetv2/raw",
+                                "pairs": pairs, "follow_border": round(share * pairs),
+                                "null_share": 0.1, "band_area_share": 0.19,
+                                "n_test_images": 120, "within_pairs": 20})
+
+
 def review_result(base: AuditResult, checks: tuple[CheckResult, ...] | None = None,
                   policy: PolicyConfig = REPORT_POLICY, name: str = "default") -> AuditResult:
     """``base`` (``tests.report_fixtures.build_audit_result``, built once per module: its

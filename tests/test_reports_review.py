@@ -10,9 +10,11 @@ from dataclasses import replace
 
 import pytest
 
+from audit.core.config import CheckPolicy, PolicyConfig
 from audit.core.errors import InputError
 from audit.core.result import AuditResult
 from reports import REPORT_FILES, write_reports
+from reports.cards import check_card
 from reports.crosswalk import ITEMS, crosswalk
 from reports.html import render_html
 from reports.model_card import render_model_card
@@ -24,6 +26,7 @@ from tests.report_fixtures import build_audit_result
 from tests.review_fixtures import (
     AUDITED,
     RELAXED,
+    border_swap,
     external_sources,
     held_out,
     review_result,
@@ -144,6 +147,52 @@ def test_an_external_source_is_the_strongest_finding_when_it_alone_blocks(base):
                                     for c in run.checks))
     strongest = next(s for s in executive_summary(run) if s.startswith("Strongest"))
     assert "external source 'padchest' accuracy is 0.430 [0.330, 0.530] against 0.890" in strongest
+
+
+def test_summary_states_each_fired_checks_decision_as_its_card_does(result):
+    summary = " ".join(executive_summary(result))
+    fired = [check for check in result.checks if check.status in ("fail", "warn")]
+    assert len(fired) >= 3
+    for check in fired:
+        judgement = check_card(check, None, result.policy["alpha"], None).judgement
+        assert judgement.startswith("Fired: ")
+        assert judgement.removeprefix("Fired: ").rstrip(".") in summary, check.check_id
+    assert "> threshold" not in summary and "above the threshold" in summary
+
+
+def _fired_alone(base, check, threshold):
+    """``check`` as the one blocking check besides the fixture's own, gated at ``threshold``."""
+    policy = PolicyConfig(checks={check.check_id: CheckPolicy(gate="fail", threshold=threshold),
+                                  "generalization.leave_one_source_out":
+                                  CheckPolicy(gate="fail", threshold=0.9)})
+    run = review_result(base, checks=(check, within_source(), held_out()), policy=policy)
+    return next(s for s in executive_summary(run) if s.startswith("Strongest"))
+
+
+@pytest.mark.parametrize("share, pairs, said", [
+    (0.35, 60, "35% of the model's calls follow a swapped border band (21 of 60 composites"),
+    (0.5, 40, "50% of the model's calls follow a swapped border band (20 of 40 composites"),
+])
+def test_a_border_swap_finding_says_the_share_of_calls_following_the_band(base, share,
+                                                                          pairs, said):
+    strongest = _fired_alone(base, border_swap(share, pairs), threshold=0.2)
+    assert said in strongest
+    assert "95% CI " + f"{share - 0.11:.0%}-{share + 0.13:.0%}" in strongest
+    assert "10% expected" in strongest
+    assert "border-following share is " + f"{share:.3g}" in strongest
+
+
+@pytest.mark.parametrize("baseline, overall", [(0.58, 0.89), (0.71, 0.64)])
+def test_a_within_source_finding_sets_the_hospital_alone_against_the_model(base, baseline,
+                                                                           overall):
+    check = within_source()
+    check = replace(check, details={**check.details, "baseline_accuracy": baseline,
+                                    "overall_accuracy": overall, "within_source_skill": 0.12,
+                                    "pooled_skill": 0.8})
+    strongest = _fired_alone(base, check, threshold=0.2)
+    assert (f"knowing only the hospital scores {baseline:.3f} accuracy; the model scores "
+            f"{overall:.3f}") in strongest
+    assert "its skill is 0.120 against 0.800 on the same labels pooled" in strongest
 
 
 def test_passing_run_says_so_without_a_caveat(run_dir, result):
