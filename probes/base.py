@@ -22,7 +22,10 @@ the kinds it knows:
   "center": float, "colorbar_label"}`` (``center``, optional: a ratio's neutral value, drawn
   with a diverging colormap centred on it)
 - ``{"kind": "bars", "title", "labels", "values", "ci_low", "ci_high", "reference": float|None,
-  "ylabel"}`` (ci lists and reference optional)
+  "reference_label", "metric_scale": bool, "ylabel"}`` (all but labels and values optional;
+  ``reference``: a dashed line, chance or uniform unless ``reference_label`` names it;
+  ``metric_scale`` false: the bars are not the check's metric (accuracies behind an
+  accuracy drop), so the report draws no gate threshold beside the reference)
 - ``{"kind": "lines", "title", "x", "series": {name: [...]}, "xlabel", "ylabel"}``
 - ``{"kind": "hist", "title", "series": {name: [...]}, "xlabel", "reference": float|None}``
 - ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...], "sources": [...]}``

@@ -94,7 +94,8 @@ def render_figure(spec: dict[str, Any], run_dir: Path,
         run_dir: The run folder that ``cam_gallery`` npz paths are relative to.
         threshold: The gate's threshold of the check the figure belongs to, drawn on a bar
             chart whose spec has a ``reference`` (its chance or uniform value, so its bars
-            are on the metric's scale). Defaults to None (no threshold line).
+            are on the metric's scale) unless the spec says ``"metric_scale": False``.
+            Defaults to None (no threshold line).
 
     Returns:
         The figure as a data URI, or a note saying why it is missing.
@@ -104,7 +105,8 @@ def render_figure(spec: dict[str, Any], run_dir: Path,
     draw = _DRAWERS.get(kind) if isinstance(kind, str) else None
     if draw is None:
         return RenderedFigure(title, note=f"Cannot draw figure of kind {kind!r}.")
-    if threshold is not None and kind == "bars" and spec.get("reference") is not None:
+    if (threshold is not None and kind == "bars" and spec.get("reference") is not None
+            and spec.get("metric_scale", True)):
         spec = {**spec, "threshold": threshold}
     try:
         png, width = draw(spec, run_dir)
@@ -202,12 +204,14 @@ def hist_png(spec: dict[str, Any], run_dir: Path | None = None) -> tuple[bytes, 
 
 
 def _reference_lines(spec: dict[str, Any], ax: Any, vertical: bool) -> None:
-    """The spec's ``reference`` (chance / uniform) and ``threshold`` lines, each labelled."""
+    """The spec's ``reference`` (chance / uniform, or its ``reference_label``) and
+    ``threshold`` lines, each labelled."""
     reference, threshold = spec.get("reference"), spec.get("threshold")
     line = ax.axvline if vertical else ax.axhline
     if reference is not None:
         line(float(reference), color=_REFERENCE_COLOR, linestyle="--", linewidth=1.2,
-             label=f"chance / uniform ({float(reference):.3g})")
+             label=f"{spec.get('reference_label') or 'chance / uniform'} "
+                   f"({float(reference):.3g})")
     if threshold is not None:
         line(float(threshold), color=_THRESHOLD_COLOR, linestyle=":", linewidth=1.6,
              label=f"gate threshold ({float(threshold):.3g})")

@@ -77,6 +77,15 @@ def test_bars_draw_the_threshold_only_on_a_metric_scale_chart(tmp_path):
     assert with_reference.data_uri != plain.data_uri  # the threshold line was drawn
     assert no_reference.data_uri == render_figure({**SPECS["bars"], "reference": None},
                                                   tmp_path).data_uri
+    # accuracies behind an accuracy drop: their chance line, but not the drop's threshold
+    other_scale = {**SPECS["bars"], "metric_scale": False}
+    assert render_figure(other_scale, tmp_path, threshold=0.45).data_uri == plain.data_uri
+
+
+def test_a_reference_label_names_the_reference_line(tmp_path):
+    plain = render_figure(SPECS["bars"], tmp_path).data_uri
+    named = render_figure({**SPECS["bars"], "reference_label": "pooled skill"}, tmp_path)
+    assert named.data_uri != plain
 
 
 def test_enrichment_heatmap_is_centred_on_its_neutral_value():

@@ -23,6 +23,11 @@ def test_fires_when_the_model_leans_on_site_traits(tmp_path):
     table = result.tables["by_held_out_source"]
     assert [row["held_out"] for row in table] == ["site_a", "site_b", "site_c", "site_d"]
     assert all(row["n_external"] == 40 for row in table)
+    # the chart of accuracies carries chance (a random one of the shared labels) as its line
+    shared = [len(row["shared_labels"].split(", ")) for row in table]
+    assert [row["chance"] for row in table] == [1 / n for n in shared]
+    figure = result.figures["accuracy_by_held_out_source"]
+    assert figure["reference"] == table[0]["chance"] and figure["metric_scale"] is False
 
 
 @pytest.mark.parametrize("seed", [0, 1])

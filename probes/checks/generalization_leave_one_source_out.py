@@ -109,6 +109,7 @@ def _table_row(plan: HeldOutPlan, score: HeldOutScore | None) -> dict:
         return row
     internal, external = score.correct_internal, score.correct_external
     return {**row, "n_internal": len(internal), "n_external": len(external),
+            "chance": 1 / len(plan.shared),
             "accuracy_internal": float(internal.mean()),
             "accuracy_external": float(external.mean()),
             "drop": float(internal.mean() - external.mean()),
@@ -117,11 +118,21 @@ def _table_row(plan: HeldOutPlan, score: HeldOutScore | None) -> dict:
 
 
 def _figure(scores: list[HeldOutScore]) -> dict:
+    """Internal and held-out accuracy per source, with chance (guessing one of the shared
+    labels at random) as the reference line when every held-out source shares as many
+    labels; the bars are accuracies, not the metric (a drop), so no threshold line."""
     labels, values = [], []
     for score in scores:
         for side, correct in (("internal", score.correct_internal),
                               ("external", score.correct_external)):
             labels.append(f"{score.plan.source} {side}")
             values.append(float(correct.mean()))
-    return {"kind": "bars", "title": "Accuracy: internal test vs held-out source",
-            "labels": labels, "values": values, "reference": None, "ylabel": "accuracy"}
+    shared = {len(score.plan.shared) for score in scores}
+    chance = 1 / next(iter(shared)) if len(shared) == 1 else None
+    title = "Accuracy: internal test vs held-out source"
+    if chance is None:  # one chance level per source: the table's chance column
+        title += " (chance differs per source: see the table)"
+    return {"kind": "bars", "title": title, "labels": labels, "values": values,
+            "reference": chance,
+            "reference_label": "chance (a random shared label)", "metric_scale": False,
+            "ylabel": "accuracy"}

@@ -198,4 +198,5 @@ def _figure(table: list[dict], pooled: float) -> dict:
     return {"kind": "bars", "title": "Skill within each source (0 = chance; line: pooled)",
             "labels": [row["source"] for row in shown],
             "values": [row["skill"] for row in shown], "reference": pooled,
+            "reference_label": "pooled skill", "metric_scale": False,  # skill, not its loss
             "ylabel": "skill (rescaled balanced accuracy)"}
