@@ -15,6 +15,7 @@ import pytest
 from reports import write_reports
 from reports.view import check_anchor
 from tests.report_fixtures import build_audit_result
+from tests.review_fixtures import review_result
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -40,9 +41,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """The rich fixture's run folder, its result and its report page (drawn once)."""
+    """The rich fixture's run folder, its result with the per-source checks (within source,
+    held out, external) and its report page (drawn once)."""
     run_dir = tmp_path_factory.mktemp("run")
-    result = build_audit_result(run_dir)
+    result = review_result(build_audit_result(run_dir))
     return run_dir, result, write_reports(result, run_dir)["html"]
 
 
@@ -98,6 +100,30 @@ def test_report_loads_offline_and_shows_everything_at_each_size(browser, report,
     finally:
         page.close()
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+OVERFLOWING = """selector => [...document.querySelectorAll(selector)].filter(t => {
+  const right = t.getBoundingClientRect().right;
+  return right > document.documentElement.clientWidth + 1 || t.scrollWidth > t.clientWidth + 1
+         || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1;
+}).length"""
+
+
+def test_per_source_table_fits_a_phone_without_scrolling_sideways(browser, report):
+    _, result, html = report
+    page, _ = _open(browser, html, PHONE)
+    try:
+        table = page.locator("table.per-source")
+        assert table.count() == 1 and table.is_visible()
+        assert page.evaluate(OVERFLOWING, "table.per-source") == 0
+        shown = table.inner_text()
+        for source in ("cohen", "hannover", "padchest"):  # a row of each evaluation
+            assert source in shown
+        labels = table.evaluate("t => [...t.querySelectorAll('td[data-label]')].map("
+                                "td => getComputedStyle(td, '::before').content)")
+        assert '"Source-only baseline: "' in labels  # the header is hidden: each cell says it
+    finally:
+        page.close()
 
 
 def test_report_is_small_and_short_with_details_folded(browser, report):
