@@ -34,7 +34,9 @@ the kinds it knows:
   twin model's maps of the same images. The pipeline saves those arrays once, as
   ``artifacts/<check_id>/<name>.npz`` in the run folder, and adds that run-relative path
   to the spec as ``"npz"``, which the report reads.
-- ``{"kind": "image_gallery", "title", "artifact": "<name>", "captions": [...], "columns": int}``
+- ``{"kind": "image_gallery", "title", "artifact": "<name>", "captions": [...], "columns": int,
+  "caption": str}`` (``caption``, optional, for any kind: how to read the figure, shown
+  under it)
   where the artifact holds ``images`` (n,S,S) uint8 and optionally ``masks`` (n,S,S) uint8
   (drawn as outlines), saved and read as for ``cam_gallery``.
 """

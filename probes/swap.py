@@ -199,7 +199,13 @@ def gallery(context: ProbeContext, rows: np.ndarray, called: np.ndarray, pairs: 
     spec = {"kind": "image_gallery", "artifact": "composites", "columns": 3,
             "title": f"Composites of {context.audited}: {names[0]} donor, {names[1]} donor, "
                      "composite (outline: the swapped region)",
-            "captions": captions}
+            "captions": captions,
+            "caption": (f"Each row is one pair: the image that gives the {names[0]}, the image "
+                        f"that gives the {names[1]}, then their composite. Under each image: "
+                        "its true label and source, and after the arrow the model's call; "
+                        "under the composite, its call and whether that call follows the "
+                        f"{outcome[0]} or the {outcome[1]}. The yellow outline is the swapped "
+                        "region.")}
     return ({"composites": spec},
             {"composites": {"images": np.stack(images), "masks": np.stack(masks)}})
 

@@ -52,9 +52,9 @@ ITEMS: tuple[CrosswalkItem, ...] = (
                   "Grad-CAM mass on the image border, outside the lungs and on local "
                   "hot spots."),
     CrosswalkItem("CLAIM 2024; TRIPOD+AI", "Performance per subgroup with confidence intervals",
-                  (PER_SOURCE_TABLE,),
+                  (PER_SOURCE_TABLE, "performance.within_source"),
                   "Accuracy per source with 95% CIs, next to the source-only baseline and "
-                  "chance (subgroup = image source)."),
+                  "chance (subgroup = image source), and the skill kept within each source."),
     CrosswalkItem("CLAIM 2024; TRIPOD+AI", "Reference standard (ground truth) and its quality",
                   (), "Outside this audit: it takes the manifest's labels as given."),
     CrosswalkItem("TRIPOD+AI; GMLP (representative of the intended population)",

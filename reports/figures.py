@@ -67,6 +67,7 @@ class RenderedFigure:
     data_uri: str | None = None
     note: str | None = None
     wide: bool = False  # drawn wider than a half-page column: shown at full width
+    caption: str = ""  # the spec's "caption": how to read the figure
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def render_figure(spec: dict[str, Any], run_dir: Path,
         spec = {**spec, "threshold": threshold}
     try:
         png, width = draw(spec, run_dir)
-        return RenderedFigure(title, data_uri=figure_data_uri(png), wide=width > _WIDE_INCHES)
+        return RenderedFigure(title, data_uri=figure_data_uri(png), wide=width > _WIDE_INCHES,
+                              caption=str(spec.get("caption") or ""))
     except FigureUnavailable as missing:
         return RenderedFigure(title, note=str(missing))
     except (KeyError, ValueError, TypeError, IndexError) as bad_spec:

@@ -131,7 +131,24 @@ def _quantitative(result: AuditResult, review: ReviewView) -> str:
         [[check.check_id, str(check.status).replace("_", " "), check.metric,
           format_p(check.p_value), format_p(check.p_adjusted), check.threshold]
          for check in result.checks])]
+    lines += _evidence_by_topic(result, review)
     return "\n".join(lines)
+
+
+def _evidence_by_topic(result: AuditResult, review: ReviewView) -> list[str]:
+    """The checks of this run that evidence a review topic of the standards crosswalk
+    (external validation, robustness, per-subgroup performance, ...), each with its
+    status and sentence."""
+    ran = {check.check_id: check for check in result.checks if check.ran}
+    lines = []
+    for row in review.crosswalk:
+        evidence = [ran[name] for name in row.item.evidence if name in ran]
+        lines += [f"- {_cell(row.item.topic)} ({_cell(row.item.standards)}): "
+                  f"{check.check_id} ({str(check.status).replace('_', ' ')}): "
+                  f"{_cell(check.summary or check.reason or '')}" for check in evidence]
+    if not lines:
+        return []
+    return ["", "Evidence by review topic (the standards crosswalk of report.html):", "", *lines]
 
 
 def _ethics(result: AuditResult) -> str:

@@ -107,6 +107,11 @@ def test_image_gallery_draws_images_in_columns_with_and_without_outlines(tmp_pat
     drawn = render_figure({"kind": "image_gallery", "title": "t", "npz": "nowhere.npz"},
                           tmp_path)
     assert drawn.data_uri is None and "'nowhere.npz' is missing" in drawn.note
+    explained = render_figure({"kind": "image_gallery", "title": "g", "npz": "with.npz",
+                               "caption": "How to read it."}, tmp_path)
+    assert explained.data_uri and explained.caption == "How to read it."
+    assert render_figure({"kind": "image_gallery", "title": "g", "npz": "with.npz"},
+                         tmp_path).caption == ""
 
 
 def test_figure_data_uri_round_trips():

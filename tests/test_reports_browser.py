@@ -12,10 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from audit.core.config import CheckPolicy, PolicyConfig
 from reports import write_reports
 from reports.view import check_anchor
-from tests.report_fixtures import build_audit_result
-from tests.review_fixtures import review_result
+from tests.report_fixtures import REPORT_POLICY, build_audit_result, write_gallery_npz
+from tests.review_fixtures import (
+    GALLERY_CAPTION,
+    border_swap,
+    external_sources,
+    held_out,
+    review_result,
+    surround_swap,
+    within_source,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -26,6 +35,12 @@ HOSTILE_LABEL = "<script>window.__pwned = 'label'</script>"
 LAPTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
 A4_CONTENT_PX = round((210 - 2 * 12) / 25.4 * 96)  # A4 less report.css' 12 mm side margins
 MAX_BYTES, MAX_SCREENS = 1_500_000, 12
+SWAP_NPZ = "artifacts/intervention.border_swap/composites.npz"
+SWAPS_WARN = PolicyConfig(alpha=0.05, checks={
+    **REPORT_POLICY.checks,
+    **{check_id: CheckPolicy(gate="warn", threshold=0.2, required=False)
+       for check_id in ("intervention.border_swap", "intervention.surround_swap")}})
+"""``REPORT_POLICY`` gating the swap checks, so their cards are open as a fired check's."""
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +57,13 @@ def browser():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """The rich fixture's run folder, its result with the per-source checks (within source,
-    held out, external) and its report page (drawn once)."""
+    held out, external) and the swap checks, and its report page (drawn once)."""
     run_dir = tmp_path_factory.mktemp("run")
-    result = review_result(build_audit_result(run_dir))
+    base = build_audit_result(run_dir)
+    write_gallery_npz(run_dir, SWAP_NPZ)
+    result = review_result(base, checks=(within_source(), held_out(), external_sources(),
+                                         border_swap(npz=SWAP_NPZ), surround_swap()),
+                           policy=SWAPS_WARN)
     return run_dir, result, write_reports(result, run_dir)["html"]
 
 
@@ -126,9 +145,38 @@ def test_per_source_table_fits_a_phone_without_scrolling_sideways(browser, repor
         page.close()
 
 
-def test_report_is_small_and_short_with_details_folded(browser, report):
-    """A fired check's tables open for reading and print; the height is measured folded."""
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1440x900", "390x844"])
+def test_swap_cards_show_their_tables_and_the_explained_gallery(browser, report, viewport):
     _, _, html = report
+    page, _ = _open(browser, html, viewport)
+    try:
+        card = page.locator(f"#{check_anchor('intervention.border_swap')}")
+        gallery = card.locator("figure", has=page.locator("figcaption"))
+        assert gallery.count() == 1 and gallery.locator("img.plot").evaluate(
+            "i => i.complete && i.naturalWidth > 0")
+        assert gallery.locator("figcaption").inner_text() == GALLERY_CAPTION
+        assert gallery.locator("figcaption").is_visible()
+        for anchor in ("intervention.border_swap", "intervention.surround_swap"):
+            tables = page.locator(f"#{check_anchor(anchor)} table")
+            assert tables.count() >= 1, anchor
+        assert "composites following the border" in card.inner_text()
+        assert page.evaluate(OVERFLOWING, "figure") == 0
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def lean_report(tmp_path_factory):
+    """The rich fixture's report page alone, without the per-source and swap checks: the
+    page the length budget was set on."""
+    run_dir = tmp_path_factory.mktemp("lean")
+    return write_reports(build_audit_result(run_dir), run_dir)["html"]
+
+
+def test_report_is_small_and_short_with_details_folded(browser, report, lean_report):
+    """A fired check's tables open for reading and print; the height is measured folded."""
+    assert report[2].stat().st_size < MAX_BYTES
+    html = lean_report
     assert html.stat().st_size < MAX_BYTES
     page, _ = _open(browser, html, LAPTOP)
     try:

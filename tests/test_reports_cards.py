@@ -9,8 +9,15 @@ from audit.core.result import AuditResult
 from audit.gate import judge
 from probes.base import CheckResult, signed
 from probes.registry import specs
-from reports.cards import check_card, label, reconciling_notes
+from reports.cards import LABELS, check_card, label, reconciling_notes
 from reports.html import render_html
+from tests.review_fixtures import (
+    border_swap,
+    external_sources,
+    held_out,
+    surround_swap,
+    within_source,
+)
 
 POLICY = PolicyConfig(alpha=0.05, checks={
     "attention.border": CheckPolicy(gate="fail", threshold=1.05),
@@ -99,3 +106,20 @@ def test_a_count_metric_and_its_threshold_are_integers():
 def test_signed_numbers_never_read_minus_zero():
     assert [signed(v) for v in (-0.001, 0.0, -0.0, 0.514, -0.26)] == [
         "+0.00", "+0.00", "+0.00", "+0.51", "-0.26"]
+
+
+@pytest.mark.parametrize("made", [border_swap, surround_swap, within_source, external_sources,
+                                  held_out], ids=lambda made: made.__name__)
+def test_a_new_checks_keys_have_human_labels_and_its_tables_show(made):
+    check = made()
+    card = check_card(check, SPECS.get(check.check_id), 0.05, None)
+    keys = {key for key, value in check.details.items()}
+    keys |= {inner for value in check.details.values() if isinstance(value, dict)
+             for inner in value}
+    keys |= {column for rows in check.tables.values() for row in rows for column in row}
+    keys |= set(check.tables)
+    unlabelled = sorted(key for key in keys if "_" in key and key not in LABELS)
+    assert unlabelled == []  # a reader never sees "follow_border" as "follow border"
+    assert [table.title for table in card.tables] == [label(name) for name in check.tables]
+    assert all(table.rows and len(table.columns) == len(table.rows[0]) for table in card.tables)
+    assert card.raw == ""  # every detail is a labelled number, none left as raw JSON

@@ -30,6 +30,7 @@ from tests.review_fixtures import (
     external_sources,
     held_out,
     review_result,
+    surround_swap,
     within_source,
 )
 
@@ -228,7 +229,8 @@ def test_per_source_rows_come_from_each_check_with_its_keys(result):
 def test_per_source_table_on_the_page(page):
     table = page[page.index('id="per-source"'):page.index('id="checks"')]
     assert "0.910 [0.840, 0.960]" in table  # internal accuracy with its CI
-    assert "<td>0.610</td>" in table and "<td>0.250</td>" in table  # baseline, chance
+    assert '<td data-label="Source-only baseline">0.610</td>' in table
+    assert '<td data-label="Chance">0.250</td>' in table
     assert "not evaluated: shares no label with the other sources" in table
     assert "padchest" in table and "opacity recall" in table  # the check's target class
     assert "needs at least 40 images and 2 labels" in table
@@ -274,6 +276,27 @@ def test_crosswalk_follows_the_statuses_of_this_run(result):
     assert external.evidenced and "generalization.leave_one_source_out: fail" in external.found
     assert rows["Performance per subgroup with confidence intervals"].evidenced
     assert not rows["Reference standard (ground truth) and its quality"].evidenced
+
+
+def test_crosswalk_and_model_card_take_the_new_checks_as_evidence(base):
+    run = review_result(base, checks=(within_source(), held_out(), external_sources(),
+                                      border_swap(), surround_swap()))
+    rows = {row.item.topic: row for row in crosswalk(run)}
+    subgroup = rows["Performance per subgroup with confidence intervals"].found
+    assert "performance.within_source: " in subgroup
+    robustness = rows["Robustness or sensitivity analysis"]
+    assert robustness.evidenced and "intervention.border_swap: " in robustness.found
+    assert "intervention.surround_swap: " in robustness.found
+    card = render_model_card(run)
+    evidence = card[card.index("Evidence by review topic"):]
+    for topic, check in (("External validation / performance on unseen sites", external_sources()),
+                         ("Robustness or sensitivity analysis", border_swap()),
+                         ("Robustness or sensitivity analysis", surround_swap()),
+                         ("Performance per subgroup with confidence intervals", within_source())):
+        line = next(line for line in evidence.splitlines()
+                    if line.startswith(f"- {topic}") and f": {check.check_id} (" in line)
+        assert line.endswith(check.summary), line
+    assert "Reference standard" not in evidence  # a topic no check evidences is not listed
 
 
 def test_crosswalk_without_the_evidence_says_not_evidenced():

@@ -144,6 +144,9 @@ def test_the_gallery_shows_both_donors_and_the_composite(tmp_path):
     assert arrays["images"].shape[1:] == (SIZE, SIZE) and len(arrays["images"]) % 3 == 0
     assert len(result.figures["composites"]["captions"]) == len(arrays["images"])
     assert result.figures["composites"]["artifact"] == "composites"
+    # the caption says how to read the panels' own captions, in this check's words
+    caption = result.figures["composites"]["caption"]
+    assert "gives the lungs" in caption and "follows the surround or the lungs" in caption
 
 
 def test_border_swap_fires_on_a_label_tied_marker_and_not_for_a_lung_reader(tmp_path):

@@ -91,7 +91,8 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
         "values": [row["share"] for row in by_relation],
         "ci_low": [row["ci_low"] for row in by_relation],
         "ci_high": [row["ci_high"] for row in by_relation],
-        "reference": BAND_NULL_SHARE, "ylabel": "share following the border"}
+        "reference": BAND_NULL_SHARE, "reference_label": "null share",
+        "ylabel": "share following the border"}
     return SPEC.result(
         metric_name="border-following share", metric=share, ci=ci, p_value=p_value,
         summary=(f"{context.audited}, {word} call: the outer "
