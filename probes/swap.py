@@ -139,7 +139,8 @@ def swap(context: ProbeContext, rows: np.ndarray, called: np.ndarray, base: np.n
 def share_rows(pairs: Pairs, follows: np.ndarray, groups: dict[str, np.ndarray],
                subset: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One table row per distinct combination of ``groups`` values among the pairs (of
-    ``subset``): n and the share of ``follows``, with its Wilson interval."""
+    ``subset``): their number (``pairs``) and the share of ``follows``, with its Wilson
+    interval."""
     subset = np.ones(len(follows), bool) if subset is None else subset
     keys = list(zip(*(np.asarray(values)[subset] for values in groups.values()), strict=True))
     table = []
@@ -149,7 +150,7 @@ def share_rows(pairs: Pairs, follows: np.ndarray, groups: dict[str, np.ndarray],
             part &= np.asarray(values) == value
         hits, n = int(follows[part].sum()), int(part.sum())
         low, high = wilson_ci(hits, n)
-        table.append({**dict(zip(groups, (str(v) for v in key), strict=True)), "n": n,
+        table.append({**dict(zip(groups, (str(v) for v in key), strict=True)), "pairs": n,
                       "share": hits / n, "ci_low": low, "ci_high": high})
     return table
 

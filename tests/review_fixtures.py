@@ -79,7 +79,7 @@ GALLERY_CAPTION = "How to read the composites: the arrow gives the model's call.
 def border_swap(share: float = 0.35, pairs: int = 60, npz: str | None = None) -> CheckResult:
     """``intervention.border_swap`` with the details keys and tables the check writes and,
     given the run-relative path of an image npz, its composites gallery."""
-    rows = [{"relation": relation, "band_call": "COVID", "n": pairs // 2, "share": share,
+    rows = [{"relation": relation, "band_call": "COVID", "pairs": pairs // 2, "share": share,
              "ci_low": share - 0.15, "ci_high": share + 0.15} for relation in ("across", "within")]
     figures = {"composites": {"kind": "image_gallery", "artifact": "composites", "npz": npz,
                               "columns": 3, "title": "Composites of mobilenetv2/raw",
@@ -103,9 +103,9 @@ def surround_swap(share_across: float = 0.62, share_within: float = 0.3) -> Chec
         return {"pairs": n, f"follow_{name}": round(value * n), "share": value,
                 "ci": [value - 0.1, value + 0.1]}
 
-    rows = [{"relation": "across", "surround_class": "covid", "n": 30, "share": share_across,
+    rows = [{"relation": "across", "surround_class": "covid", "pairs": 30, "share": share_across,
              "ci_low": share_across - 0.15, "ci_high": share_across + 0.12},
-            {"relation": "within", "surround_class": "covid", "n": 30, "share": share_within,
+            {"relation": "within", "surround_class": "covid", "pairs": 30, "share": share_within,
              "ci_low": share_within - 0.12, "ci_high": share_within + 0.15}]
     return CheckResult(check_id="intervention.surround_swap",
                        title="Decisions that follow the hospital around the lungs",
@@ -119,7 +119,7 @@ def surround_swap(share_across: float = 0.62, share_within: float = 0.3) -> Chec
                                 "feather_sigma_px": 0.96},
                        tables={"by_class": rows,
                                "by_source_pair": [{"lung_source": "cohen",
-                                                   "surround_source": "hannover", "n": 12,
+                                                   "surround_source": "hannover", "pairs": 12,
                                                    "share": 0.75, "ci_low": 0.47,
                                                    "ci_high": 0.91}]})
 

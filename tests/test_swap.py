@@ -147,6 +147,9 @@ def test_the_gallery_shows_both_donors_and_the_composite(tmp_path):
     # the caption says how to read the panels' own captions, in this check's words
     caption = result.figures["composites"]["caption"]
     assert "gives the lungs" in caption and "follows the surround or the lungs" in caption
+    # a table row counts pairs (the report labels it so), not images
+    assert all({"pairs", "share"} <= set(row) and "n" not in row
+               for rows in result.tables.values() for row in rows)
 
 
 def test_border_swap_fires_on_a_label_tied_marker_and_not_for_a_lung_reader(tmp_path):
