@@ -183,6 +183,13 @@ def test_a_border_swap_finding_says_the_share_of_calls_following_the_band(base, 
     assert "border-following share is " + f"{share:.3g}" in strongest
 
 
+@pytest.mark.parametrize("across, within", [(0.62, 0.3), (0.9, 0.45)])
+def test_a_surround_swap_finding_sets_across_against_within_sources(base, across, within):
+    strongest = _fired_alone(base, surround_swap(across, within), threshold=0.1)
+    assert (f"the model's call follows the surround in {across:.0%} of 60 composites across "
+            f"sources against {within:.0%} of 60 within a source") in strongest
+
+
 @pytest.mark.parametrize("baseline, overall", [(0.58, 0.89), (0.71, 0.64)])
 def test_a_within_source_finding_sets_the_hospital_alone_against_the_model(base, baseline,
                                                                            overall):
