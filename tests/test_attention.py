@@ -218,6 +218,9 @@ def test_a_marker_in_one_corner_of_one_class_fires_localized_but_not_the_band(tm
         "covid", "top-right")
     assert localized.details["cells_tested"] == 4 * 8  # classes x border zones, Holm over them
     assert localized.ci[0] > 1.5
+    worst = next(cell for cell in localized.tables["cells"]
+                 if (cell["class"], cell["zone"]) == ("covid", "top-right"))
+    assert worst["rest_enrichment"] < 1.0 and worst["p_holm"] == localized.p_value < 0.01
     pointing = localized.details["pointing_in_zone"]
     assert (pointing["peak_hits"], pointing["n"]) == (18, 24)
     assert pointing["cell_share"] == pytest.approx(1 / 64)
@@ -246,6 +249,19 @@ def test_one_image_with_a_hot_corner_does_not_fire_localized(tmp_path):
     assert localized.metric > default_threshold("attention.localized")
     assert localized.details["pointing_in_zone"]["peak_hits"] == 1
     assert localized.p_value > 0.05 and not fires(localized)
+
+
+def test_a_corner_every_class_looks_at_is_not_a_label_shortcut(tmp_path):
+    """p asks whether one class looks at the zone more than the others: a corner all
+    classes attend alike (the body outline, say) is enriched but does not fire."""
+    from tests.probe_fixtures import default_threshold
+
+    dataset = lung_phantoms(n=48, bright="lungs")
+    localized = _run_all(tmp_path, bright="lungs", with_twin=False,
+                         dataset=_corner_marker(dataset, np.arange(48)))["attention.localized"]
+    assert localized.details["worst_zone"] == "top-right"
+    assert localized.metric > default_threshold("attention.localized")
+    assert localized.p_value > 0.5 and not fires(localized)
 
 
 def test_diffuse_attention_does_not_fire_localized(tmp_path):

@@ -17,9 +17,12 @@ SPEC = CheckSpec(
              "tag) for one class?",
     metric="largest Grad-CAM enrichment of one border zone (corner or edge) in one class "
            "(1 = uniform)",
-    # Set from clean-control measurements (benchmarks/attention_thresholds.py, README
-    # "Measured"): the largest cell of lung-focused models stays below it.
-    default=Gate(level="warn", threshold=1.5, required=False),
+    # Clean controls (benchmarks/attention_thresholds.py --kinds control, seeds 1-10,
+    # README "Measured") reach 1.91 with Holm p 0.036 (the 'other' class's basal effusion
+    # lies next to the bottom corners at 7x7 cells); markers measure 6.2-7.8. A warning,
+    # not required: the margin above clean controls is thin, and real signs near the
+    # border (costophrenic angles) can enter a zone.
+    default=Gate(level="warn", threshold=2.0, required=False),
     order=55,
     p_value="analytic",
     explanation=(
