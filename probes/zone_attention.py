@@ -21,6 +21,8 @@ four corners, four edges and the centre (``probes.regions.ZONES``; the band is
   test of the class's enrichment against 1, a random CAM's mean, was tried first: on the
   demo it gave the planted "R" (opacity, top-right, 2.26) Holm p 0.036 over the cells,
   0.18 after the gate's Holm over the checks, and a clean control's left edge 0.004.)
+  The threshold, not p, keeps class-specific signs near the border from firing: a clean
+  phantom's basal effusion next to a lower corner measures up to 1.91 with p below 1e-6.
 - The pointing game per cell: how many of the class's maps have their hottest cell in the
   zone (Wilson CI), against the zone's share of the cells, where a random map's peak
   lands. It is reported, not tested: an exact binomial test of it was tried as the p-value
