@@ -31,7 +31,7 @@ def tiny_config(confounding: float, traits: bool) -> dict:
         "segmentation": {"source": "manifest"},
         "models": {"alpha": 0.35, **weights, "epochs": 8, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 12, "n_permutations": 360, "n_bootstrap": 50,
+        "probes": {"cam_max_images": 12, "n_permutations": 320, "n_bootstrap": 50,
                    "ablation_sizes": [5, 10], "ablation_seeds": [0]},
     }
 

@@ -96,7 +96,7 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
         "data": {"image_size": 96, "test_fraction": 0.5, "n_folds": 2},
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none"},
-        "probes": {"cam_max_images": 48, "n_permutations": 360, "n_bootstrap": 20},
+        "probes": {"cam_max_images": 48, "n_permutations": 320, "n_bootstrap": 20},
     }))
     with pytest.MonkeyPatch.context() as patch:
         code = cxr_audit(patch, "audit", "--model", str(model), "--preprocess", str(spec),
