@@ -9,8 +9,6 @@ config; 3 an internal error (a bug: the traceback goes to ``crash.log`` in the r
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 import tempfile
 import traceback
@@ -23,6 +21,7 @@ import typer
 from audit.core.config import AuditConfig, PolicyConfig, load_config
 from audit.core.errors import AuditError, InputError
 from audit.core.progress import configure
+from audit.core.tensorflow_output import quiet_tensorflow
 from audit.data.cli import app as data_app
 
 if TYPE_CHECKING:
@@ -142,6 +141,9 @@ def audit_model(
     config: ConfigOption = None,
     policy: PolicyOption = None,
     verify: Verify = False,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="Manifest of sources that did not train the model, for "
+        "generalization.external (repeatable; added to the config's data.external).")] = None,
 ) -> None:
     """Audit a model someone else trained: checks that need retraining are not_run.
 
@@ -153,8 +155,9 @@ def audit_model(
     from audit.pipeline import audit_external
 
     settings = _verified(load_config(config) if config else AuditConfig(), verify)
-    settings = settings.model_copy(update={
-        "data": settings.data.model_copy(update={"manifest": data.resolve()})})
+    settings = settings.model_copy(update={"data": settings.data.model_copy(update={
+        "manifest": data.resolve(),
+        "external": [*settings.data.external, *(path.resolve() for path in external or [])]})})
     _report_and_exit(audit_external(model, preprocess, settings, out, policy), out)
 
 
@@ -182,32 +185,36 @@ def gate(
     result = read_summary(summary)
     check_writable_folder(run_dir, "RUN_DIR")  # its reports are rewritten
     ctx.find_root().obj["run_dir"] = run_dir
-    chosen, described = _gate_policy(policy, policy_from_run, result, summary)
+    chosen, described, name = _gate_policy(policy, policy_from_run, result, summary)
     typer.echo(f"policy: {described}")
-    judged = judge(result, chosen)
+    judged = judge(result, chosen, name)
     write_reports(judged, run_dir)
     _report_and_exit(judged, run_dir)
 
 
 def _gate_policy(policy_file: Path | None, from_run: bool, result: AuditResult,
-                 summary: Path) -> tuple[PolicyConfig, str]:
-    """The policy ``gate`` judges by, and a line saying which it is.
+                 summary: Path) -> tuple[PolicyConfig, str, str]:
+    """The policy ``gate`` judges by, a line saying which it is, and its name for the
+    report (``audit.gate.policy_name``; the run's own name under ``--policy-from-run``).
 
     A summary.json can be edited by anyone who can write the run folder, so its embedded
     policy is used only when asked for.
     """
     from audit.core.cache import hash_file
-    from audit.gate import load_policy, policy_of_run
+    from audit.gate import load_policy, policy_name, policy_of_run
 
     if from_run and policy_file is not None:
         raise InputError(f"--policy {policy_file} and --policy-from-run: give one of them "
                          "(a file on the default policy, or the run's own)")
     if from_run:
-        return policy_of_run(result, f"{summary} policy"), f"embedded in {summary}"
+        name = result.audited.get("policy", {}).get("name", "the run's own")
+        return policy_of_run(result, f"{summary} policy"), f"embedded in {summary}", name
     if policy_file is not None:
         chosen = load_policy(policy_file)
-        return chosen, f"{policy_file} (sha256 {hash_file(policy_file)}) on the default"
-    return load_policy(), "default (each check's default rule, see `cxr-audit checks`)"
+        return (chosen, f"{policy_file} (sha256 {hash_file(policy_file)}) on the default",
+                policy_name(policy_file))
+    return (load_policy(), "default (each check's default rule, see `cxr-audit checks`)",
+            policy_name(None))
 
 
 @app.command()
@@ -321,22 +328,6 @@ def _report_and_exit(result, out: Path) -> None:
     if result.absent_required:
         typer.echo(f"  required but absent from the run: {', '.join(result.absent_required)}")
     raise typer.Exit(exit_code(result))
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up chatter off the terminal: the one place that does so.
-
-    ``TF_CPP_MIN_LOG_LEVEL=1`` hides the C++ runtime's info lines (CPU instruction sets,
-    oneDNN), keeping its warnings and errors; TensorFlow reads it once, when it is first
-    imported, so this runs before any command imports it, and spawned job processes
-    inherit it. A value the user set is kept. TensorFlow's Python logger is lowered to
-    errors: what it warns of here are ``tf.function`` retracing notices, which a new
-    model's first call triggers by design (``models.trained.predict_in_full_batches``
-    keeps the avoidable ones away). Library code sets neither: a library user's logging
-    is theirs.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def main() -> None:

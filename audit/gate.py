@@ -26,6 +26,7 @@ import yaml
 from pydantic import ValidationError
 from statsmodels.stats.multitest import multipletests
 
+from audit.core.cache import stable_hash
 from audit.core.config import CheckPolicy, PolicyConfig, format_validation_error
 from audit.core.errors import InputError
 from audit.core.io import read_text
@@ -191,11 +192,34 @@ def check_permutations(policy: PolicyConfig, enabled: tuple[str, ...],
         f"{needed} (or ignore checks in the policy, or raise alpha)")
 
 
-def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
+def policy_name(path: str | Path | None, overrides: PolicyConfig | None = None) -> str:
+    """How the report names the policy ``load_policy(path, overrides)`` builds: ``default``,
+    with the config's policy section and the file's name when they add anything."""
+    parts = ["default"]
+    if overrides is not None and (overrides.checks or "alpha" in overrides.model_fields_set):
+        parts.append("the config's policy section")
+    if path is not None:
+        parts.append(Path(path).name)
+    return " + ".join(parts)
+
+
+def policy_identity(policy: PolicyConfig, name: str) -> dict[str, str]:
+    """``{"name", "sha256"}``: the SHA-256 of the policy's canonical JSON (keys sorted), so
+    two runs judged by the same rules show the same hash whatever file they came from."""
+    return {"name": name, "sha256": stable_hash(policy.model_dump(mode="json"), length=64)}
+
+
+def judge(result: AuditResult, policy: PolicyConfig, name: str = "default") -> AuditResult:
     """Judge every check of ``result`` against ``policy`` and set the verdict.
 
     Every check's ``p_adjusted``, ``blocking``, status, threshold and gate are recomputed
     from its measurement and ``policy``; nothing a previous judgement wrote is read back.
+    ``result.audited["policy"]`` becomes ``policy_identity(policy, name)``.
+
+    Args:
+        result: The measured (or previously judged) audit.
+        policy: The rules.
+        name: How the report names the policy (``policy_name``). Defaults to "default".
 
     Returns:
         A new ``AuditResult``; the verdict is ``"fail"`` when any check is blocking (it
@@ -220,8 +244,10 @@ def judge(result: AuditResult, policy: PolicyConfig) -> AuditResult:
     failures += [f"{check_id}: required by the policy but absent from the run"
                  for check_id in absent]
     verdict = "fail" if failures else "pass"
-    return result.with_judgement(tuple(judged), verdict, tuple(failures + warnings), absent,
-                                 policy.model_dump(mode="json"))
+    judged_result = result.with_judgement(tuple(judged), verdict, tuple(failures + warnings),
+                                          absent, policy.model_dump(mode="json"))
+    return replace(judged_result,
+                   audited={**result.audited, "policy": policy_identity(policy, name)})
 
 
 def _holm_over_gated(checks: tuple[CheckResult, ...],

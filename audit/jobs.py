@@ -39,14 +39,20 @@ def load_data(config: AuditConfig, cache: StageCache) -> Dataset:
     the run's images stay inspectable)."""
     from audit.data.images import load_dataset
 
-    manifest = config.data.manifest
-    if manifest is None:
-        from audit.data.phantoms import generate_phantoms
+    return load_dataset(manifest_file(config, cache), config.data.image_size, cache,
+                        dict(config.data.label_map))
 
-        synth = config.data.synth
-        folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))
-        manifest = folder / "manifest.csv"
-    return load_dataset(manifest, config.data.image_size, cache, dict(config.data.label_map))
+
+def manifest_file(config: AuditConfig, cache: StageCache) -> Path:
+    """The manifest the run reads: the config's, or the synthetic phantoms' (generated into
+    their cache stage once)."""
+    if config.data.manifest is not None:
+        return Path(config.data.manifest)
+    from audit.data.phantoms import generate_phantoms
+
+    synth = config.data.synth
+    folder = cache.run("phantoms", synth, lambda tmp: generate_phantoms(synth, tmp))
+    return folder / "manifest.csv"
 
 
 def prepare_data(config: AuditConfig, cache: StageCache,
@@ -169,13 +175,12 @@ def variant_job(payload: dict[str, Any]) -> dict[str, Any]:
         ``path`` (the trained model's stage folder relative to the cache root, for
         ``models.saving.load_trained``) and ``events`` (this job's stage events).
     """
-    from models.train import spec_from_config, train_classifier
+    from models.train import spec_from_config, train_into_cache
 
     config, cache, dataset = _job_data(payload)
     spec = spec_from_config(config, payload["backbone"], payload["input_mode"], payload["seed"])
-    model = train_classifier(dataset, np.asarray(payload["train_rows"], dtype=np.int64),
-                             np.asarray(payload["val_rows"], dtype=np.int64), spec, cache=cache)
-    return {"path": model.path.relative_to(cache.root).as_posix(),
+    folder = train_into_cache(dataset, payload["train_rows"], payload["val_rows"], spec, cache)
+    return {"path": folder.relative_to(cache.root).as_posix(),
             "events": [asdict(event) for event in cache.events]}
 
 
@@ -192,12 +197,13 @@ def _train_and_evaluate(config: AuditConfig, cache: StageCache, dataset: Dataset
                         rows: tuple[np.ndarray, np.ndarray, np.ndarray], spec: Any,
                         payload: dict[str, Any]) -> dict[str, Any]:
     from models.metrics import classification_metrics
-    from models.train import train_classifier
+    from models.train import predict_cached, train_classifier
 
     train, val, evaluate = rows
     model = train_classifier(dataset, train, val, spec, cache=cache)
     metrics = classification_metrics(dataset.labels[evaluate],
-                                     model.predict_proba(dataset, evaluate), dataset.classes,
+                                     predict_cached(model, dataset, evaluate, spec, cache),
+                                     dataset.classes,
                                      n_bootstrap=config.probes.n_bootstrap, seed=payload["seed"])
     which = "test rows" if payload["fold"] is None else f"fold {payload['fold']}"
     log.info("%s seed %d: accuracy %.3f on %s", model.key, payload["seed"],

@@ -5,7 +5,8 @@ cross-validation folds) as a grid of jobs on the configured runner, then runs ev
 against them; the classifiers a probe retrains go to the same runner, all of that probe's
 at once. ``audit_external`` audits a model someone else trained: the checks that
 need retraining report ``not_run`` with the reason. Both return an ``AuditResult`` judged
-by the policy and write ``report.html``, ``summary.json`` and ``junit.xml`` to the run
+by the policy, naming what was audited (``audit.audited``) without absolute paths, and
+write ``report.html``, ``summary.json``, ``junit.xml`` and ``model_card.md`` to the run
 folder.
 
 Every expensive step is a stage of the run's cache (``<out>/cache`` unless
@@ -34,15 +35,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.core.cache import StageCache, stable_hash
+from audit.audited import audit_date, data_identity, model_identity, portable, tool_identity
+from audit.core.cache import StageCache, hash_array, stable_hash
 from audit.core.config import CLASSES, AuditConfig, dump_config
 from audit.core.errors import InputError
 from audit.core.io import atomic_write
 from audit.core.progress import log, progress
 from audit.core.result import AuditResult
 from audit.data.dataset import Dataset, Splits
-from audit.gate import check_permutations, judge, load_policy
+from audit.data.manifest import file_problem
+from audit.gate import check_permutations, judge, load_policy, policy_name
 from audit.jobs import (
+    manifest_file,
     prepare_data,
     split_data,
     train_job,
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
 VERSIONED_PACKAGES = ("cxr-shortcut-audit", "tensorflow-cpu", "tensorflow", "keras", "numpy",
                       "scikit-learn", "statsmodels", "tf-keras-vis", "segmentation-models")
 CAM_STAGE = "gradcam"
+IMAGE_PREDICTION_STAGE = "image_predictions"
 ARTIFACTS_DIR = "artifacts"  # in the run folder: ``<check_id>/<name>.npz`` per check artifact
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # an artifact's name is its file name
 
@@ -81,11 +86,14 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     Returns:
         The judged result (also written as ``summary.json`` and the reports).
     """
-    started = time.perf_counter()
+    from models.saving import MODEL_FILE
+
+    started, date = time.perf_counter(), audit_date()
     check_cam_grid(config)
     check_target_class(config)
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
+    external = load_external(config, cache)
     splits = _save_splits(config, dataset, out_dir)
     runner = runner or get_runner(config.runtime)
     records = _train_grid(config, cache, out_dir, runner)
@@ -96,15 +104,17 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         audited=f"{config.models.backbones[0]}/raw", params=config.probes,
         seed=config.probes.seed, train_variants=variants,
         image_features=_feature_extractor(config, cache),
-        explanations=explanation_service(dataset, models, cache),
+        explanations=explanation_service(dataset, models, cache), external=external,
+        predict_images=image_prediction_service(models, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
-    result = AuditResult(
-        checks=tuple(checks), models=tuple(_model_records(records)),
-        data=summarise_data(dataset), segmentation=segmentation,
+    audited = models[context.audited]
+    result = _audit_result(
+        config, cache, out_dir, dataset, checks=checks, models=_model_records(records),
+        segmentation=segmentation,
         provenance=_provenance(config, dataset, cache, records + variants.jobs, started),
-    )
-    return _finish(result, policy, out_dir)
+        model=model_identity(audited, Path(audited.path) / MODEL_FILE, out_dir), date=date)
+    return _finish(result, policy, policy_name(policy_path, config.policy), out_dir)
 
 
 def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditConfig,
@@ -118,7 +128,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     """
     from models.external import load_external_model
 
-    started = time.perf_counter()
+    started, date = time.perf_counter(), audit_date()
     out_dir, cache, policy = _start_run(config, out_dir, policy_path)
     model = load_external_model(model_path, spec_path)
     dataset, segmentation = prepare_data(config, cache, masks_dir=out_dir / "masks")
@@ -129,15 +139,40 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
         params=config.probes, seed=config.probes.seed,
         image_features=_feature_extractor(config, cache),
         explanations=explanation_service(dataset, models, cache),
+        predict_images=image_prediction_service(models, cache),
+        external=load_external(config, cache),
     )
     checks = run_checks(context, enabled_checks(config), cache, out_dir)
     record = {"key": model.key, "backbone": model.backbone, "input_mode": model.input_mode,
               "path": str(model_path), "external": True, **model.metadata}
-    result = AuditResult(
-        checks=tuple(checks), models=(record,), data=summarise_data(dataset),
+    result = _audit_result(
+        config, cache, out_dir, dataset, checks=checks, models=[record],
         segmentation=segmentation, provenance=_provenance(config, dataset, cache, [], started),
+        model=model_identity(model, Path(model_path), out_dir, spec_file=Path(spec_path)),
+        date=date)
+    return _finish(result, policy, policy_name(policy_path, config.policy), out_dir)
+
+
+def _audit_result(config: AuditConfig, cache: StageCache, out_dir: Path, dataset: Dataset, *,
+                  checks: list[CheckResult], models: list[dict[str, Any]],
+                  segmentation: dict[str, Any] | None, provenance: dict[str, Any],
+                  model: dict[str, Any], date: str) -> AuditResult:
+    """The measured result, with what was audited (``audit.audited``) and no absolute
+    path: the run's own files relative to ``out_dir``, images relative to the manifest's
+    folder, anything else by its file name."""
+    manifest = manifest_file(config, cache)
+    synth = config.data.synth
+    synthetic = (None if config.data.manifest is not None else
+                 f"synthetic phantoms (data.synth: {synth.n_sources} sources, confounding "
+                 f"{synth.confounding:g}, seed {synth.seed})")
+    images = manifest.parent
+    return AuditResult(
+        checks=tuple(checks), models=tuple(portable(models, out_dir)),
+        data=portable(summarise_data(dataset), images),
+        segmentation=portable(segmentation, images), provenance=portable(provenance, out_dir),
+        audited={"model": model, "data": data_identity(dataset, manifest, synthetic),
+                 "tool": tool_identity(), "date": date},
     )
-    return _finish(result, policy, out_dir)
 
 
 def _start_run(config: AuditConfig, out_dir: str | Path,
@@ -145,20 +180,52 @@ def _start_run(config: AuditConfig, out_dir: str | Path,
     """Validate what can be validated before any expensive step; write the resolved config.
 
     Raises:
-        InputError: an unknown check id or policy key, a missing weights file, or
-            ``probes.n_permutations`` too small for the gated permutation checks to fire
+        InputError: an unknown check id or policy key, a missing weights file or
+            ``data.external`` manifest, or ``probes.n_permutations`` too small for the gated permutation checks to fire
             (``audit.gate.check_permutations``).
     """
-    enabled = enabled_checks(config)
+    runnable = runnable_checks(config)
     check_weights(config)
+    for manifest in config.data.external:  # now, not after hours of decoding and training
+        if (problem := file_problem(str(manifest))) is not None:
+            raise InputError(f"data.external: {manifest}: {problem}")
     policy = load_policy(policy_path, overrides=config.policy)
-    check_permutations(policy, enabled, config.probes.n_permutations)
+    check_permutations(policy, runnable, config.probes.n_permutations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_dir / "config.resolved.yaml") as handle:
         handle.write(dump_config(config))
     cache = StageCache(config.runtime.cache_dir or out_dir / "cache", verify=config.runtime.verify)
     return out_dir, cache, policy
+
+
+def runnable_checks(config: AuditConfig) -> tuple[str, ...]:
+    """The enabled checks that can run with the config's inputs: without ``data.external``
+    a check that needs external data is ``not_run``, so it joins no Holm family."""
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
+    return tuple(check_id for check_id in enabled_checks(config)
+                 if config.data.external or check_id not in external)
+
+
+def load_external(config: AuditConfig, cache: StageCache) -> tuple[Dataset, ...]:
+    """The ``data.external`` manifests as datasets, each read, validated, quarantined and
+    decoded at ``data.image_size`` through the image store as the main manifest is (no lung
+    masks: the audited model takes raw images).
+
+    Raises:
+        InputError: naming ``data.external`` and the manifest that cannot be read, lacks a
+            required column or has no usable row.
+    """
+    from audit.data.images import load_dataset
+
+    external = []
+    for manifest in config.data.external:
+        try:
+            external.append(load_dataset(manifest, config.data.image_size, cache,
+                                         dict(config.data.label_map)))
+        except InputError as error:
+            raise InputError(f"data.external: {error}") from None
+    return tuple(external)
 
 
 def check_cam_grid(config: AuditConfig) -> None:
@@ -198,19 +265,23 @@ def check_target_class(config: AuditConfig) -> None:
     Only for a run that trains: an external model has neither the lung-masked twin nor the
     retraining those checks need. Synthetic phantoms hold every class.
 
+    Reads the manifest's label column only: its rows and files are checked once, when
+    the data is loaded.
+
     Raises:
         InputError: naming ``probes.target_class``, its value and the classes the
-            manifest's labels map to (through ``data.label_map``); or the manifest's own
-            problems (``audit.data.manifest.read_manifest``).
+            manifest's labels map to (through ``data.label_map``); or the manifest table
+            cannot be read (``audit.data.manifest.read_table``).
     """
-    from audit.data.manifest import read_manifest
+    from audit.data.manifest import canonical_label_lookup, read_table
 
     enabled = enabled_checks(config)
     following = [spec.id for spec in specs() if spec.follows_target_class and spec.id in enabled]
     manifest, target = config.data.manifest, config.probes.target_class
     if manifest is None or not following:
         return
-    labels = set(read_manifest(manifest, dict(config.data.label_map)).rows["label"])
+    lookup = canonical_label_lookup(dict(config.data.label_map))
+    labels = {lookup.get(label.strip().lower()) for label in read_table(manifest).get("label", [])}
     found = [name for name in CLASSES if name in labels]
     if target not in found:
         raise InputError(
@@ -373,6 +444,32 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
     return explanations
 
 
+def image_prediction_service(
+    models: dict[str, TrainedModel], cache: StageCache,
+) -> Callable[[str, np.ndarray, np.ndarray | None], np.ndarray]:
+    """``predict_images`` for the probes: ``models[key]``'s class probabilities for images
+    that are no dataset rows (``TrainedModel.predict_images``), one cached
+    ``image_predictions`` stage per model and image content.
+
+    The key holds the model's identity and content hashes of the images and masks (the
+    cache adds the code): whatever a probe built them from, the same pixels reuse the
+    stage.
+    """
+    def predict_images(key: str, images: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        model, images = models[key], np.ascontiguousarray(images)
+        masks = None if masks is None else np.ascontiguousarray(masks)
+        stage_inputs = {"model": model.identity, "images": hash_array(images),
+                        "masks": None if masks is None else hash_array(masks)}
+
+        def compute(folder: Path) -> None:
+            np.save(folder / "probabilities.npy", model.predict_images(images, masks))
+
+        return cache.run_and_load(IMAGE_PREDICTION_STAGE, stage_inputs, compute,
+                                  lambda folder: np.load(folder / "probabilities.npy"))
+
+    return predict_images
+
+
 def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
                run_dir: Path) -> list[CheckResult]:
     """Every known check in registry order: enabled ones run (each a cached stage; a crash
@@ -380,14 +477,17 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
     p-values only: the gate Holm-adjusts the family its policy gates. Nothing is logged
     per check: the CLI reports each one once, judged, with the verdict."""
     inputs = _probe_inputs(context)
+    external = {spec.id for spec in specs() if "external_data" in spec.needs}
     results = []
     for check_id in progress(check_ids(), desc="checks"):
         if check_id not in enabled:
             results.append(CheckResult.not_run(check_id, check_id,
                                                "disabled in the config (probes.checks)"))
             continue
-        results.append(_run_check(check_id, context, cache, {**inputs, "check": check_id},
-                                  run_dir))
+        check_inputs = {**inputs, "check": check_id}
+        if check_id in external:  # only these read them
+            check_inputs["external"] = [data.data_key for data in context.external]
+        results.append(_run_check(check_id, context, cache, check_inputs, run_dir))
     return results
 
 
@@ -524,9 +624,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _finish(result: AuditResult, policy: Any, out_dir: Path) -> AuditResult:
+def _finish(result: AuditResult, policy: Any, name: str, out_dir: Path) -> AuditResult:
     from reports import write_reports
 
-    judged = judge(result, policy)
+    judged = judge(result, policy, name)
     write_reports(judged, out_dir)
     return judged

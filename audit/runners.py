@@ -8,7 +8,11 @@ before a failure (or a kill) are reused by the next run.
 Backends (``runtime.backend`` in the config):
 
 - ``local``: in this process when ``workers == 1`` (the default), else a pool of
-  ``workers`` processes started with ``spawn`` (TensorFlow is not fork-safe).
+  ``workers`` processes started with ``spawn`` (TensorFlow is not fork-safe). Each pool
+  process gets ``cores // workers`` threads (``worker_threads``, at least 1) for
+  TensorFlow's intra- and inter-op pools and for BLAS/OpenMP (``limit_threads``): left
+  alone, every process would start one thread per core in each pool, ``workers`` times
+  more runnable threads than cores.
 - ``ray``: one Ray task per job with declared CPU/GPU needs, on a local Ray instance or on
   an existing cluster (``runtime.ray_address``).
 
@@ -25,12 +29,14 @@ node and the cache folder shared by all of them.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 from audit.core.config import RuntimeConfig
 from audit.core.errors import AuditError
+from audit.core.tensorflow_output import quiet_tensorflow
 
 Job = Callable[[dict[str, Any]], Any]
 
@@ -82,13 +88,50 @@ class LocalRunner:
             outcomes = [_attempt(func, payload) for payload in payloads]
         else:
             context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                       initializer=start_worker,
+                                       initargs=(worker_threads(self.workers),))
             try:
                 futures = [pool.submit(func, payload) for payload in payloads]
                 outcomes = [_outcome(future) for future in futures]
             finally:  # on Ctrl-C, drop the queued jobs instead of waiting for all of them
                 pool.shutdown(wait=True, cancel_futures=True)
         return _collect(payloads, outcomes)
+
+
+def worker_threads(workers: int) -> int:
+    """Threads per process when ``workers`` processes share this machine's cores: the
+    cores this process may run on, divided among them (at least 1)."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+_BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def start_worker(threads: int) -> None:
+    """A spawned pool process's initializer: it starts clean, so TensorFlow's start-up
+    lines are kept off its stderr too, and its thread pools are capped (``limit_threads``)."""
+    quiet_tensorflow()
+    limit_threads(threads)
+
+
+def limit_threads(threads: int) -> None:
+    """Cap this process at ``threads`` threads per pool: TensorFlow's intra-op pool (one
+    op's arithmetic) and inter-op pool (ops run side by side), and the BLAS/OpenMP pools of
+    numpy, scipy and scikit-learn (those already loaded through threadpoolctl, those loaded
+    later through their environment variables).
+
+    A pool process's initializer: it runs before any job, so before TensorFlow starts
+    (TensorFlow refuses the setting once it runs).
+    """
+    import tensorflow as tf
+    from threadpoolctl import threadpool_limits
+
+    for variable in _BLAS_THREAD_VARIABLES:
+        os.environ[variable] = str(threads)
+    threadpool_limits(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def _attempt(func: Job, payload: dict[str, Any]) -> tuple[bool, Any]:

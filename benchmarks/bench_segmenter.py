@@ -13,21 +13,15 @@ Run: ``.venv/bin/python -m benchmarks.bench_segmenter [--cache DIR]``
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from audit.core.cache import StageCache
 from audit.core.progress import configure
-from audit.data.images import load_dataset
+from benchmarks.real_set import MANIFEST, decoded_real_set
 from models.pretrained import load_pretrained_unet, pretrained_key, pretrained_record
 from models.unet_training import held_out_quality
-
-MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/cxr-real/metadata.csv"
-DATA_SIZE = 256
 
 
 def _line(name: str, n: int, quality: dict) -> str:
@@ -40,12 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="reuse decoded images")
     args = parser.parse_args()
-    if not MANIFEST.is_file():
-        sys.exit(f"needs {MANIFEST}")
     configure(quiet=True)
     record = pretrained_record()
-    cache = StageCache(args.cache or tempfile.mkdtemp(prefix="bench-segmenter-"))
-    dataset = load_dataset(MANIFEST, DATA_SIZE, cache)
+    dataset, _ = decoded_real_set(args.cache)
     held_out = set(record["split"]["held_out_patients"])
     rows = np.flatnonzero(dataset.has_mask & np.isin(dataset.groups, list(held_out)))
     model = load_pretrained_unet()

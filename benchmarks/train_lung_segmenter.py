@@ -20,23 +20,17 @@ shared CPU cores)
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from audit.core.cache import StageCache, hash_file
+from audit.core.cache import hash_file
 from audit.core.config import SegmentationConfig
 from audit.core.progress import configure
-from audit.data.images import load_dataset
+from benchmarks.real_set import ENCODER, decoded_real_set
 from models.pretrained import load_unet_weights, save_pretrained_record, save_pretrained_weights
 from models.segment import train_unet
 from models.unet_training import held_out_quality
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MANIFEST = SHARED / "data/cxr-real/metadata.csv"
-ENCODER = SHARED / "weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-DATA_SIZE = 256  # the real set's side: Dice is measured against its masks at this size
 DECODER_FILTERS = (64, 32, 16, 16, 8)
 """A quarter of segmentation_models' default decoder: its deepest block alone (1,856
 input channels x 3 x 3 x 256) would hold 4.3 M parameters, twice the whole encoder."""
@@ -59,11 +53,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="reuse decoded images")
     args = parser.parse_args()
-    if not (MANIFEST.is_file() and ENCODER.is_file()):
-        sys.exit(f"needs {MANIFEST} and {ENCODER}")
     configure()
-    cache = StageCache(args.cache or tempfile.mkdtemp(prefix="lung-segmenter-"))
-    dataset = load_dataset(MANIFEST, DATA_SIZE, cache)
+    dataset, _ = decoded_real_set(args.cache, ENCODER)
     config = SegmentationConfig(source="unet", image_size=args.unet_size,
                                 decoder_filters=DECODER_FILTERS, epochs=args.epochs,
                                 patience=args.patience, encoder_weights=str(ENCODER))

@@ -15,19 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 from pathlib import Path
 
-from audit.core.cache import StageCache
 from audit.core.config import SegmentationConfig
 from audit.core.progress import configure
-from audit.data.images import load_dataset
+from benchmarks.real_set import ENCODER, decoded_real_set
 from models.segment import train_unet
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MANIFEST = SHARED / "data/cxr-real/metadata.csv"
-ENCODER = SHARED / "weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
 def main() -> None:
@@ -36,11 +29,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="reuse a trained U-Net")
     args = parser.parse_args()
-    if not (MANIFEST.is_file() and ENCODER.is_file()):
-        sys.exit(f"needs {MANIFEST} and {ENCODER}")
     configure()
-    cache = StageCache(args.cache or tempfile.mkdtemp(prefix="unet-quality-"))
-    dataset = load_dataset(MANIFEST, 256, cache)
+    dataset, cache = decoded_real_set(args.cache, ENCODER)
     config = SegmentationConfig(image_size=args.unet_size, epochs=args.epochs,
                                 encoder_weights=str(ENCODER))
     quality = train_unet(dataset, config, cache).quality

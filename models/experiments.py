@@ -10,9 +10,10 @@
    other, as in the paper (learning rate, then dropout, then unfreeze level): each value is
    cross-validated and the best mean validation accuracy fixes the value for the next step.
 3. **Final train/test runs** (``models.final_sizes``): the best setting trained with each
-   given number of images per class other than ``probes.target_class`` (which keeps all its
-   rows; COVID in the paper) and evaluated on the test rows (the paper's 1000 vs 2000). Sizes larger than the data allows are scaled
-   down proportionally and the row says so in ``note``.
+   given number of images per class other than ``probes.target_class`` (which keeps all
+   its rows; COVID in the paper) and evaluated on the test rows (the paper's 1000 vs
+   2000). Sizes larger than the data allows are scaled down proportionally and the row
+   says so in ``note``.
 
 Every trained model is saved under ``out_dir/models/...`` with its metadata JSON.
 """

@@ -20,13 +20,20 @@ part below the cut a fixed function.
 
 Common to both: Adam, sparse categorical cross-entropy, balanced class weights (the
 paper's COVID class has about half the images of the others; ``n / (k * count)`` per
-class, scikit-learn's ``"balanced"``), batches shuffled by a seeded ``tf.data`` shuffle,
-and best-validation-epoch selection: the weights of the epoch with the highest validation
-accuracy are restored (first such epoch on ties).
+class, scikit-learn's ``"balanced"``), batches in a new ``spec.seed``-seeded numpy order
+each epoch (``epoch_orders``), and best-validation-epoch selection: the weights of the
+epoch with the highest validation accuracy are restored (first such epoch on ties).
+
+The end-to-end path trains with Keras ``fit`` (``fit_best_epoch``); the cached path with
+``fit_cached``, a lean loop doing the same arithmetic: one compiled call per epoch runs
+all its batches over the in-memory arrays, then one call scores the validation rows.
+Keras ``fit`` spends tens of milliseconds per epoch on callbacks, ``tf.data`` and
+validation batches, which for a head on ~1,000 cached vectors is most of the time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +49,7 @@ from models.head import HEAD_POOL, build_classifier, cut_layer_name
 from models.inputs import MASKED_MODES, ModeImages
 from models.metrics import classification_metrics, fold_summary
 from models.saving import library_versions, load_trained, save_trained
-from models.trained import TrainedModel
+from models.trained import TrainedModel, predict_in_full_batches
 
 if TYPE_CHECKING:
     import keras
@@ -168,6 +175,14 @@ def mode_images(dataset: Dataset, spec: ClassifierSpec) -> ModeImages:
     return ModeImages(dataset, spec.input_mode, spec.border_fraction)
 
 
+def epoch_orders(spec: ClassifierSpec, n_rows: int) -> Iterator[np.ndarray]:
+    """Row orders of the training batches, a new permutation of ``n_rows`` rows per epoch,
+    drawn by ``np.random.default_rng(spec.seed)`` (both training paths use them)."""
+    orders = np.random.default_rng(spec.seed)
+    while True:
+        yield orders.permutation(n_rows)
+
+
 def array_batches(x: np.ndarray, y: np.ndarray, spec: ClassifierSpec, shuffle: bool,
                   transform=None) -> tf.data.Dataset:
     """``tf.data`` batches of ``(x, y)``, in a new ``spec.seed``-seeded order each epoch
@@ -184,11 +199,11 @@ def array_batches(x: np.ndarray, y: np.ndarray, spec: ClassifierSpec, shuffle: b
     if not shuffle:
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
     else:
-        orders = np.random.default_rng(spec.seed)
+        orders = epoch_orders(spec, len(x))
         x_all, y_all = tf.constant(x), tf.constant(y)
 
         def epoch_order():  # called once per epoch, when Keras starts iterating
-            yield from orders.permutation(len(x))
+            yield from next(orders)
 
         data = (tf.data.Dataset.from_generator(epoch_order,
                                                output_signature=tf.TensorSpec((), tf.int64))
@@ -226,20 +241,24 @@ def _image_transform(spec: ClassifierSpec, rotate: bool):
     return transform
 
 
-def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
-                    train_idx: np.ndarray, spec: ClassifierSpec, cut: str,
-                    cache: StageCache | None):
-    """Cached features at the cut for all rows, and the training arrays (with views).
-
-    Computed (when not cached) by the classifier's own layers below the cut.
-    """
+def _cut_features(model: keras.Model, spec: ClassifierSpec, cut: str) -> FeatureSpec:
+    """The features at the classifier's cut, computed (when not cached) by its own layers
+    below the cut."""
     import keras
 
     extractor = keras.Model(model.inputs[0], model.get_layer(cut).output)
     settings = spec.settings
-    source = FeatureSpec(spec.backbone, settings.weights, settings.alpha, spec.image_size,
-                         tuple(settings.weights_dirs),
-                         POOLED if cut == HEAD_POOL else cut, extractor)
+    return FeatureSpec(spec.backbone, settings.weights, settings.alpha, spec.image_size,
+                       tuple(settings.weights_dirs), POOLED if cut == HEAD_POOL else cut,
+                       extractor)
+
+
+def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
+                    train_idx: np.ndarray, spec: ClassifierSpec, cut: str,
+                    cache: StageCache | None):
+    """Cached features at the cut for all rows, and the training arrays (with views)."""
+    settings = spec.settings
+    source = _cut_features(model, spec, cut)
     features = frozen_features(images, source, cache)
     x_train, y_train = [features[train_idx]], [labels[train_idx]]
     if spec.rotates:
@@ -277,6 +296,85 @@ def fit_best_epoch(model: keras.Model, train: tf.data.Dataset, val: tf.data.Data
             int(best.best_epoch) + 1)
 
 
+def fit_cached(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
+               val: tuple[np.ndarray, np.ndarray], spec: ClassifierSpec,
+               class_weight: dict[int, float]) -> tuple[dict, int, np.ndarray]:
+    """Fit ``model`` on in-memory arrays as ``fit_best_epoch`` would, without Keras ``fit``.
+
+    The same arithmetic as ``fit`` with ``array_batches``: Adam, the loss Keras compiles
+    for ``"sparse_categorical_crossentropy"`` with the class weights as sample weights
+    (mean over the batch), batches of ``batch_size`` rows in the ``epoch_orders`` order,
+    dropout drawn by the model's own seeded layers, and the same history: ``loss`` the
+    batch-size-weighted mean of the batch losses, ``accuracy`` weighted by the class
+    weights, ``val_loss`` and ``val_accuracy`` over the validation rows. One compiled call
+    runs an epoch's batches and one scores the validation rows.
+
+    Args:
+        model: the trainable part (cached activations in, class probabilities out).
+        train: ``(x, y)`` training arrays.
+        val: ``(x, y)`` validation arrays.
+        spec: supplies the optimizer settings, epochs, batch size and seed.
+        class_weight: weight per class index.
+
+    Returns:
+        ``(history, best_epoch, val_proba)``: as ``fit_best_epoch``, and the validation
+        rows' class probabilities under the best epoch's weights, which ``model`` holds.
+    """
+    import keras
+    import tensorflow as tf
+
+    settings = spec.settings
+    x_train, y_train = tf.constant(train[0]), tf.constant(train[1], tf.int64)
+    weights = tf.constant([class_weight.get(int(label), 1.0) for label in train[1]],
+                          tf.float32)
+    x_val, y_val = tf.constant(val[0]), tf.constant(val[1], tf.int64)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+    n_rows, batch_size = len(train[0]), settings.batch_size
+
+    @tf.function
+    def train_epoch(order):
+        loss_sum, correct, weight_sum = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+        for start in tf.range(0, n_rows, batch_size):
+            rows = order[start:start + batch_size]
+            y, w = tf.gather(y_train, rows), tf.gather(weights, rows)
+            with tf.GradientTape() as tape:
+                proba = model(tf.gather(x_train, rows), training=True)
+                loss = loss_fn(y, proba, sample_weight=w)
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            hits = tf.cast(tf.equal(tf.argmax(proba, axis=-1), y), tf.float32)
+            loss_sum += loss * tf.cast(tf.shape(rows)[0], tf.float32)
+            correct += tf.reduce_sum(hits * w)
+            weight_sum += tf.reduce_sum(w)
+        return loss_sum / n_rows, correct / weight_sum
+
+    @tf.function
+    def score_val():
+        proba = model(x_val, training=False)
+        hits = tf.cast(tf.equal(tf.argmax(proba, axis=-1), y_val), tf.float32)
+        return (proba, tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_val, proba)),
+                tf.reduce_mean(hits))
+
+    history: dict[str, list[float]] = {"accuracy": [], "loss": [], "val_accuracy": [],
+                                       "val_loss": []}
+    best = (-np.inf, 0, None, None)  # accuracy, epoch, weights, probabilities
+    orders = epoch_orders(spec, n_rows)
+    for epoch in range(1, settings.epochs + 1):
+        loss, accuracy = train_epoch(tf.constant(next(orders)))
+        proba, val_loss, val_accuracy = score_val()
+        for name, value in (("loss", loss), ("accuracy", accuracy), ("val_loss", val_loss),
+                            ("val_accuracy", val_accuracy)):
+            history[name].append(float(value))
+        if history["val_accuracy"][-1] > best[0]:  # first epoch wins ties, as EarlyStopping
+            best = (history["val_accuracy"][-1], epoch,
+                    [variable.numpy() for variable in variables], proba.numpy())
+    for variable, value in zip(variables, best[2], strict=True):
+        variable.assign(value)
+    return history, best[1], best[3]
+
+
 def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
            spec: ClassifierSpec, cache: StageCache | None) -> TrainedModel:
     import keras
@@ -287,20 +385,20 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
         settings.dense_units, len(dataset.classes), settings.unfreeze_blocks,
         list(settings.weights_dirs), spec.seed)
     cut = cut_layer_name(model, spec.backbone, settings.unfreeze_blocks)
+    class_weight = balanced_class_weights(labels[train_idx], len(dataset.classes))
     if spec.path == "cached":
         trainable = keras.Model(model.get_layer(cut).output, model.output)
         features, x_train, y_train = _feature_arrays(model, images, labels, train_idx, spec,
                                                      cut, cache)
-        train = array_batches(x_train, y_train, spec, shuffle=True)
-        val = array_batches(features[val_idx], labels[val_idx], spec, shuffle=False)
+        history, best_epoch, val_proba = fit_cached(
+            trainable, (x_train, y_train), (features[val_idx], labels[val_idx]), spec,
+            class_weight)
     else:
-        trainable = model
         x_train, y_train = images[train_idx], labels[train_idx]
         train = image_batches(x_train, y_train, spec, shuffle=True, rotate=spec.rotates)
         val = image_batches(images[val_idx], labels[val_idx], spec, shuffle=False, rotate=False)
-    class_weight = balanced_class_weights(labels[train_idx], len(dataset.classes))
-    history, best_epoch = fit_best_epoch(trainable, train, val, spec, class_weight)
-    val_proba = trainable.predict(val, verbose=0)
+        history, best_epoch = fit_best_epoch(model, train, val, spec, class_weight)
+        val_proba = model.predict(val, verbose=0)
     metadata = {
         "backbone": spec.backbone, "input_mode": spec.input_mode, "weights": settings.weights,
         "weights_origin": origin, "training_path": spec.path, "cut_layer": cut,
@@ -354,11 +452,7 @@ def train_classifier(
     Returns:
         The trained model; ``metadata["training_path"]`` says which path trained it.
     """
-    train_idx = np.asarray(train_idx, dtype=np.int64)
-    val_idx = np.asarray(val_idx, dtype=np.int64)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(f"train_classifier needs training and validation rows, got "
-                         f"{len(train_idx)} and {len(val_idx)}")
+    train_idx, val_idx = _training_rows(train_idx, val_idx)
     if cache is None:
         trained = _train(dataset, train_idx, val_idx, spec, cache)
     else:
@@ -380,6 +474,63 @@ def train_classifier(
         save_trained(trained, out_dir)
         trained.path = Path(out_dir)
     return trained
+
+
+def predict_cached(trained: TrainedModel, dataset: Dataset, rows: np.ndarray,
+                   spec: ClassifierSpec, cache: StageCache) -> np.ndarray:
+    """``trained.predict_proba(dataset, rows)`` from the features its training cached.
+
+    Training on the cached path leaves the features at the cut of every dataset row in
+    ``cache``; the part above the cut applied to them gives what the whole model gives on
+    the images (the part below is a fixed function of the image; float noise only),
+    without running the backbone over the rows again or tracing the whole model's predict.
+    A classifier ``spec`` trains end to end is scored on its images.
+
+    Args:
+        trained: the classifier ``train_classifier`` returned for ``spec``.
+        dataset: the dataset it was trained on.
+        rows: dataset rows to score.
+        spec: the classifier's spec.
+        cache: the stage cache it was trained with.
+    """
+    import keras
+
+    if spec.path != "cached":
+        return trained.predict_proba(dataset, rows)
+    model, cut = trained.keras_model, trained.metadata["cut_layer"]
+    features = frozen_features(ModeImages(dataset, spec.input_mode, spec.border_fraction),
+                               _cut_features(model, spec, cut), cache)
+    head = keras.Model(model.get_layer(cut).output, model.output)
+    return predict_in_full_batches(head, features[np.asarray(rows)], spec.settings.batch_size)
+
+
+def train_into_cache(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
+                     spec: ClassifierSpec, cache: StageCache) -> Path:
+    """The folder of the classifier's cache stage (``models.saving.load_trained`` reads
+    it), trained into it when it is not there yet.
+
+    For a job whose caller loads the model itself: unlike ``train_classifier``, a
+    classifier already in the cache is not loaded here too (seconds for a backbone).
+    """
+    train_idx, val_idx = _training_rows(train_idx, val_idx)
+    return cache.run("classifier",
+                     classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
+                     lambda tmp: save_trained(_train(dataset, train_idx, val_idx, spec, cache),
+                                              tmp))
+
+
+def _training_rows(train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both row sets as int64 arrays.
+
+    Raises:
+        ValueError: either is empty.
+    """
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    val_idx = np.asarray(val_idx, dtype=np.int64)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"train_classifier needs training and validation rows, got "
+                         f"{len(train_idx)} and {len(val_idx)}")
+    return train_idx, val_idx
 
 
 def cross_validate(

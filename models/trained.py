@@ -66,11 +66,29 @@ class TrainedModel:
         """Rows ``idx`` of the dataset as this model's input: mode applied, resized, float32."""
         idx = np.asarray(idx)
         masks = dataset.masks[idx] if dataset.masks is not None else None
-        images = apply_input_mode(dataset.images[idx], self.input_mode, masks, self.border_fraction)
+        return self.image_inputs(dataset.images[idx], masks)
+
+    def image_inputs(self, images: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ``(n, S, S)`` images (and their lung masks, for a masked input mode) as
+        this model's input: mode applied, resized, float32."""
+        images = apply_input_mode(images, self.input_mode, masks, self.border_fraction)
         return to_model_array(images, self.input_size, self.channels)
 
     def predict_proba(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return self._predict(self.keras_model, dataset, idx, batch_size)
+
+    def predict_images(self, images: np.ndarray, masks: np.ndarray | None = None,
+                       batch_size: int = 64) -> np.ndarray:
+        """Class probabilities of images that are no dataset rows (the swap checks'
+        composites): uint8 ``(n, S, S)``, with their lung masks for a masked input mode."""
+        parts = [predict_in_full_batches(
+                     self.keras_model,
+                     self.image_inputs(images[start:start + _PREDICT_ROWS],
+                                       None if masks is None
+                                       else masks[start:start + _PREDICT_ROWS]),
+                     batch_size)
+                 for start in range(0, max(len(images), 1), _PREDICT_ROWS)]
+        return np.concatenate(parts)
 
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return self._predict(self._embedding_model(), dataset, idx, batch_size)

@@ -248,12 +248,13 @@ def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured
     }
     extras = (extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
               if extras_of else {"details": {}, "tables": {}, "figures": {}})
-    shown = measured[audited, "predicted"]
+    shown, twin = measured[audited, "predicted"], twin_key(context)
     gallery, gallery_arrays = cam_gallery(
         context, rows, cams[audited],
         np.where(regions.usable, shown.share / regions.area, np.nan),
         lambda index: f"{shown.share[index]:.0%} {regions.description}",
-        f"Grad-CAM of {audited}: most focused (first) to worst (last)")
+        f"Grad-CAM of {audited}: most focused (first) to worst (last)",
+        cams.get(twin) if twin else None)
     return CheckResult(
         check_id=spec.id, title=spec.title, metric_name=metric_name,
         metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
@@ -278,9 +279,8 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
                        class_name: str) -> dict[str, Any] | None:
     """Paired test, on the ``subset`` rows (the headline class's images), that the raw model's
     enrichment exceeds its lung-masked twin's."""
-    backbone = context.models[context.audited].backbone
-    twin = f"{backbone}/lung_masked"
-    if twin == context.audited or twin not in context.models:
+    twin = twin_key(context)
+    if twin is None:
         return None
     raw, masked = measured[context.audited, "predicted"], measured[twin, "predicted"]
     ok = subset & regions.usable & np.isfinite(raw.share) & np.isfinite(masked.share)
@@ -291,6 +291,12 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
             "raw_enrichment": float(raw_ratio.mean()),
             "masked_enrichment": float(masked_ratio.mean()),
             "p_raw_greater": wilcoxon_signed_rank(raw_ratio, masked_ratio)}
+
+
+def twin_key(context: ProbeContext) -> str | None:
+    """The audited model's lung-masked twin (same backbone) in ``context.models``, if any."""
+    twin = f"{context.models[context.audited].backbone}/lung_masked"
+    return twin if twin != context.audited and twin in context.models else None
 
 
 def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
@@ -304,11 +310,13 @@ def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
 
 def cam_gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
                 scores: np.ndarray, describe: Callable[[int], str], title: str,
+                twin: Explanations | None = None,
                 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """The ``GALLERY_PER_END`` lowest- and highest-scoring images of the audited model, in
     ascending ``scores`` (NaN: not shown): the ``"gallery"`` figure spec and the artifact of
     the same name it draws (both empty when no score is finite). ``describe(i)`` ends the
-    caption of row ``i``."""
+    caption of row ``i``. With the lung-masked ``twin``'s maps of the same rows, the
+    artifact also holds them (``twin_cams``), for a side-by-side view. Defaults to None."""
     ok = np.flatnonzero(np.isfinite(scores))
     if len(ok) == 0:
         return {}, {}
@@ -320,11 +328,14 @@ def cam_gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
               "cams": cams.cams["predicted"][chosen]}
     if dataset.masks is not None:
         arrays["masks"] = np.asarray(dataset.masks[rows[chosen]])
+        if twin is not None:
+            arrays["twin_cams"] = twin.cams["predicted"][chosen]
     labels = dataset.labels[rows[chosen]]
     captions = [f"{classes[label]} -> {classes[pred]}: {describe(index)}"
                 for label, pred, index in zip(labels, cams.predicted_class[chosen], chosen,
                                               strict=True)]
-    spec = {"kind": "cam_gallery", "artifact": "gallery", "title": title, "captions": captions}
+    spec = {"kind": "cam_gallery", "artifact": "gallery", "title": title, "captions": captions,
+            "sources": [str(s) for s in dataset.sources[rows[chosen]]]}
     return {"gallery": spec}, {"gallery": arrays}
 
 

@@ -18,16 +18,22 @@ has a p-value, the Holm-adjusted p-value is below the policy's ``alpha``.
 Figure specs (``CheckResult.figures`` values) are plain data that ``reports.figures`` draws;
 the kinds it knows:
 
-- ``{"kind": "heatmap", "title", "row_labels", "col_labels", "values": [[...]], "fmt": "d"|".2f"}``
+- ``{"kind": "heatmap", "title", "row_labels", "col_labels", "values": [[...]], "fmt": "d"|".2f",
+  "center": float, "colorbar_label"}`` (``center``, optional: a ratio's neutral value, drawn
+  with a diverging colormap centred on it)
 - ``{"kind": "bars", "title", "labels", "values", "ci_low", "ci_high", "reference": float|None,
   "ylabel"}`` (ci lists and reference optional)
 - ``{"kind": "lines", "title", "x", "series": {name: [...]}, "xlabel", "ylabel"}``
 - ``{"kind": "hist", "title", "series": {name: [...]}, "xlabel", "reference": float|None}``
-- ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...]}`` where
-  ``CheckResult.artifacts[<name>]`` holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w) float
-  and optionally ``masks`` (n,S,S) uint8. The pipeline saves those arrays once, as
+- ``{"kind": "cam_gallery", "title", "artifact": "<name>", "captions": [...], "sources": [...]}``
+  where ``CheckResult.artifacts[<name>]`` holds ``images`` (n,S,S) uint8, ``cams`` (n,h,w)
+  float, optionally ``masks`` (n,S,S) uint8 and ``twin_cams`` (n,h,w): the lung-masked
+  twin model's maps of the same images. The pipeline saves those arrays once, as
   ``artifacts/<check_id>/<name>.npz`` in the run folder, and adds that run-relative path
   to the spec as ``"npz"``, which the report reads.
+- ``{"kind": "image_gallery", "title", "artifact": "<name>", "captions": [...], "columns": int}``
+  where the artifact holds ``images`` (n,S,S) uint8 and optionally ``masks`` (n,S,S) uint8
+  (drawn as outlines), saved and read as for ``cam_gallery``.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
     from models.trained import TrainedModel
 
 GateLevel = Literal["fail", "warn", "ignore"]
-Need = Literal["masks", "two_sources", "retraining", "lung_masked_model"]
+Need = Literal["masks", "two_sources", "retraining", "lung_masked_model", "external_data"]
 PValueKind = Literal["permutation", "analytic", "none"]
 """How a check's p-value is computed: ``"permutation"`` (its smallest value is
 ``1 / (probes.n_permutations + 1)``, fixed by the run's settings), ``"analytic"`` (a closed-form
@@ -61,6 +67,7 @@ NEEDS = MappingProxyType({
     "two_sources": "images from at least two sources",
     "retraining": "retraining the classifier (not possible for an external model)",
     "lung_masked_model": "a classifier of the same backbone trained on lung-masked images",
+    "external_data": "images of sources that did not train the model, listed in data.external",
 })
 """Each prerequisite a check may declare, with what it means for a reader."""
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -171,6 +178,15 @@ class ProbeContext:
     """``explanations(model_key, rows)`` -> raw Grad-CAMs of ``models[model_key]`` for the
     dataset's ``rows``: each image's predicted class and its maps for the predicted and the
     true class (``models.gradcam.explain_rows``, cached by the pipeline per model and rows)."""
+    predict_images: Callable[[str, np.ndarray, np.ndarray | None], np.ndarray] | None = None
+    """``predict_images(model_key, images, masks)`` -> class probabilities ``(n, classes)``
+    of ``models[model_key]`` for uint8 ``(n, S, S)`` images that are no dataset rows (the
+    swap checks' composites; ``masks`` their lung masks, or None), in the model's class
+    order (cached by the pipeline per model and image content)."""
+    external: tuple[Dataset, ...] = ()
+    """The ``data.external`` manifests, one ``Dataset`` each, validated, quarantined and
+    decoded at the size of ``dataset``: sources that did not train the audited model.
+    Empty when none is configured."""
     seed: int = 0
 
 
@@ -178,6 +194,11 @@ def class_word(name: str) -> str:
     """How a check's texts name a class: ``COVID`` as the paper writes it, any other class
     quoted (``'other'``), since ``other`` and ``normal`` also read as plain words."""
     return "COVID" if name == "covid" else f"'{name}'"
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """``value`` with its sign, rounded first so a tiny negative reads ``+0.00``, not ``-0.00``."""
+    return f"{round(float(value), digits) + 0.0:+.{digits}f}"
 
 
 class Check(Protocol):
@@ -189,4 +210,4 @@ class Check(Protocol):
 
 
 __all__ = ["NEEDS", "Check", "CheckResult", "CheckSpec", "Gate", "PValueKind", "ProbeContext",
-           "Status", "class_word"]
+           "Status", "class_word", "signed"]

@@ -10,6 +10,8 @@ its intervals and p-values the same way. All randomness goes through an explicit
 - ``permute_within_groups``: a label shuffle that keeps each group's composition.
 - ``mcnemar_exact``: paired correctness of two models on the same rows.
 - ``two_proportion_test``: two independent accuracies (Fisher exact).
+- ``two_proportion_ztest``: the same by the two-proportion z-test, and the difference's
+  Newcombe interval.
 - ``wilcoxon_signed_rank``: a paired location test.
 - ``balanced_accuracy``: mean per-class recall, a fast equivalent of scikit-learn's for
   resampling loops.
@@ -23,7 +25,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportions_ztest,
+)
 
 
 def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -161,6 +167,32 @@ def two_proportion_test(
     """
     table = [[successes_a, n_a - successes_a], [successes_b, n_b - successes_b]]
     return float(scipy_stats.fisher_exact(table, alternative=alternative).pvalue)
+
+
+def two_proportion_ztest(successes_a: int, n_a: int, successes_b: int,
+                         n_b: int) -> dict[str, float]:
+    """Two-proportion z-test that proportion A exceeds B, with the difference's interval.
+
+    Args:
+        successes_a: Successes in sample A.
+        n_a: Size of sample A (at least 1).
+        successes_b: Successes in sample B.
+        n_b: Size of sample B (at least 1).
+
+    Returns:
+        ``{"difference", "ci_low", "ci_high", "p_value"}``: A's proportion minus B's, its
+        95% Newcombe (Wilson-score hybrid) interval and the one-sided p-value of
+        ``statsmodels.stats.proportion.proportions_ztest``; 1.0 when the pooled proportion
+        is 0 or 1, where both samples agree entirely and the z statistic is undefined.
+    """
+    difference = successes_a / n_a - successes_b / n_b
+    low, high = confint_proportions_2indep(successes_a, n_a, successes_b, n_b,
+                                           method="newcomb", compare="diff")
+    pooled = (successes_a + successes_b) / (n_a + n_b)
+    p_value = 1.0 if pooled in (0.0, 1.0) else float(proportions_ztest(
+        [successes_a, successes_b], [n_a, n_b], alternative="larger")[1])
+    return {"difference": float(difference), "ci_low": float(low), "ci_high": float(high),
+            "p_value": p_value}
 
 
 def wilcoxon_signed_rank(x: np.ndarray, y: np.ndarray, alternative: str = "greater") -> float:

@@ -43,7 +43,13 @@ from scipy.stats import mannwhitneyu
 from statsmodels.stats.multitest import multipletests
 
 from models.gradcam import Explanations
-from probes.attention import MIN_CLASS_IMAGES, cam_gallery, explain_models, outside_lung_regions
+from probes.attention import (
+    MIN_CLASS_IMAGES,
+    cam_gallery,
+    explain_models,
+    outside_lung_regions,
+    twin_key,
+)
 from probes.base import CheckResult, CheckSpec, ProbeContext
 from probes.regions import (
     BORDER_ZONES,
@@ -98,7 +104,7 @@ def run_localized(context: ProbeContext, spec: CheckSpec) -> CheckResult:
         context, rows, audited, np.where(members, zones[:, zone], np.nan),
         lambda index: f"{worst['zone']} enrichment {zones[index, zone]:.1f}",
         f"Grad-CAM of {context.audited}, {worst['class']} images: least (first) to most "
-        f"(last) {worst['zone']} enrichment")
+        f"(last) {worst['zone']} enrichment", cams.get(twin_key(context)))
     return spec.result(
         metric_name="largest zone enrichment", metric=worst["enrichment"], ci=ci,
         p_value=worst["p_holm"], summary=_summary(context.audited, worst, ci, len(cells)),
@@ -174,8 +180,8 @@ def _masked_comparison(context: ProbeContext, cams: dict[str, Explanations], raw
                        ) -> dict[str, Any] | None:
     """The lung-masked twin's enrichment of the headline cell (``raw``: the audited model's,
     per image) on the same images, and the paired test that the raw model's is larger."""
-    twin = f"{context.models[context.audited].backbone}/lung_masked"
-    if twin == context.audited or twin not in cams:
+    twin = twin_key(context)
+    if twin is None:
         return None
     zone = ZONES.index(worst["zone"])
     masked = zone_enrichment(cams[twin].cams["predicted"], width)[:, zone]
@@ -203,7 +209,7 @@ def _heatmap(context: ProbeContext, zones: np.ndarray, labels: np.ndarray, width
     return {"kind": "heatmap", "title": f"Grad-CAM enrichment by zone ({width}-cell band)",
             "row_labels": [name for name, _ in present], "col_labels": list(ZONES),
             "values": [np.nanmean(zones[members], axis=0).tolist() for _, members in present],
-            "fmt": ".2f"}
+            "fmt": ".2f", "center": 1.0, "colorbar_label": "enrichment (1 = spread like the area)"}
 
 
 def _classes_with_maps(context: ProbeContext, zones: np.ndarray, labels: np.ndarray

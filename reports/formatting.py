@@ -23,12 +23,26 @@ def format_number(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if abs(value) < 1e-12:
-        value = 0.0  # floating-point residue (a difference of equal estimates), not a value
+        value = 0.0  # residue (a difference of equal estimates) or -0.0: never "-0.00"
     if abs(value) >= 10 ** digits:
         return f"{value:,.0f}"
     if value != 0 and abs(value) < 10 ** -digits:
         return f"{value:.{digits - 1}e}"
     return f"{value:#.{digits}g}".rstrip(".")  # '#' keeps 1.00 and 0.500 at 3 digits
+
+
+def format_count(value: Any) -> str:
+    """A count: an integral float (a count stored as 1.0) as an integer, else ``format_number``."""
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
+    return format_number(value)
+
+
+def is_count_name(name: str) -> bool:
+    """Whether a key or metric name names a count (``n``, ``n_test``, ``leaking test images``,
+    ``zone_band_cells``), so an integral float is shown as an integer."""
+    words = name.lower().replace("_", " ").split()
+    return bool(words) and (words[0] in _COUNT_FIRST or words[-1] in _COUNT_LAST)
 
 
 def format_p(value: float | None) -> str:
@@ -81,5 +95,8 @@ def metric_ci(metric: Any) -> tuple[float | None, float | None]:
     return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
 
 
+_COUNT_FIRST = {"n", "hits", "dof", "seed", "seeds", "classes"}
+_COUNT_LAST = {"n", "images", "rows", "cells", "count", "hits", "draws", "permutations", "dof",
+               "tested", "support"}
 _VALUE_KEYS = {"value", "ci", "support"}
 _MEAN_KEYS = {"mean", "ci_low", "ci_high"}

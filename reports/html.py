@@ -19,6 +19,7 @@ from markupsafe import Markup
 from audit.core.io import atomic_write
 from audit.core.result import SCHEMA_VERSION, AuditResult
 from reports.formatting import format_estimate, format_number, format_p, is_estimate
+from reports.review import build_review
 from reports.view import build_view
 
 TEMPLATE = "report.html"
@@ -44,6 +45,7 @@ def render_html(result: AuditResult, run_dir: Path) -> str:
     template = environment.get_template(TEMPLATE)
     return template.render(
         view=build_view(result, Path(run_dir)),
+        review=build_review(result),
         css=Markup(_stylesheet()),  # our own packaged file, not data: safe to inline raw
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         schema_version=SCHEMA_VERSION,

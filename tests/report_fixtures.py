@@ -36,8 +36,9 @@ optional-not-run."""
 
 
 def write_gallery_npz(run_dir: Path, relative: str = GALLERY_NPZ, n: int = 6,
-                      size: int = 64, seed: int = 0) -> Path:
-    """A Grad-CAM gallery npz: noisy images, 7x7 maps, square 'lungs' as masks."""
+                      size: int = 64, seed: int = 0, twin: bool = False) -> Path:
+    """A Grad-CAM gallery npz: noisy images, 7x7 maps, square 'lungs' as masks and, with
+    ``twin``, a lung-masked twin's maps (``twin_cams``)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(40, 200, (n, size, size), dtype=np.uint8)
     cams = rng.random((n, 7, 7)).astype(np.float32)
@@ -46,7 +47,8 @@ def write_gallery_npz(run_dir: Path, relative: str = GALLERY_NPZ, n: int = 6,
     masks[:, size // 4: 3 * size // 4, size // 2 + 2: 7 * size // 8] = 1
     path = Path(run_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, images=images, cams=cams, masks=masks)
+    twin_cams = {"twin_cams": rng.random((n, 7, 7)).astype(np.float32)} if twin else {}
+    np.savez(path, images=images, cams=cams, masks=masks, **twin_cams)
     return path
 
 
@@ -61,7 +63,7 @@ def build_audit_result(run_dir: Path, source: str = "hannover",
             Defaults to "hannover".
         label: Name of the first class (shown likewise). Defaults to "covid".
     """
-    write_gallery_npz(run_dir)
+    write_gallery_npz(run_dir, twin=True)
     classes = [label, *CLASSES[1:]]
     sources = ["cohen", source, "kermany", "shenzhen"]
     checks = (_confounding(classes, sources), _leakage(source), _site_image(sources),
@@ -131,7 +133,8 @@ def _border(source: str) -> CheckResult:
                      "series": {"covid": rng.gamma(4, 0.6, 60).tolist(),
                                 "normal": rng.gamma(3, 0.5, 60).tolist()}, "reference": 1.0},
             "best": {"kind": "cam_gallery", "title": "Lung-focused examples", "npz": GALLERY_NPZ,
-                     "captions": [f"{source} #{i}" for i in range(6)]},
+                     "captions": [f"covid -> normal: {i}0% in the border band"
+                                  for i in range(6)], "sources": [source] * 6},
             "lost": {"kind": "cam_gallery", "title": "Worst border cases",
                      "npz": "artifacts/attention.border/missing.npz", "captions": []},
         },

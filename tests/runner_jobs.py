@@ -47,3 +47,13 @@ def bad_input_on_odd(payload):
     if payload["seed"] % 2:
         raise InputError(f"weights-{payload['seed']}.h5: no such weights file")
     return payload["seed"]
+
+
+def thread_settings(payload):
+    """The thread limits this worker runs with: TensorFlow's pools and the BLAS pools."""
+    import tensorflow as tf
+    from threadpoolctl import threadpool_info
+
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "blas": sorted({pool["num_threads"] for pool in threadpool_info()})}

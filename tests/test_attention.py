@@ -57,6 +57,9 @@ def test_planted_border_attention_is_measured_as_enriched(tmp_path):
     twin = border.details["lung_masked_comparison"]
     assert twin["model"] == "bright/lung_masked" and twin["class"] == border.details["worst_class"]
     assert twin["p_raw_greater"] < 0.01
+    stored = border.artifacts["gallery"]  # the twin's maps of the gallery's images, for display
+    assert stored["twin_cams"].shape == stored["cams"].shape
+    assert not np.array_equal(stored["twin_cams"], stored["cams"])
 
 
 def test_lung_focused_attention_is_not_enriched(tmp_path):
@@ -88,7 +91,8 @@ def test_result_reports_tables_exclusions_and_gallery(tmp_path):
     stored = border.artifacts["gallery"]
     assert stored["images"].shape[1:] == (64, 64) and stored["cams"].shape[1:] == (8, 8)
     assert stored["masks"].shape == stored["images"].shape
-    assert len(gallery["captions"]) == len(stored["images"])
+    assert len(gallery["captions"]) == len(stored["images"]) == len(gallery["sources"])
+    assert "twin_cams" not in stored  # no lung-masked twin in this run
     assert not list(tmp_path.rglob("*gallery*"))  # the probe wrote nothing itself
     CheckResult.from_dict(border.to_dict())  # JSON-able round trip
 

@@ -133,8 +133,14 @@ def test_gate_rejudges_a_finished_run_and_a_strict_policy_flips_it(monkeypatch, 
     assert (code, "verdict: FAIL" in out) == (1, True)
     assert f"policy: {EXAMPLES / 'policy-strict.yaml'} (sha256 " in out
     assert "site.image" in out
-    assert AuditResult.load_json(tmp_path / "summary.json").verdict == "fail"
-    assert (tmp_path / "report.html").is_file() and (tmp_path / "junit.xml").is_file()
+    rejudged = AuditResult.load_json(tmp_path / "summary.json")
+    assert rejudged.verdict == "fail"
+    assert rejudged.audited["policy"]["name"] == "default + policy-strict.yaml"
+    assert all((tmp_path / name).is_file() for name in ("report.html", "junit.xml",
+                                                         "model_card.md"))
+    code, out, _ = run_cli(monkeypatch, capsys, "gate", str(tmp_path), "--policy-from-run")
+    assert code == 1 and AuditResult.load_json(tmp_path / "summary.json").audited["policy"] \
+        == rejudged.audited["policy"]
 
 
 def test_packaged_demo_config_is_the_examples_one():

@@ -3,6 +3,7 @@ run -> reports -> verdict and exit code; rerun reuses every stage; gate re-judge
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -31,7 +32,7 @@ def tiny_config(confounding: float, traits: bool) -> dict:
         "segmentation": {"source": "manifest"},
         "models": {"alpha": 0.35, **weights, "epochs": 8, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 12, "n_permutations": 320, "n_bootstrap": 50,
+        "probes": {"cam_max_images": 12, "n_permutations": 400, "n_bootstrap": 50,
                    "ablation_sizes": [5, 10], "ablation_seeds": [0]},
     }
 
@@ -68,8 +69,8 @@ def test_every_check_ran_without_crashing(confounded_run):
 
 def test_run_folder_holds_every_output_and_the_summary_matches_its_schema(confounded_run):
     config, run, _ = confounded_run
-    for name in ("report.html", "summary.json", "junit.xml", "config.resolved.yaml",
-                 "splits.json"):
+    for name in ("report.html", "summary.json", "junit.xml", "model_card.md",
+                 "config.resolved.yaml", "splits.json"):
         assert (run / name).is_file(), name
     validate_summary(json.loads((run / "summary.json").read_text()))
     assert load_config(run / "config.resolved.yaml") == load_config(config)
@@ -78,6 +79,20 @@ def test_run_folder_holds_every_output_and_the_summary_matches_its_schema(confou
     models = AuditResult.load_json(run / "summary.json").models
     assert {model["key"] for model in models} == {"mobilenetv2/raw", "mobilenetv2/lung_masked"}
     assert all("cv" in model and len(model["cv"]["folds"]) == 2 for model in models)
+
+
+def test_the_run_names_what_it_audited_without_the_machines_paths(confounded_run):
+    _, run, _ = confounded_run
+    audited = AuditResult.load_json(run / "summary.json").audited
+    model = audited["model"]
+    assert (model["file"], model["trained_here"]) == (
+        "models/mobilenetv2-raw-seed0/model.keras", True)
+    assert model["sha256"] == hashlib.sha256((run / model["file"]).read_bytes()).hexdigest()
+    assert audited["data"]["manifest"] == "manifest.csv"
+    assert audited["data"]["synthetic"].startswith("synthetic phantoms")
+    assert audited["data"]["rows_used"] == 80
+    for name in ("summary.json", "report.html", "model_card.md"):
+        assert str(run.parent) not in (run / name).read_text(encoding="utf-8"), name
 
 
 def test_rerun_reuses_every_stage_and_gives_the_same_result(confounded_run, monkeypatch,
@@ -128,3 +143,7 @@ def test_auditing_an_external_model_runs_what_needs_no_retraining(confounded_run
     assert Status.ERROR not in status.values()
     assert result.check("site.image").ran  # a check that needs no retraining
     assert (code, result.verdict) == (1, "fail")  # required checks did not run
+    model = result.audited["model"]
+    assert (model["file"], model["spec_file"], model["trained_here"]) == (
+        "model.keras", "spec.yaml", False)
+    assert str(tmp_path) not in (tmp_path / "release" / "summary.json").read_text()

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from reports.figures import (
+    FigureUnavailable,
     RenderedFigure,
     bars_png,
-    cam_gallery_png,
+    cam_panels,
     confusion_png,
     figure_data_uri,
     heatmap_png,
     hist_png,
+    image_gallery_png,
     lines_png,
     render_figure,
 )
@@ -39,18 +41,63 @@ SPECS = {
                                         (bars_png, "bars"), (lines_png, "lines"),
                                         (hist_png, "hist")])
 def test_each_kind_draws_a_png(draw, kind):
-    assert draw(SPECS[kind]).startswith(PNG_MAGIC)
+    png, width = draw(SPECS[kind])
+    assert png.startswith(PNG_MAGIC) and width > 0
 
 
-def test_cam_gallery_draws_overlays_with_and_without_masks(tmp_path):
+def test_cam_gallery_draws_one_jpeg_panel_per_image_with_and_without_masks(tmp_path):
     write_gallery_npz(tmp_path, "with.npz", n=3)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "without.npz", images=rng.integers(0, 255, (2, 32, 32), dtype=np.uint8),
              cams=rng.random((2, 4, 4)))
+    for name, n in (("with.npz", 3), ("without.npz", 2)):
+        panels, colorbar = cam_panels({"kind": "cam_gallery", "title": "g", "npz": name,
+                                       "captions": ["covid -> normal: 40%"],
+                                       "sources": ["hannover", "cohen"]}, tmp_path)
+        assert len(panels) == n and colorbar.startswith("data:image/png;base64,")
+        assert all(panel.data_uri.startswith("data:image/jpeg;base64,") for panel in panels)
+        jpeg = base64.b64decode(panels[0].data_uri.split(",", 1)[1])
+        assert jpeg.startswith(b"\xff\xd8") and len(jpeg) < 40_000
+        assert [p.caption for p in panels] == ["covid -> normal: 40%"] + [""] * (n - 1)
+        assert [p.source for p in panels[:2]] == ["hannover", "cohen"]
+        assert all(panel.twin_uri is None for panel in panels)
+
+
+def test_cam_gallery_shows_the_lung_masked_twin_where_the_npz_has_one(tmp_path):
+    write_gallery_npz(tmp_path, "twin.npz", n=2, twin=True)
+    panels, _ = cam_panels({"kind": "cam_gallery", "title": "g", "npz": "twin.npz"}, tmp_path)
+    assert all(panel.twin_uri.startswith("data:image/jpeg;base64,") for panel in panels)
+    assert panels[0].twin_uri != panels[0].data_uri
+
+
+def test_bars_draw_the_threshold_only_on_a_metric_scale_chart(tmp_path):
+    with_reference = render_figure(SPECS["bars"], tmp_path, threshold=0.45)
+    plain = render_figure(SPECS["bars"], tmp_path)
+    no_reference = render_figure({**SPECS["bars"], "reference": None}, tmp_path, threshold=0.45)
+    assert with_reference.data_uri != plain.data_uri  # the threshold line was drawn
+    assert no_reference.data_uri == render_figure({**SPECS["bars"], "reference": None},
+                                                  tmp_path).data_uri
+
+
+def test_enrichment_heatmap_is_centred_on_its_neutral_value():
+    spec = {**SPECS["heatmap"], "values": [[0.5, 1.0, 2.0], [1.0, 1.0, 3.0]], "fmt": ".2f"}
+    assert heatmap_png({**spec, "center": 1.0})[0] != heatmap_png(spec)[0]
+
+
+def test_image_gallery_draws_images_in_columns_with_and_without_outlines(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    np.savez(tmp_path / "with.npz", images=images, masks=masks)
+    np.savez(tmp_path / "without.npz", images=images)
     for name in ("with.npz", "without.npz"):
-        png = cam_gallery_png({"kind": "cam_gallery", "title": "g", "npz": name,
-                               "captions": ["one"]}, tmp_path)
+        png, _ = image_gallery_png({"kind": "image_gallery", "title": "g", "npz": name,
+                                    "columns": 3, "captions": ["a", "b"]}, tmp_path)
         assert png.startswith(PNG_MAGIC)
+    drawn = render_figure({"kind": "image_gallery", "title": "t", "npz": "nowhere.npz"},
+                          tmp_path)
+    assert drawn.data_uri is None and "'nowhere.npz' is missing" in drawn.note
 
 
 def test_figure_data_uri_round_trips():
@@ -76,8 +123,6 @@ def test_dollar_signs_in_labels_are_drawn_literally(tmp_path):
     ({"kind": "heatmap", "title": "t", "row_labels": ["a"], "col_labels": ["b"],
       "values": [[1, 2]]}, r"malformed spec .*values shape \(1, 2\) does not match"),
     ({"kind": "bars", "title": "t", "values": [1]}, r"malformed spec \(KeyError\('labels'\)"),
-    ({"kind": "cam_gallery", "title": "t", "npz": "nowhere.npz"}, "'nowhere.npz' is missing"),
-    ({"kind": "cam_gallery", "title": "t", "npz": "../outside.npz"}, "outside the run folder"),
 ])
 def test_bad_specs_become_visible_notes(tmp_path, spec, note):
     drawn = render_figure(spec, tmp_path)
@@ -86,11 +131,13 @@ def test_bad_specs_become_visible_notes(tmp_path, spec, note):
     assert re.search(note, drawn.note), drawn.note
 
 
-def test_corrupt_and_incomplete_npz_become_notes(tmp_path):
+def test_missing_corrupt_and_incomplete_npz_are_refused_with_the_reason(tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip file at all")
     np.savez(tmp_path / "no_cams.npz", images=np.zeros((2, 8, 8), np.uint8))
     np.savez(tmp_path / "empty.npz", images=np.zeros((0, 8, 8), np.uint8), cams=np.zeros((0, 2, 2)))
     for name, expected in [("corrupt.npz", "is unreadable"), ("no_cams.npz", "is unreadable"),
-                           ("empty.npz", "holds no usable images")]:
-        drawn = render_figure({"kind": "cam_gallery", "title": "t", "npz": name}, tmp_path)
-        assert drawn.data_uri is None and expected in drawn.note, drawn.note
+                           ("empty.npz", "holds no usable images"),
+                           ("nowhere.npz", "'nowhere.npz' is missing"),
+                           ("../outside.npz", "outside the run folder")]:
+        with pytest.raises(FigureUnavailable, match=re.escape(expected)):
+            cam_panels({"kind": "cam_gallery", "title": "t", "npz": name}, tmp_path)

@@ -23,8 +23,10 @@ from models.train import (
     array_batches,
     balanced_class_weights,
     classifier_stage_inputs,
+    predict_cached,
     spec_from_config,
     train_classifier,
+    train_into_cache,
 )
 from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
 
@@ -112,6 +114,34 @@ def test_trained_model_is_cached_and_masks_change_the_key(tmp_path):
     train_classifier(other_masks, TRAIN, VAL, spec, cache)
     assert [event.action for event in cache.events if event.stage == "classifier"] == [
         "computed", "reused", "computed"]
+
+
+@pytest.mark.slow
+def test_scores_from_cached_features_equal_the_whole_models(tmp_path):
+    """The head on the features training cached gives what the whole model gives on the
+    images (masked input mode: the features must be those of the masked images)."""
+    cache = StageCache(tmp_path / "cache")
+    dataset = tiny_dataset()
+    spec = replace(TINY.with_settings(epochs=2), input_mode="lung_masked")
+    trained = train_classifier(dataset, TRAIN, VAL, spec, cache)
+    rows = np.array([5, 0, 11, 3, 14])
+    np.testing.assert_allclose(predict_cached(trained, dataset, rows, spec, cache),
+                               trained.predict_proba(dataset, rows), atol=1e-5)
+    assert [event.action for event in cache.events if event.stage == "features"] == [
+        "computed", "reused"]
+
+
+@pytest.mark.slow
+def test_train_into_cache_returns_the_classifiers_stage_without_loading_it(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    dataset = tiny_dataset()
+    spec = TINY.with_settings(epochs=1)
+    folder = train_into_cache(dataset, TRAIN, VAL, spec, cache)
+    trained = train_classifier(dataset, TRAIN, VAL, spec, cache)
+    assert trained.path == folder and load_trained(folder).identity == trained.identity
+    assert train_into_cache(dataset, list(TRAIN), list(VAL), spec, cache) == folder
+    assert [event.action for event in cache.events if event.stage == "classifier"] == [
+        "computed", "reused", "reused"]
 
 
 def _epoch_orders(spec: ClassifierSpec, n_epochs: int) -> list[list[int]]:

@@ -1,6 +1,9 @@
-"""The HTML report in a real headless Chromium (Debian's), driven by Playwright.
+"""The HTML report in a real headless Chromium (Debian's), driven by Playwright: on a
+laptop screen, on a phone and printed.
 
 Skipped where ``/usr/bin/chromium`` or Playwright is absent; never downloads a browser.
+Screenshots and the PDF are saved in the run folder (``screenshots/``), as a reviewer
+would look at them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 HOSTILE_SOURCE = "<script>window.__pwned = 'source'</script>"
 HOSTILE_LABEL = "<script>window.__pwned = 'label'</script>"
+LAPTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
+A4_CONTENT_PX = round((210 - 2 * 12) / 25.4 * 96)  # A4 less report.css' 12 mm side margins
+MAX_BYTES, MAX_SCREENS = 1_500_000, 12
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +38,17 @@ def browser():
         launched.close()
 
 
-def _open(browser, html: Path):
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The rich fixture's run folder, its result and its report page (drawn once)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    result = build_audit_result(run_dir)
+    return run_dir, result, write_reports(result, run_dir)["html"]
+
+
+def _open(browser, html: Path, viewport: dict[str, int] = LAPTOP):
     """Load ``html`` recording every request, console error and uncaught page error."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport=viewport)
     seen = {"requests": [], "errors": []}
     page.on("request", lambda request: seen["requests"].append(request.url))
     page.on("console", lambda message: message.type == "error"
@@ -44,27 +58,98 @@ def _open(browser, html: Path):
     return page, seen
 
 
-def test_report_loads_offline_and_shows_every_check(browser, tmp_path):
-    result = build_audit_result(tmp_path)
-    html = write_reports(result, tmp_path)["html"]
-    page, seen = _open(browser, html)
+WIDER_THAN_PAGE = """() => {
+  const page = document.documentElement.clientWidth;
+  return [...document.querySelectorAll('table')].filter(t => t.checkVisibility())
+    .filter(t => { const right = t.getBoundingClientRect().right;
+                   return right > page + 1 || t.scrollWidth > t.clientWidth + 1
+                          || right > t.parentElement.getBoundingClientRect().right + 1; })
+    .map(t => (t.className || 'table') + ' ' + Math.round(t.getBoundingClientRect().width) + 'px');
+}"""
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1440x900", "390x844"])
+def test_report_loads_offline_and_shows_everything_at_each_size(browser, report, viewport):
+    run_dir, result, html = report
+    page, seen = _open(browser, html, viewport)
     try:
         assert seen["errors"] == []
         assert all(url == html.as_uri() or url.startswith("data:") for url in seen["requests"]), (
             seen["requests"])
         assert page.locator(".verdict-word").inner_text() == "FAIL"
         assert page.locator("#verdict").is_visible()
+        if page.locator("#summary").count():  # the executive summary, where the report has one
+            assert page.locator("#summary").is_visible()
         for check in result.checks:
             section = page.locator(f"#{check_anchor(check.check_id)}")
             assert section.is_visible(), check.check_id
             assert check.title in section.inner_text()
+        table = page.locator(".checks-table")
+        box = table.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1
+        assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth + 1")
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         broken = page.evaluate("[...document.images].filter(i => !i.complete || "
                                "i.naturalWidth === 0).length")
         assert broken == 0 and page.locator("img").count() >= 10
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        shot = run_dir / "screenshots" / f"report-{viewport['width']}x{viewport['height']}.png"
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
     finally:
         page.close()
-    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_is_small_and_short_with_details_folded(browser, report):
+    """A fired check's tables open for reading and print; the height is measured folded."""
+    _, _, html = report
+    assert html.stat().st_size < MAX_BYTES
+    page, _ = _open(browser, html, LAPTOP)
+    try:
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = false; })")
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height <= MAX_SCREENS * LAPTOP["height"], f"{height} px"
+    finally:
+        page.close()
+
+
+def test_a_gallery_panel_enlarges_on_click(browser, report):
+    _, _, html = report
+    page, _ = _open(browser, html, LAPTOP)
+    try:
+        panel = page.locator("details.zoom").first
+        thumbnail = panel.locator("img").first.bounding_box()["width"]
+        panel.locator("summary").click()
+        assert panel.evaluate("d => d.open")
+        assert panel.locator("img").first.bounding_box()["width"] > 2 * thumbnail
+    finally:
+        page.close()
+
+
+def test_printed_report_fits_the_page(browser, report):
+    run_dir, _, html = report
+    page, seen = _open(browser, html, {"width": A4_CONTENT_PX, "height": 1100})
+    try:
+        page.emulate_media(media="print")
+        assert page.evaluate(WIDER_THAN_PAGE) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= A4_CONTENT_PX
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") in (
+            "rgb(255, 255, 255)", "rgba(0, 0, 0, 0)")
+        for folded_on_screen in (".signoff", "#crosswalk", "#glossary dl"):  # printed in full
+            if page.locator(folded_on_screen).count():
+                assert page.locator(folded_on_screen).evaluate("e => e.checkVisibility()")
+        if page.locator(".signoff").count():  # the sign-off block starts its own page
+            assert page.locator(".signoff").evaluate(
+                "s => getComputedStyle(s).breakBefore") == "page"
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        assert page.evaluate(WIDER_THAN_PAGE) == []  # every folded table too, as a reader opens it
+        pdf = run_dir / "screenshots" / "report.pdf"
+        pdf.parent.mkdir(exist_ok=True)
+        page.pdf(path=str(pdf), format="A4", prefer_css_page_size=True)
+        assert seen["errors"] == []
+    finally:
+        page.close()
+    assert pdf.read_bytes().startswith(b"%PDF")
 
 
 def test_script_in_source_and_label_is_shown_as_text(browser, tmp_path):

@@ -98,7 +98,6 @@ def test_partial_unjudged_result_renders_not_available(tmp_path):
     assert "NOT JUDGED" in page
     assert "No trained models in this run" in page
     assert "Provenance not available" in page
-    assert "No Grad-CAM examples in this run" in page
     assert "Data summary not available" in page
 
 

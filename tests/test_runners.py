@@ -4,8 +4,14 @@ import pytest
 
 from audit.core.config import RuntimeConfig
 from audit.core.errors import InputError
-from audit.runners import JobError, LocalRunner, RayRunner, get_runner
-from tests.runner_jobs import bad_input_on_odd, die_on_odd, fail_on_odd, seeded_draw
+from audit.runners import JobError, LocalRunner, RayRunner, get_runner, worker_threads
+from tests.runner_jobs import (
+    bad_input_on_odd,
+    die_on_odd,
+    fail_on_odd,
+    seeded_draw,
+    thread_settings,
+)
 
 PAYLOADS = [{"seed": s} for s in range(5)]
 
@@ -25,6 +31,16 @@ def test_worker_processes_give_the_same_results():
     pooled = LocalRunner(workers=2).map(seeded_draw, PAYLOADS)
     assert values(pooled) == values(in_process)
     assert os.getpid() not in {r["pid"] for r in pooled}
+
+
+def test_pool_workers_share_the_cores_instead_of_each_taking_all_of_them(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert [worker_threads(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.undo()
+    expected = worker_threads(2)
+    for settings in LocalRunner(workers=2).map(thread_settings, [{}, {}]):
+        assert settings["intra_op"] == settings["inter_op"] == expected
+        assert settings["blas"] == [expected]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -84,7 +84,7 @@ def test_no_bar_when_quiet_or_json_even_on_a_terminal(monkeypatch, console, opti
 def _judged_run() -> AuditResult:
     """Every check measured quiet except two that fire and one required check not run."""
     checks = {cid: CheckResult(check_id=cid, title=cid, metric=0.0,
-                               summary=f"summary sentence {number}")
+                               summary=f"summary sentence {number}.")
               for number, cid in enumerate(check_ids())}
     checks["data.confounding"] = CheckResult(check_id="data.confounding", title="t",
                                              metric=0.9, summary="Cramér's V 0.90.")
@@ -116,10 +116,11 @@ def test_each_check_is_reported_once_then_the_verdict_names_the_blocking_ids(cap
 
 
 def test_quiet_tensorflow_hides_the_c_runtime_info_lines():
-    """The CLI's one switch: without it TensorFlow prints its CPU-feature line at import."""
+    """The CLI's one switch: without it TensorFlow prints its CPU-feature line at import
+    (and, on AVX-512 machines, oneDNN's line, which no log level hides)."""
     code = ("import sys\n"
             "if sys.argv[1] == 'quiet':\n"
-            "    from audit.cli import quiet_tensorflow\n"
+            "    from audit.core.tensorflow_output import quiet_tensorflow\n"
             "    quiet_tensorflow()\n"
             "import tensorflow as tf\n"
             "tf.constant(1.0) + 1\n")
@@ -130,6 +131,21 @@ def test_quiet_tensorflow_hides_the_c_runtime_info_lines():
                for mode in ("loud", "quiet")}
     assert "cpu_feature_guard" in printed["loud"]  # what there is to hide, on this machine
     assert not any(line in printed["quiet"] for line in TENSORFLOW_CHATTER)
+
+
+def test_what_the_first_tensorflow_import_writes_is_kept_except_its_info_lines(capfd):
+    """Warnings and errors printed while TensorFlow imports reach the user, in order; only
+    absl's info lines and its not-initialised notice are dropped."""
+    from audit.core.tensorflow_output import _runtime_info_lines_dropped
+
+    written = ("WARNING: All log messages before absl::InitializeLog() is called are written "
+               "to STDERR\n"
+               "I0000 00:00:1796193026.064704   18529 port.cc:153] oneDNN custom operations\n"
+               "W0000 00:00:1796193026.064704   18529 gpu.cc:12] no GPU found\n"
+               "E0000 00:00:1796193026.064704   18529 io.cc:7] could not read x\n")
+    with _runtime_info_lines_dropped():
+        os.write(2, written.encode())
+    assert capfd.readouterr().err.splitlines() == written.splitlines()[2:]
 
 
 def test_full_batches_trace_a_model_once_whatever_the_row_counts():
@@ -177,7 +193,7 @@ def test_a_small_audit_piped_to_a_file_prints_no_control_characters_or_tensorflo
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none", "alpha": 0.35, "epochs": 2, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 8, "n_permutations": 320, "n_bootstrap": 10,
+        "probes": {"cam_max_images": 8, "n_permutations": 400, "n_bootstrap": 10,
                    "ablation_sizes": [2, 4], "ablation_seeds": [0]},
     }))
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

@@ -71,6 +71,9 @@ class DataConfig(_Section):
     """Where the images come from and how they are split."""
 
     manifest: Path | None = None  # CSV/Parquet manifest; None -> generate ``synth`` data
+    # Manifests of sources that did not train the model (``generalization.external``),
+    # read, validated and decoded as ``manifest`` is.
+    external: list[Path] = []
     synth: SynthConfig = SynthConfig()
     label_map: dict[str, ClassName] = {}
     image_size: Annotated[int, Field(ge=32, le=1024)] = 224
@@ -156,9 +159,15 @@ class ProbesConfig(_Section):
     # The class the masking and ablation checks follow (the paper's COVID); the run refuses
     # a class the data holds no image of (``audit.pipeline.check_target_class``).
     target_class: ClassName = "covid"
+    # Pairs of test images the swap checks build composites of (the surround swap: half
+    # within a source, half across sources).
+    swap_pairs: Annotated[int, Field(ge=2)] = 200
     ablation_sizes: list[PositiveInt] = [1000, 2000]  # per non-target class; scaled to the data
     ablation_seeds: list[int] = [0, 1, 2]
     site_features_backbone: Literal["audited", "imagenet"] = "imagenet"
+    # performance.within_source measures a source only with this many test images (and
+    # at least two labels among them): skill from fewer is mostly noise.
+    within_source_min_images: PositiveInt = 10
     seed: int = 0
 
 
@@ -169,6 +178,8 @@ class CheckPolicy(_Section):
     gate: Literal["fail", "warn", "ignore"] = "fail"
     threshold: FiniteFloat | None = None  # .inf would silently switch a check off
     required: StrictBool = True  # a required check that did not run fails the gate
+    # Why the policy departs from the check's default (shown in the report's sign-off).
+    reason: str | None = None
 
 
 class PolicyConfig(_Section):
@@ -215,6 +226,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     data = raw.get("data")
     if isinstance(data, dict) and data.get("manifest"):
         data["manifest"] = fix(data["manifest"])
+    if isinstance(data, dict) and isinstance(data.get("external"), list):
+        data["external"] = [fix(p) for p in data["external"]]
     for section, key in (("models", "weights"), ("segmentation", "encoder_weights")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):

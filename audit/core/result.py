@@ -99,7 +99,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,11 @@ class AuditResult:
     """U-Net quality (Dice/IoU overall and per source) when masks came from the U-Net."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Resolved config, library versions, data and model hashes, seeds, timings, stages."""
+    audited: dict[str, Any] = field(default_factory=dict)
+    """What was audited (``audit.audited``): ``model`` (file, sha256, identity, backbone,
+    input mode), ``data`` (manifest name, rows, sha256, sources), ``tool`` (version, git
+    commit), ``date`` (UTC ISO 8601) and, set by the gate, ``policy`` (name, sha256). File
+    names and run-relative paths only."""
     verdict: str = "unjudged"  # "pass" | "fail" (set by the gate)
     verdict_reasons: tuple[str, ...] = ()
     absent_required: tuple[str, ...] = ()  # set by the gate: required checks the run lacks
@@ -143,6 +148,7 @@ class AuditResult:
             "data": self.data,
             "segmentation": self.segmentation,
             "provenance": self.provenance,
+            "audited": self.audited,
             "policy": self.policy,
         })
 
@@ -168,6 +174,7 @@ class AuditResult:
             data=data.get("data", {}),
             segmentation=data.get("segmentation"),
             provenance=data.get("provenance", {}),
+            audited=data.get("audited", {}),
             verdict=data.get("verdict", "unjudged"),
             verdict_reasons=tuple(data.get("verdict_reasons", ())),
             absent_required=tuple(data.get("absent_required", ())),

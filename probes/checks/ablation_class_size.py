@@ -13,7 +13,7 @@ import numpy as np
 
 from models.train import VariantRequest
 from probes.ablation import MIN_PER_CLASS, glm_change, plan_fraction, planned_sizes, training_rows
-from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
+from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word, signed
 
 
 def _explanation(word: str) -> str:
@@ -113,8 +113,8 @@ def _result(target: str, plans: list[dict], runs: list[SizeRun], target_test: np
               "ylabel": f"{word} recall"}
     summary = (f"Growing the classes other than {word} from {sizes[0]} to {sizes[-1]} "
                f"training images ({word} fixed, {len(seeds)} seeds, {len(target_test)} "
-               f"{word} test images) changes predicted {word} recall by {change:+.2f} (95% CI "
-               f"{ci[0]:+.2f} to {ci[1]:+.2f}, GLM slope p = {p_value:.3g}).")
+               f"{word} test images) changes predicted {word} recall by {signed(change)} (95% CI "
+               f"{signed(ci[0])} to {signed(ci[1])}, GLM slope p = {p_value:.3g}).")
     return SPEC.result(
         metric_name=f"{word} recall change, smallest to largest other classes",
         metric=change, ci=ci, p_value=p_value, summary=summary, explanation=_explanation(word),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.train import VariantRequest
-from probes.base import CheckResult, CheckSpec, Gate, ProbeContext
+from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, signed
 from probes.generalization import HeldOutPlan, HeldOutScore, accuracy_gap, held_out_plan
 from probes.stats import (
     bootstrap_ci,
@@ -86,8 +86,9 @@ def _result(context: ProbeContext, plans: list[HeldOutPlan],
     scored = {s.plan.source: s for s in scores}
     table = [_table_row(p, scored.get(p.source)) for p in plans]
     summary = (f"Held out one source at a time ({len(scores)} of {len(plans)} estimable): "
-               f"accuracy falls by {gap:+.2f} on average from internal to external test "
-               f"images (95% CI {ci[0]:+.2f} to {ci[1]:+.2f}, permutation p = {p_value:.3g}).")
+               f"accuracy falls by {signed(gap)} on average from internal to external test "
+               f"images (95% CI {signed(ci[0])} to {signed(ci[1])}, permutation p = "
+               f"{p_value:.3g}).")
     return SPEC.result(
         metric_name="mean accuracy drop, internal minus held-out source",
         metric=gap, ci=ci, p_value=p_value, p_floor=permutation_p_floor(params.n_permutations),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
+from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word, signed
 from probes.stats import bootstrap_ci, mcnemar_exact, wilson_ci
 
 
@@ -86,7 +86,7 @@ def _result(context, rows, truth, in_target, correct, notes, classes) -> CheckRe
     recall_table = _recall_rows(classes, truth, correct)
     summary = (f"On {int(in_target.sum())} {word} test images, recall is {recall_raw:.2f} for "
                f"the raw model and {recall_masked:.2f} for the lung-masked one (drop "
-               f"{drop:+.2f}, 95% CI {ci[0]:+.2f} to {ci[1]:+.2f}, McNemar exact p = "
+               f"{signed(drop)}, 95% CI {signed(ci[0])} to {signed(ci[1])}, McNemar exact p = "
                f"{on_target['p_value']:.3g}); overall accuracy {raw.mean():.2f} vs "
                f"{masked.mean():.2f}.")
     return SPEC.result(

@@ -1,0 +1,151 @@
+"""The demo against its floor: the backbone forward passes it must make, at their measured rate.
+
+Issue 12 defines the floor of a run as the backbone forward passes it needs times the
+forward rate of that backbone, measured in the same benchmark run. This script:
+
+1. runs ``cxr-audit demo`` (the real console command, ``--log-json``, fresh run folder) and
+   splits its wall time into steps by the stage timestamps in its cache (each stage's
+   manifest is written when the stage finishes): data until the log says the training
+   grid starts, the training grid until its last ``grid_job`` stage, each check until its
+   ``probe`` stage (which includes the variant classifiers, features and Grad-CAMs it
+   computed), reports and gate until the process ends;
+2. counts the forward passes the run made from its stage cache: the rows of every
+   ``features`` stage (one pass per image), of every ``view_features`` stage (one per
+   image and rotated view) and of every ``gradcam`` stage (one per image and model: a
+   Grad-CAM is a forward and a backward pass, counted as one forward pass here). Each stage
+   counts in the step during which it finished. Passes
+   that leave no stage of their own (a probe predicting on intervened images) are not
+   counted, so the floor is a lower bound and the ratio an upper bound;
+3. measures the forward rate of the demo's backbone in this process (``models.features.
+   extract`` on the demo's own images at the demo's size, the fastest of three rounds after
+   a warm-up);
+4. prints per step: actual seconds, forward passes, floor seconds and actual / floor.
+
+The demo trains no U-Net (its phantoms carry their masks), so no U-Net epochs count.
+
+Run: ``nice -n 19 .venv/bin/python -m benchmarks.bench_floor [--keep DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audit.cli import demo_config_path
+from audit.core.cache import MANIFEST_FILE
+from audit.core.config import load_config
+from benchmarks.bench_pipeline import log_records
+
+FORWARD_STAGES = ("features", "view_features", "gradcam")
+RATE_IMAGES = 256
+
+
+def stage_passes(folder: Path) -> int:
+    """Backbone forward passes a finished stage folder stands for (see module docstring)."""
+    stage = folder.parent.name
+    if stage == "gradcam":
+        with np.load(folder / "cams.npz") as stored:
+            return len(stored["predicted_class"])
+    if stage not in FORWARD_STAGES:
+        return 0
+    shape = np.load(folder / "features.npy", mmap_mode="r").shape
+    return int(np.prod(shape[:2])) if stage == "view_features" else int(shape[0])
+
+
+def finished_stages(cache: Path) -> list[tuple[float, Path]]:
+    """(finish time, folder) of every finished stage of the cache, in finish order."""
+    found = [((folder / MANIFEST_FILE).stat().st_mtime, folder)
+             for folder in cache.glob("*/*") if (folder / MANIFEST_FILE).is_file()]
+    return sorted(found)
+
+
+def cache_steps(cache: Path, grid_started: float, started: float,
+                ended: float) -> list[tuple[str, float, int]]:
+    """(step, seconds, forward passes) of one run, from its cache (module docstring)."""
+    stages = finished_stages(cache)
+    grid_end = max(moment for moment, folder in stages if folder.parent.name == "grid_job")
+    milestones = [("data (phantoms, image store, masks)", grid_started),
+                  ("training grid", grid_end)]
+    for moment, folder in stages:
+        if folder.parent.name == "probe":
+            check = json.loads((folder / "result.json").read_text())["check_id"]
+            milestones.append((f"check {check}", moment))
+    milestones.append(("reports and gate", ended))
+    steps, previous = [], started
+    for name, moment in milestones:
+        passes = sum(stage_passes(folder) for finished, folder in stages
+                     if previous < finished <= moment)
+        steps.append((name, moment - previous, passes))
+        previous = moment
+    return steps
+
+
+def run_demo(out: Path) -> tuple[float, list[tuple[str, float, int]]]:
+    """Run ``cxr-audit demo`` into ``out``: its wall seconds and steps."""
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "audit.cli", "--log-json", "demo", "--out",
+                           str(out)], capture_output=True, text=True, check=False)
+    ended = time.time()
+    if done.returncode not in (0, 1):  # 1 is a failing verdict: a finished audit
+        raise SystemExit(f"cxr-audit demo exited {done.returncode}:\n{done.stderr[-3000:]}")
+    grid_started = next(record["time"] for record in log_records(done.stderr)
+                        if record["message"].startswith("training ")
+                        and " classifiers " in record["message"])
+    return ended - started, cache_steps(out / "cache", grid_started, started, ended)
+
+
+def forward_rate(run_folder: Path) -> float:
+    """Images per second through the demo's frozen backbone, on the demo's own images."""
+    from audit.core.cache import StageCache
+    from audit.jobs import load_data
+    from models.features import extract, feature_extractor
+
+    config = load_config(demo_config_path())
+    models = config.models
+    dataset = load_data(config, StageCache(run_folder / "cache"))
+    images = dataset.images[:RATE_IMAGES]
+    extractor, _ = feature_extractor(models.backbones[0], models.weights, models.alpha,
+                                     config.data.image_size, list(models.weights_dirs))
+    extract(extractor, images[:64], config.data.image_size)  # trace and warm up
+    best = np.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        extract(extractor, images, config.data.image_size)
+        best = min(best, time.perf_counter() - started)
+    return len(images) / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="run the demo into this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
+        run_folder = args.keep or Path(folder) / "demo"
+        seconds, steps = run_demo(run_folder)
+        load = os.getloadavg()
+        rate = forward_rate(run_folder)
+    print(f"cxr-audit demo: {seconds:.0f} s wall; load average (1/5/15 min) after it "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+    print(f"forward rate of the demo's backbone here: {rate:.0f} images/s "
+          f"(fastest of 3 rounds of {RATE_IMAGES} images)")
+    print(f"    {'step':<48} {'actual':>9} {'passes':>7} {'floor':>8} {'ratio':>7}")
+    for name, actual, passes in steps:
+        floor = passes / rate
+        ratio = f"{actual / floor:6.1f}x" if floor else "      -"
+        print(f"    {name:<48} {actual:8.1f}s {passes:7d} {floor:7.1f}s {ratio}")
+    passes = sum(step[2] for step in steps)
+    print(f"    {'whole run':<48} {seconds:8.1f}s {passes:7d} {passes / rate:7.1f}s "
+          f"{seconds / (passes / rate):6.1f}x   (target <= 2x, under 180 s)")
+
+
+if __name__ == "__main__":
+    main()
