@@ -7,9 +7,12 @@ corner of the COVID images only (``audit.data.phantoms.plant_marker``). ``--plac
 the outside-lung exposure profile out of the confounded kinds, so their sources differ only
 by markers and borders: traits with a place, which attention can point at. A frozen ImageNet
 MobileNetV2 0.35 (224 px) gets a trained head on raw and on lung-masked images
-(``tests.attention_fixtures.train_flat_mobilenet_v2``); both attention checks run and one
-line per check prints the headline (most enriched class), its Bonferroni p, the
-all-images value and the lung-masked twin's value. Needs ``../shared/weights``.
+(``tests.attention_fixtures.train_flat_mobilenet_v2``); the attention checks run and one
+line per check prints the headline (most enriched class, and zone for
+``attention.localized``), its corrected p, whether the default policy flags it alone, and
+the lung-masked twin's value. A last block gives, per kind and check, the headlines' range
+over the seeds and how many fired: on the controls, the false alarms the thresholds are
+set against. Needs ``../shared/weights``.
 
 Run: ``.venv/bin/python -m benchmarks.attention_thresholds --seeds 1 2 3``
 """
@@ -23,10 +26,12 @@ from pathlib import Path
 
 from audit.core.config import SiteTraits, SynthConfig
 from audit.data.phantoms import plant_marker, synthetic_dataset
-from probes.checks import attention_border, attention_outside_lung
+from probes.checks import attention_border, attention_localized, attention_outside_lung
 from tests.attention_fixtures import half_split, synthetic_context, train_flat_mobilenet_v2
+from tests.probe_fixtures import fires
 
 KINDS = ("confounded", "shortcut_only", "control", "marker")
+CHECKS = (attention_border, attention_outside_lung, attention_localized)
 
 
 def dataset_for(kind: str, seed: int, n_per_class: int, marker_size: float,
@@ -56,6 +61,7 @@ def main() -> None:
                         help="confounded kinds carry only the placed traits (markers, borders), "
                              "not the outside-lung exposure profile")
     args = parser.parse_args()
+    headlines: dict[tuple[str, str], list[tuple[float, bool]]] = {}
     for seed in args.seeds:
         for kind in args.kinds:
             dataset = dataset_for(kind, seed, args.n_per_class, args.marker_size,
@@ -66,15 +72,25 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 context = synthetic_context(Path(folder), dataset, models, test, seed=seed,
                                             n_bootstrap=200)
-                for check in (attention_border, attention_outside_lung):
+                for check in CHECKS:
                     result = check.run(context)
+                    if not result.ran:
+                        print(f"seed {seed} {kind:10s} {check.SPEC.id:22s} {result.status.value}: "
+                              f"{result.reason}", flush=True)
+                        continue
+                    headlines.setdefault((kind, check.SPEC.id), []).append(
+                        (result.metric, fires(result)))
+                    where = " ".join(str(result.details[key]) for key in ("worst_class", "worst_zone")
+                                     if key in result.details)
                     twin = result.details["lung_masked_comparison"] or {}
-                    print(f"seed {seed} {kind:10s} {check.SPEC.id:22s} "
-                          f"{result.metric:.3f} ({result.details['worst_class']}) "
-                          f"p={result.p_value:.2g} all={result.details['all_images']['enrichment']:.3f}"
-                          f" lung-masked={twin.get('masked_enrichment', float('nan')):.3f}",
+                    print(f"seed {seed} {kind:10s} {check.SPEC.id:22s} {result.metric:.3f} "
+                          f"({where}) p={result.p_value:.2g} fires={fires(result)} "
+                          f"lung-masked={twin.get('masked_enrichment', float('nan')):.3f}",
                           flush=True)
-
+    for (kind, check_id), values in headlines.items():
+        metrics = sorted(metric for metric, _ in values)
+        print(f"{kind:10s} {check_id:22s} {len(values)} seeds: "
+              f"{' '.join(f'{m:.2f}' for m in metrics)}; fired at {sum(f for _, f in values)}")
 
 if __name__ == "__main__":
     main()

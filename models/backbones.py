@@ -259,7 +259,38 @@ def build_backbone(
             raise _download_error(backbone, alpha, input_size, weights_dirs or [],
                                   error) from error
         raise
+    if keras_weights is None:
+        _draw_seeded(model)
     return model, origin
+
+
+def _draw_seeded(model: keras.Model, seed: int = 0) -> None:
+    """Draw every variable of a random-weights backbone again from its layer's own
+    initializer, seeded by its position in the model.
+
+    Keras' unseeded initializers draw from process-global state, so two builds of one
+    random backbone differed, and with them every feature, trained model and verdict of a
+    ``models.weights: none`` run. Constant initializers (biases, batch-norm statistics)
+    take no seed and are drawn as they were.
+    """
+    import keras
+
+    for layer in model.layers:
+        for variable in layer.weights:
+            name = variable.path.rsplit("/", 1)[-1]
+            # kernel -> kernel_initializer; depthwise_kernel -> depthwise_initializer; a
+            # DepthwiseConv2D's "kernel" -> depthwise_initializer
+            attribute = next((candidate for candidate in (
+                f"{name}_initializer", f"{name.removesuffix('_kernel')}_initializer",
+                "depthwise_initializer") if hasattr(layer, candidate)), None)
+            if attribute is None:
+                continue  # no initializer (e.g. a Normalization layer's fixed statistics)
+            initializer = getattr(layer, attribute)
+            config = initializer.get_config()
+            if "seed" in config:
+                seeded = type(initializer).from_config({**config, "seed": seed})
+                variable.assign(keras.ops.cast(seeded(variable.shape), variable.dtype))
+            seed += 1
 
 
 def block_cut_layer(model: keras.Model, backbone: str, unfreeze_blocks: int) -> str:

@@ -1,7 +1,10 @@
 """The attention checks' engine: where in the image does the audited model find its evidence?
 
 The checks themselves (spec and ``run``) are ``probes.checks.attention_border`` and
-``probes.checks.attention_outside_lung``; both call ``run_attention``.
+``probes.checks.attention_outside_lung``; both call ``run_attention``. The band's average
+dilutes a marker that fills one corner: ``attention.localized`` (``probes.zone_attention``)
+reads the border zone by zone, on the same CAMs (``explain_models``) and gallery
+(``cam_gallery``).
 
 Both checks take raw Grad-CAMs (``context.explanations``, computed by ``models.gradcam``;
 never min-max standardised, which would distort mass ratios) of up to
@@ -53,12 +56,9 @@ from models.inputs import border_band
 from probes.base import CheckResult, CheckSpec, ProbeContext
 from probes.regions import (
     RANDOM_CAM_DRAWS,
-    ZONES,
     Measurement,
     cam_grid_fits,
     measure,
-    zone_band_cells,
-    zone_enrichment,
 )
 from probes.stats import bootstrap_ci, wilcoxon_signed_rank, wilson_ci
 
@@ -149,23 +149,11 @@ def outside_lung_regions(context: ProbeContext, rows: np.ndarray) -> Regions:
     )
 
 
-def run_attention(
-    context: ProbeContext,
-    spec: CheckSpec,
-    metric_name: str,
-    regions_of: Callable[[ProbeContext, np.ndarray, int], Regions],
-    extras_of: Callable[..., dict[str, dict[str, Any]]],
-) -> CheckResult:
-    """The run both attention checks share; they differ in the region and the extras.
-
-    Args:
-        context: The probe context.
-        spec: The check's spec (id, title and explanation of the result).
-        metric_name: The result's metric name, e.g. ``"border enrichment"``.
-        regions_of: ``(context, rows, cam_resolution) -> Regions``, the measured region.
-        extras_of: ``(context, rows, cams, measurement, regions) -> {"details", "tables",
-            "figures"}``, check-specific additions for the audited model.
-    """
+def explain_models(context: ProbeContext, spec: CheckSpec
+                   ) -> tuple[np.ndarray, dict[str, Explanations]] | CheckResult:
+    """The CAM rows (``cam_rows``) and every model's Grad-CAMs of them, the audited model
+    first; or ``spec``'s ``not_run`` result when there is no Grad-CAM service or a model's
+    grid is too coarse for a border band and an interior."""
     if context.explanations is None:
         return spec.not_run("no Grad-CAM service in the probe context (ProbeContext.explanations)")
     rows = cam_rows(context.splits.test, context.dataset.labels,
@@ -182,6 +170,31 @@ def run_attention(
             f"Grad-CAM too coarse to tell a border band from an interior ({grids} cells at "
             f"{context.dataset.image_size} px; probes.border_fraction "
             f"{context.params.border_fraction:g}): audit the model at a larger input size")
+    return rows, cams
+
+
+def run_attention(
+    context: ProbeContext,
+    spec: CheckSpec,
+    metric_name: str,
+    regions_of: Callable[[ProbeContext, np.ndarray, int], Regions],
+    extras_of: Callable[..., dict[str, dict[str, Any]]] | None = None,
+) -> CheckResult:
+    """The run both attention checks share; they differ in the region and the extras.
+
+    Args:
+        context: The probe context.
+        spec: The check's spec (id, title and explanation of the result).
+        metric_name: The result's metric name, e.g. ``"border enrichment"``.
+        regions_of: ``(context, rows, cam_resolution) -> Regions``, the measured region.
+        extras_of: ``(context, rows, cams, measurement, regions) -> {"details", "tables",
+            "figures"}``, check-specific additions for the audited model. Defaults to none.
+    """
+    explained = explain_models(context, spec)
+    if isinstance(explained, CheckResult):
+        return explained
+    rows, cams = explained
+    keys = list(cams)
     regions = regions_of(context, rows, min(c.resolution for c in cams.values()))
     size = context.dataset.image_size
     measured = {(key, target): measure(cams[key].cams[target], regions.masks, size, context.seed)
@@ -233,11 +246,15 @@ def _result(context, spec, metric_name, extras_of, rows, cams, regions, measured
             context, measured, regions, labels == context.dataset.classes.index(worst["class"]),
             worst["class"]),
     }
-    extras = extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
-    twin = _twin_key(context)
-    gallery, gallery_arrays = _gallery(context, rows, cams[audited],
-                                       measured[audited, "predicted"], regions,
-                                       cams.get(twin) if twin else None)
+    extras = (extras_of(context, rows, cams[audited], measured[audited, "predicted"], regions)
+              if extras_of else {"details": {}, "tables": {}, "figures": {}})
+    shown, twin = measured[audited, "predicted"], twin_key(context)
+    gallery, gallery_arrays = cam_gallery(
+        context, rows, cams[audited],
+        np.where(regions.usable, shown.share / regions.area, np.nan),
+        lambda index: f"{shown.share[index]:.0%} {regions.description}",
+        f"Grad-CAM of {audited}: most focused (first) to worst (last)",
+        cams.get(twin) if twin else None)
     return CheckResult(
         check_id=spec.id, title=spec.title, metric_name=metric_name,
         metric=worst["enrichment"], ci=(worst["ci_low"], worst["ci_high"]), p_value=p_value,
@@ -262,7 +279,7 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
                        class_name: str) -> dict[str, Any] | None:
     """Paired test, on the ``subset`` rows (the headline class's images), that the raw model's
     enrichment exceeds its lung-masked twin's."""
-    twin = _twin_key(context)
+    twin = twin_key(context)
     if twin is None:
         return None
     raw, masked = measured[context.audited, "predicted"], measured[twin, "predicted"]
@@ -276,7 +293,7 @@ def _masked_comparison(context: ProbeContext, measured, regions: Regions, subset
             "p_raw_greater": wilcoxon_signed_rank(raw_ratio, masked_ratio)}
 
 
-def _twin_key(context: ProbeContext) -> str | None:
+def twin_key(context: ProbeContext) -> str | None:
     """The audited model's lung-masked twin (same backbone) in ``context.models``, if any."""
     twin = f"{context.models[context.audited].backbone}/lung_masked"
     return twin if twin != context.audited and twin in context.models else None
@@ -291,19 +308,21 @@ def _bars(by_model: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
             "reference": 1.0, "ylabel": "enrichment (1 = spread like the area)"}
 
 
-def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
-             measurement: Measurement, regions: Regions, twin: Explanations | None
-             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
-    """The most region-free and the most region-bound images of the audited model: the
-    ``"gallery"`` figure spec and the artifact of the same name it draws (both empty when
-    no image has a usable region and CAM mass). With the lung-masked ``twin``'s maps of
-    the same rows, the artifact also holds them (``twin_cams``), for a side-by-side view."""
-    ok = np.flatnonzero(regions.usable & np.isfinite(measurement.share))
+def cam_gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
+                scores: np.ndarray, describe: Callable[[int], str], title: str,
+                twin: Explanations | None = None,
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """The ``GALLERY_PER_END`` lowest- and highest-scoring images of the audited model, in
+    ascending ``scores`` (NaN: not shown): the ``"gallery"`` figure spec and the artifact of
+    the same name it draws (both empty when no score is finite). ``describe(i)`` ends the
+    caption of row ``i``. With the lung-masked ``twin``'s maps of the same rows, the
+    artifact also holds them (``twin_cams``), for a side-by-side view. Defaults to None."""
+    ok = np.flatnonzero(np.isfinite(scores))
     if len(ok) == 0:
         return {}, {}
-    order = ok[np.argsort(measurement.share[ok] / regions.area[ok], kind="stable")]
+    order = ok[np.argsort(scores[ok], kind="stable")]
     chosen = np.unique(np.concatenate([order[:GALLERY_PER_END], order[-GALLERY_PER_END:]]))
-    chosen = chosen[np.argsort(measurement.share[chosen] / regions.area[chosen], kind="stable")]
+    chosen = chosen[np.argsort(scores[chosen], kind="stable")]
     dataset, classes = context.dataset, context.dataset.classes
     arrays = {"images": np.asarray(dataset.images[rows[chosen]]),
               "cams": cams.cams["predicted"][chosen]}
@@ -312,12 +331,11 @@ def _gallery(context: ProbeContext, rows: np.ndarray, cams: Explanations,
         if twin is not None:
             arrays["twin_cams"] = twin.cams["predicted"][chosen]
     labels = dataset.labels[rows[chosen]]
-    captions = [f"{classes[label]} -> {classes[pred]}: {share:.0%} {regions.description}"
-                for label, pred, share in zip(labels, cams.predicted_class[chosen],
-                                              measurement.share[chosen], strict=True)]
-    spec = {"kind": "cam_gallery", "artifact": "gallery",
-            "title": f"Grad-CAM of {context.audited}: most focused (first) to worst (last)",
-            "captions": captions, "sources": [str(s) for s in dataset.sources[rows[chosen]]]}
+    captions = [f"{classes[label]} -> {classes[pred]}: {describe(index)}"
+                for label, pred, index in zip(labels, cams.predicted_class[chosen], chosen,
+                                              strict=True)]
+    spec = {"kind": "cam_gallery", "artifact": "gallery", "title": title, "captions": captions,
+            "sources": [str(s) for s in dataset.sources[rows[chosen]]]}
     return {"gallery": spec}, {"gallery": arrays}
 
 
@@ -325,25 +343,6 @@ def border_band_regions(context: ProbeContext, rows: np.ndarray, resolution: int
     """The border band of ``params.border_fraction``, at least one CAM cell wide."""
     return border_regions(len(rows), context.dataset.image_size,
                           context.params.border_fraction, resolution)
-
-
-def border_zones(context: ProbeContext, rows: np.ndarray, cams: Explanations,
-                 measurement: Measurement, regions: Regions) -> dict[str, dict[str, Any]]:
-    """Where on the border: per class, each corner's, edge's and the centre's enrichment."""
-    width = zone_band_cells(context.params.border_fraction, cams.resolution)
-    zones = zone_enrichment(cams.cams["predicted"], width)
-    labels = context.dataset.labels[rows]
-    classes = [(index, name) for index, name in enumerate(context.dataset.classes)
-               if np.isfinite(zones[labels == index]).any()]
-    values = [np.nanmean(zones[labels == index], axis=0).tolist() for index, _ in classes]
-    table = [{"class": name, **dict(zip(ZONES, row, strict=True))}
-             for (_, name), row in zip(classes, values, strict=True)]
-    heatmap = {"kind": "heatmap", "title": f"Grad-CAM enrichment by zone ({width}-cell band)",
-               "row_labels": [name for _, name in classes], "col_labels": list(ZONES),
-               "values": values, "fmt": ".2f", "center": 1.0,
-               "colorbar_label": "enrichment (1 = spread like the area)"}
-    return {"details": {"zone_band_cells": width}, "tables": {"zones_by_class": table},
-            "figures": {"zones_by_class": heatmap}}
 
 
 def pointing_game(context: ProbeContext, rows: np.ndarray, cams: Explanations,

@@ -4,7 +4,8 @@ Maps are *raw* (``models.gradcam``): the checks compare mass ratios, which min-m
 standardisation would distort. ``mass_fraction`` is the share of positive mass in a region,
 ``measure`` adds a cell-shuffled random-CAM baseline and whether the peak is in the region
 (maps upsampled to the image side by ``models.gradcam.upsample_cams``), and
-``zone_enrichment`` reads corners, edges and centre at the CAM's own resolution.
+``zone_enrichment`` and ``peak_zone`` read corners, edges and centre at the CAM's own
+resolution.
 """
 
 from __future__ import annotations
@@ -57,12 +58,33 @@ def cam_grid_fits(resolution: int, border_fraction: float) -> bool:
     return resolution > 2 * zone_band_cells(border_fraction, resolution)
 
 
+BORDER_ZONES = tuple(zone for zone in ZONES if zone != "centre")
+"""The zones of ``ZONES`` on the image border, where no disease is seen."""
+
+
+def _zone_blocks(h: int, w: int, width: int) -> list[tuple[slice, slice]]:
+    """Row and column slices of the ``ZONES`` of an ``h`` x ``w`` map, in ``ZONES`` order."""
+    if min(h, w) <= 2 * width:
+        raise ValueError(f"zones: maps of {h}x{w} cells are too small for a {width}-cell "
+                         f"band; need more than {2 * width} cells a side")
+    bounds = [(slice(0, width), slice(width, side - width), slice(side - width, side))
+              for side in (h, w)]
+    return [(rows, cols) for rows in bounds[0] for cols in bounds[1]]
+
+
+def zone_cell_shares(h: int, w: int, width: int = 1) -> np.ndarray:
+    """``(9,)`` each zone's share of an ``h`` x ``w`` map's cells, in ``ZONES`` order."""
+    grid = np.arange(h * w).reshape(h, w)
+    return np.array([grid[rows, cols].size / (h * w) for rows, cols in _zone_blocks(h, w, width)])
+
+
 def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
     """Per image, each zone's share of positive CAM mass divided by its share of the cells.
 
     The map is cut into corners, edges and centre by a band of ``width`` cells along every
     side (corners are ``width`` x ``width``), at the CAM's own resolution, so "where" is
-    read without interpolation. 1 means the zone got the attention its size would get.
+    read without interpolation. 1 means the zone got the attention its size would get,
+    which is also what a map with its cells shuffled gets on average.
 
     Args:
         cams: ``(n, h, w)`` maps, ``h, w > 2 * width``.
@@ -73,19 +95,31 @@ def zone_enrichment(cams: np.ndarray, width: int = 1) -> np.ndarray:
     """
     positive = np.clip(np.asarray(cams, dtype=np.float64), 0.0, None)
     n, h, w = positive.shape
-    if min(h, w) <= 2 * width:
-        raise ValueError(f"zone_enrichment: maps of {h}x{w} cells are too small for a "
-                         f"{width}-cell band; need more than {2 * width} cells a side")
+    blocks = _zone_blocks(h, w, width)
     total = positive.sum(axis=(1, 2))
     out = np.full((n, 9), np.nan)
-    bounds = [((0, width), (width, side - width), (side - width, side)) for side in (h, w)]
-    for zone, ((top, bottom), (left, right)) in enumerate(
-        (rows, cols) for rows in bounds[0] for cols in bounds[1]
-    ):
-        block = positive[:, top:bottom, left:right]
-        area = block.shape[1] * block.shape[2] / (h * w)
-        np.divide(block.sum(axis=(1, 2)) / area, total, out=out[:, zone], where=total > 0)
+    for zone, ((rows, cols), area) in enumerate(zip(blocks, zone_cell_shares(h, w, width),
+                                                    strict=True)):
+        np.divide(positive[:, rows, cols].sum(axis=(1, 2)) / area, total, out=out[:, zone],
+                  where=total > 0)
     return out
+
+
+def peak_zone(cams: np.ndarray, width: int = 1) -> np.ndarray:
+    """Per image, the index in ``ZONES`` of the zone holding the map's hottest cell (the
+    pointing game at the CAM's own resolution); -1 for maps without positive mass.
+
+    Args:
+        cams: ``(n, h, w)`` maps, ``h, w > 2 * width``.
+        width: band width in cells. Defaults to 1.
+    """
+    cams = np.asarray(cams, dtype=np.float64)
+    n, h, w = cams.shape
+    zone_of_cell = np.empty((h, w), dtype=np.int64)
+    for zone, (rows, cols) in enumerate(_zone_blocks(h, w, width)):
+        zone_of_cell[rows, cols] = zone
+    peaks = zone_of_cell.reshape(-1)[cams.reshape(n, -1).argmax(axis=1)]
+    return np.where(cams.reshape(n, -1).max(axis=1) > 0, peaks, -1)
 
 
 @dataclass(frozen=True)

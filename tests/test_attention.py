@@ -14,21 +14,35 @@ import pytest
 from audit.core.cache import StageCache
 from probes.attention import border_regions, cam_rows, summarize
 from probes.base import CheckResult, Status
-from probes.checks import attention_border, attention_outside_lung
-from probes.regions import Measurement, measure
+from probes.checks import attention_border, attention_localized, attention_outside_lung
+from probes.regions import ZONES, Measurement, measure, peak_zone
 from tests.attention_fixtures import brightness_trained, lung_phantoms, synthetic_context
+from tests.probe_fixtures import fires
+
+CHECKS = (attention_border, attention_outside_lung, attention_localized)
 
 
-def _run_both(tmp_path, bright: str, with_twin: bool = True) -> dict[str, CheckResult]:
-    dataset = lung_phantoms(n=48, bright=bright)
+def _run_all(tmp_path, bright: str, with_twin: bool = True, dataset=None
+             ) -> dict[str, CheckResult]:
+    dataset = dataset or lung_phantoms(n=48, bright=bright)
     models = [brightness_trained("raw")] + ([brightness_trained("lung_masked")] if with_twin else [])
-    context = synthetic_context(tmp_path, dataset, models, np.arange(48), n_bootstrap=200)
-    return {check.SPEC.id: check.run(context)
-            for check in (attention_border, attention_outside_lung)}
+    context = synthetic_context(tmp_path, dataset, models, np.arange(len(dataset)),
+                                n_bootstrap=200)
+    return {check.SPEC.id: check.run(context) for check in CHECKS}
+
+
+def _corner_marker(dataset, rows, size: int = 8, value: int = 255):
+    """``dataset`` with a bright ``size`` px square in the top-right corner of ``rows``
+    (one 8 px cell of ``brightness_model``'s 8x8 map at 64 px)."""
+    from dataclasses import replace
+
+    images = dataset.images.copy()
+    images[rows, :size, -size:] = value
+    return replace(dataset, images=images)
 
 
 def test_planted_border_attention_is_measured_as_enriched(tmp_path):
-    results = _run_both(tmp_path, bright="border")
+    results = _run_all(tmp_path, bright="border")
     border, outside = results["attention.border"], results["attention.outside_lung"]
     assert border.status == Status.MEASURED and border.metric > 1.5
     assert border.ci[0] > 1.5 and border.p_value < 0.01
@@ -37,7 +51,7 @@ def test_planted_border_attention_is_measured_as_enriched(tmp_path):
     assert border.p_value == pytest.approx(min(1.0, 4 * border.details["p_uncorrected"]))
     assert outside.metric > 1.1 and outside.p_value < 0.01
     assert outside.details["pointing_game"]["hit_rate"] == 0.0  # peaks on the frame
-    covid_zones = border.tables["zones_by_class"][0]
+    covid_zones = results["attention.localized"].tables["zones_by_class"][0]
     assert covid_zones["class"] == "covid" and covid_zones["centre"] < 0.5
     assert min(covid_zones[zone] for zone in ("top-left", "top", "right")) > 1.5
     twin = border.details["lung_masked_comparison"]
@@ -49,16 +63,20 @@ def test_planted_border_attention_is_measured_as_enriched(tmp_path):
 
 
 def test_lung_focused_attention_is_not_enriched(tmp_path):
-    results = _run_both(tmp_path, bright="lungs")
+    results = _run_all(tmp_path, bright="lungs")
     border, outside = results["attention.border"], results["attention.outside_lung"]
+    localized = results["attention.localized"]
     assert border.metric < 0.8 and border.p_value > 0.5
-    assert border.tables["zones_by_class"][0]["centre"] > 1.3
+    assert localized.tables["zones_by_class"][0]["centre"] > 1.3
     assert outside.metric < 0.8 and outside.p_value > 0.5
     assert outside.details["pointing_game"]["hit_rate"] == 1.0
+    assert not any(fires(result) for result in results.values())
+    assert localized.metric < 1.0 and localized.p_value == 1.0
+    assert {row["rate"] for row in localized.tables["peaks_outside_lungs"]} == {0.0}
 
 
 def test_result_reports_tables_exclusions_and_gallery(tmp_path):
-    border = _run_both(tmp_path, bright="border", with_twin=False)["attention.border"]
+    border = _run_all(tmp_path, bright="border", with_twin=False)["attention.border"]
     assert border.details["cam_resolution"] == {"bright/raw": 8}
     assert border.details["lung_masked_comparison"] is None
     assert border.details["excluded_rows"] == {"no positive CAM mass": 0}
@@ -169,7 +187,7 @@ def test_not_run_without_a_grad_cam_service(tmp_path):
 
     context = synthetic_context(tmp_path, lung_phantoms(n=8), [brightness_trained("raw")],
                                 np.arange(8))
-    for check in (attention_border, attention_outside_lung):
+    for check in CHECKS:
         result = check.run(replace(context, explanations=None))
         assert result.status == Status.NOT_RUN
         assert result.reason == "no Grad-CAM service in the probe context (ProbeContext.explanations)"
@@ -184,8 +202,98 @@ def test_not_run_when_a_models_grad_cam_is_too_coarse_for_a_border_band(tmp_path
 
     coarse = replace(brightness_trained("raw"), keras_model=brightness_model(64, cells=2))
     context = synthetic_context(tmp_path, lung_phantoms(n=16), [coarse], np.arange(16))
-    for check in (attention_border, attention_outside_lung):
+    for check in CHECKS:
         result = check.run(context)
         assert result.status == Status.NOT_RUN, result.reason
         assert "bright/raw 2x2 cells at 64 px" in result.reason
         assert "audit the model at a larger input size" in result.reason
+
+
+def test_a_marker_in_one_corner_of_one_class_fires_localized_but_not_the_band(tmp_path):
+    """The demo's case: lung-focused maps plus a bright corner cell on 18 of the 24 COVID
+    images. The band's average hides it; the class x zone cell does not."""
+    dataset = lung_phantoms(n=96, bright="lungs")
+    covid = np.flatnonzero(dataset.labels == 0)
+    results = _run_all(tmp_path, bright="lungs", dataset=_corner_marker(dataset, covid[:18]))
+    localized, border = results["attention.localized"], results["attention.border"]
+    assert not fires(border), (border.metric, border.p_value)
+    assert fires(localized), (localized.metric, localized.p_value)
+    assert (localized.details["worst_class"], localized.details["worst_zone"]) == (
+        "covid", "top-right")
+    assert localized.details["cells_tested"] == 4 * 8  # classes x border zones, Holm over them
+    assert localized.ci[0] > 1.5
+    worst = next(cell for cell in localized.tables["cells"]
+                 if (cell["class"], cell["zone"]) == ("covid", "top-right"))
+    assert worst["rest_enrichment"] < 1.0 and worst["p_holm"] == localized.p_value < 0.01
+    pointing = localized.details["pointing_in_zone"]
+    assert (pointing["peak_hits"], pointing["n"]) == (18, 24)
+    assert pointing["cell_share"] == pytest.approx(1 / 64)
+    assert pointing["peak_ci_low"] < 0.75 < pointing["peak_ci_high"]
+    outside = localized.details["peaks_outside_lungs"]  # the marked COVID images' peaks
+    assert (outside["class"], outside["peaks_outside"], outside["n"]) == ("covid", 18, 24)
+    twin = localized.details["lung_masked_comparison"]
+    assert twin["masked_enrichment"] < 1.0 < twin["raw_enrichment"] and twin["p_raw_greater"] < 0.01
+    gallery = localized.figures["gallery"]
+    assert all(caption.startswith("covid") for caption in gallery["captions"])
+    assert localized.artifacts["gallery"]["cams"].shape[1:] == (8, 8)
+
+
+def test_one_image_with_a_hot_corner_does_not_fire_localized(tmp_path):
+    """Ranks, not the mean, decide p: one image whose whole map sits in the corner lifts
+    the class's mean above the threshold but cannot fire the check alone."""
+    from tests.probe_fixtures import default_threshold
+
+    dataset = lung_phantoms(n=48, bright="lungs")
+    covid = np.flatnonzero(dataset.labels == 0)
+    dataset.images[covid[0]] = 0  # only the corner marker is bright: enrichment 64
+    localized = _run_all(tmp_path, bright="lungs", with_twin=False,
+                         dataset=_corner_marker(dataset, covid[:1]))["attention.localized"]
+    assert (localized.details["worst_class"], localized.details["worst_zone"]) == (
+        "covid", "top-right")
+    assert localized.metric > default_threshold("attention.localized")
+    assert localized.details["pointing_in_zone"]["peak_hits"] == 1
+    assert localized.p_value > 0.05 and not fires(localized)
+
+
+def test_a_corner_every_class_looks_at_is_not_a_label_shortcut(tmp_path):
+    """p asks whether one class looks at the zone more than the others: a corner all
+    classes attend alike (the body outline, say) is enriched but does not fire."""
+    from tests.probe_fixtures import default_threshold
+
+    dataset = lung_phantoms(n=48, bright="lungs")
+    localized = _run_all(tmp_path, bright="lungs", with_twin=False,
+                         dataset=_corner_marker(dataset, np.arange(48)))["attention.localized"]
+    assert localized.details["worst_zone"] == "top-right"
+    assert localized.metric > default_threshold("attention.localized")
+    assert localized.p_value > 0.5 and not fires(localized)
+
+
+def test_diffuse_attention_does_not_fire_localized(tmp_path):
+    from dataclasses import replace
+
+    dataset = lung_phantoms(n=48, bright="lungs")
+    noise = np.random.default_rng(0).integers(100, 140, dataset.images.shape).astype(np.uint8)
+    localized = _run_all(tmp_path, bright="lungs", with_twin=False,
+                         dataset=replace(dataset, images=noise))["attention.localized"]
+    assert localized.metric == pytest.approx(1.0, abs=0.1)
+    assert not fires(localized)
+
+
+def test_localized_runs_without_masks_and_reports_no_outside_lung_peaks(tmp_path):
+    from dataclasses import replace
+
+    dataset = replace(lung_phantoms(n=48, bright="border"), masks=None, has_mask=None)
+    localized = _run_all(tmp_path, bright="border", with_twin=False,
+                         dataset=dataset)["attention.localized"]
+    assert localized.ran and localized.details["peaks_outside_lungs"] is None
+    assert "peaks_outside_lungs" not in localized.tables
+
+
+def test_peak_zone_names_the_zone_of_the_hottest_cell():
+    cams = np.zeros((3, 7, 7))
+    cams[0, 0, 6] = 1.0
+    cams[1, 3, 3] = 1.0
+    assert peak_zone(cams).tolist() == [ZONES.index("top-right"), ZONES.index("centre"), -1]
+    cams[0, 1, 5] = 2.0  # inside a 2-cell band's top-right corner, not a 1-cell band's
+    assert peak_zone(cams[:1], width=1).tolist() == [ZONES.index("centre")]
+    assert peak_zone(cams[:1], width=2).tolist() == [ZONES.index("top-right")]

@@ -31,7 +31,7 @@ import pytest
 from audit.core.config import SiteTraits, SynthConfig
 from audit.data.phantoms import plant_marker, synthetic_dataset
 from probes.base import CheckResult
-from probes.checks import attention_border, attention_outside_lung
+from probes.checks import attention_border, attention_localized, attention_outside_lung
 from tests.attention_fixtures import (
     MOBILENET_V2_035,
     half_split,
@@ -60,7 +60,7 @@ def _run(tmp_path, dataset, seed: int = SEED) -> dict[str, CheckResult]:
               for mode in ("raw", "lung_masked")]
     context = synthetic_context(tmp_path, dataset, models, test, seed=seed, n_bootstrap=200)
     return {check.SPEC.id: check.run(context)
-            for check in (attention_border, attention_outside_lung)}
+            for check in (attention_border, attention_outside_lung, attention_localized)}
 
 
 def test_planted_marker_is_found_and_the_lung_masked_model_ignores_it(tmp_path):
@@ -69,11 +69,13 @@ def test_planted_marker_is_found_and_the_lung_masked_model_ignores_it(tmp_path):
     dataset = dataclasses.replace(dataset, images=plant_marker(dataset.images, covid,
                                                                corner="top_right",
                                                                size_fraction=0.12))
-    border = _run(tmp_path, dataset)["attention.border"]
+    results = _run(tmp_path, dataset)
+    border, localized = results["attention.border"], results["attention.localized"]
     assert border.details["worst_class"] == "covid"
     assert border.metric > 1.1 and border.p_value < 0.05
-    zones = next(row for row in border.tables["zones_by_class"] if row["class"] == "covid")
-    assert zones["top-right"] == max(zones[name] for name in zones if name != "class")
+    assert fires(localized), (localized.metric, localized.p_value)
+    assert (localized.details["worst_class"], localized.details["worst_zone"]) == (
+        "covid", "top-right")
     twin = border.details["lung_masked_comparison"]  # on the COVID images
     assert twin["masked_enrichment"] < twin["raw_enrichment"] - 0.2
     assert twin["p_raw_greater"] < 0.05

@@ -32,7 +32,7 @@ def tiny_config(confounding: float, traits: bool) -> dict:
         "segmentation": {"source": "manifest"},
         "models": {"alpha": 0.35, **weights, "epochs": 8, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 12, "n_permutations": 400, "n_bootstrap": 50,
+        "probes": {"cam_max_images": 12, "n_permutations": 480, "n_bootstrap": 50,
                    "ablation_sizes": [5, 10], "ablation_seeds": [0]},
     }
 

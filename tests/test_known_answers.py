@@ -39,7 +39,7 @@ SHORTCUT_ONLY = {
     "models": {"alpha": 0.35, "weights": "imagenet", "weights_dirs": [str(WEIGHTS_DIR)],
                "epochs": 40, "augmented_views": 0, "training_path": "cached",
                "cross_validate": False},
-    "probes": {"n_permutations": 400, "n_bootstrap": 200, "ablation_sizes": [5, 10],
+    "probes": {"n_permutations": 480, "n_bootstrap": 200, "ablation_sizes": [5, 10],
                "ablation_seeds": [0]},
 }
 

@@ -139,3 +139,16 @@ def test_cam_grid_is_the_side_of_the_last_convolution(backbone, size):
     model = getattr(keras.applications, info.constructor)(
         include_top=False, weights=None, input_shape=(size, size, 3))
     assert model.get_layer(info.last_conv_layer).output.shape[1] == cam_grid(backbone, size)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "xception"])
+def test_random_weights_are_the_same_on_every_build(backbone):
+    """``models.weights: none`` must be reproducible: Keras' unseeded initializers draw from
+    process state, which differs between two builds (and between a run and its resume)."""
+    from models.backbones import backbone_info, build_backbone
+
+    size = backbone_info(backbone).min_input_size
+    first, second = (build_backbone(backbone, size, "none", 0.35)[0].get_weights()
+                     for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert max(float(np.std(a)) for a in first) > 0  # drawn, not left at zero

@@ -112,9 +112,9 @@ def test_audit_of_an_external_model_with_its_policy_reaches_a_verdict(tmp_path):
         "data": {"image_size": 96, "test_fraction": 0.5, "n_folds": 2},
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none"},
-        # 440: the fewest that let the default family's checks with a p-value fire once
+        # 480: the fewest that let the default family's checks with a p-value fire once
         # generalization.external joins it (an external manifest is given)
-        "probes": {"cam_max_images": 48, "n_permutations": 440, "n_bootstrap": 20},
+        "probes": {"cam_max_images": 48, "n_permutations": 480, "n_bootstrap": 20},
     }))
     with pytest.MonkeyPatch.context() as patch:
         code = cxr_audit(patch, "audit", "--model", str(model), "--preprocess", str(spec),

@@ -193,7 +193,7 @@ def test_a_small_audit_piped_to_a_file_prints_no_control_characters_or_tensorflo
         "segmentation": {"source": "manifest"},
         "models": {"weights": "none", "alpha": 0.35, "epochs": 2, "augmented_views": 0,
                    "training_path": "cached"},
-        "probes": {"cam_max_images": 8, "n_permutations": 400, "n_bootstrap": 10,
+        "probes": {"cam_max_images": 8, "n_permutations": 480, "n_bootstrap": 10,
                    "ablation_sizes": [2, 4], "ablation_seeds": [0]},
     }))
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

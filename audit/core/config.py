@@ -154,7 +154,7 @@ class ProbesConfig(_Section):
     checks: list[str] | None = None
     border_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.10
     cam_max_images: PositiveInt = 200
-    n_permutations: PositiveInt = 400
+    n_permutations: PositiveInt = 480
     n_bootstrap: PositiveInt = 1000
     # The class the masking and ablation checks follow (the paper's COVID); the run refuses
     # a class the data holds no image of (``audit.pipeline.check_target_class``).

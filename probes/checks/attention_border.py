@@ -1,7 +1,8 @@
 """``attention.border``: how much of the audited model's Grad-CAM mass lies in the image border.
 
 The measurement is ``probes.attention``'s (shared with ``attention.outside_lung``); this
-module says which region is measured and what else is reported (enrichment per zone).
+module says which region is measured. The band's average dilutes a marker that fills one
+corner; ``attention.localized`` reads the band zone by zone.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ SPEC = CheckSpec(
         "model's evidence sits at the image edges, where markers, text and collimation edges "
         "are, not in the lungs."),
     next_steps=(
-        "Open the Grad-CAM gallery and the zone table to see which edge or corner draws the "
-        "attention, then crop or blank that part of the training images (or train on "
+        "Open the Grad-CAM gallery, and attention.localized's zone table to see which edge or "
+        "corner draws the attention, then crop or blank that part of the training images (or train on "
         "lung-masked inputs) and re-run."),
 )
 
 
 def run(context: ProbeContext) -> CheckResult:
     """Border-band enrichment of the audited model's Grad-CAM, worst class first."""
-    from probes.attention import border_band_regions, border_zones, run_attention  # TensorFlow
+    from probes.attention import border_band_regions, run_attention  # TensorFlow
 
-    return run_attention(context, SPEC, "border enrichment", border_band_regions, border_zones)
+    return run_attention(context, SPEC, "border enrichment", border_band_regions)
