@@ -70,6 +70,7 @@ LABELS = {
     "min_images": "test images a source needs", "internal_accuracy": "internal test accuracy",
     "internal_accuracy_ci": "internal test accuracy 95% CI",
     "external_accuracy": "external accuracy", "manifests": "external manifests",
+    "key": "manifest", "n_quarantined": "images quarantined",
     # the swap checks (intervention.border_swap, intervention.surround_swap)
     "pairs": "pairs (composites)", "n_test_images": "test images",
     "follow_border": "composites following the border",
@@ -137,7 +138,7 @@ def check_card(check: CheckResult, spec: CheckSpec | None, alpha: float | None,
         alpha: The policy's alpha. None for an unjudged run.
         n_permutations: The run's ``probes.n_permutations`` (names a permutation floor).
     """
-    numbers, nested = _numbers(check.details)
+    numbers, records, nested = _numbers(check.details)
     return Card(
         severity=SEVERITY.get(check.gate or "", "not judged yet"),
         threshold=_threshold(check),
@@ -146,7 +147,8 @@ def check_card(check: CheckResult, spec: CheckSpec | None, alpha: float | None,
         p_holm=_p_holm(check),
         next_steps=spec.next_steps if spec and check.status in NEEDS_ACTION else "",
         numbers=numbers,
-        tables=[table for name, rows in check.tables.items() if (table := _table(name, rows))],
+        tables=[table for name, rows in [*check.tables.items(), *records.items()]
+                if (table := _table(name, rows))],
         raw=json.dumps(nested, indent=2, default=str) if nested else "",
     )
 
@@ -237,20 +239,28 @@ def _p_against_alpha(check: CheckResult, alpha: float | None) -> str:
             f"{'<' if check.status in FIRED else '≥'} α {alpha:g}")
 
 
-def _numbers(details: dict[str, Any]) -> tuple[list[Row], dict[str, Any]]:
-    """Details as labelled rows (scalars, estimates, flat records one level down) and the
-    rest (lists of records, deeper nesting), shown folded as JSON."""
-    rows, nested = [], {}
+def _numbers(details: dict[str, Any]) -> tuple[list[Row], dict[str, list[dict]], dict[str, Any]]:
+    """Details as labelled rows (scalars, estimates, flat records one level down), lists of
+    flat records (shown as tables, like the probe's own) and the rest (deeper nesting),
+    shown folded as JSON."""
+    rows, records, nested = [], {}, {}
     for key, value in details.items():
         if _is_scalar(value) or is_estimate(value) or _is_short_list(value):
             rows.append(Row(label(key), _cell(key, value)))
-        elif isinstance(value, dict) and all(_is_scalar(v) or _is_short_list(v) or is_estimate(v)
-                                             for v in value.values()):
+        elif isinstance(value, dict) and _is_flat(value):
             rows += [Row(f"{label(key)}: {label(inner)}", _cell(inner, v))
                      for inner, v in value.items()]
+        elif isinstance(value, list) and value and all(
+                isinstance(item, dict) and _is_flat(item) for item in value):
+            records[key] = value
         else:
             nested[key] = value
-    return rows, nested
+    return rows, records, nested
+
+
+def _is_flat(record: dict[str, Any]) -> bool:
+    """Whether every value of ``record`` fits a cell (scalar, short list, estimate)."""
+    return all(_is_scalar(v) or _is_short_list(v) or is_estimate(v) for v in record.values())
 
 
 def _table(name: str, rows: list[dict[str, Any]]) -> Table | None:

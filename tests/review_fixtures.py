@@ -67,6 +67,9 @@ def external_sources(accuracy: float = 0.55) -> CheckResult:
     return CheckResult(check_id="generalization.external", title="Accuracy on external sources",
                        metric_name="accuracy drop", metric=0.3, p_value=0.01,
                        summary="External sources lose accuracy.",
+                       details={"internal_accuracy": 0.89, "n_internal": 40,
+                                "manifests": [{"key": "data.external[0]", "n_images": 80,
+                                               "n_quarantined": 2, "sources": ["padchest"]}]},
                        tables={"per_source": [
                            {"source": "padchest", "n": 80, "accuracy": accuracy,
                             "accuracy_ci_low": accuracy - 0.1, "accuracy_ci_high": accuracy + 0.1,

@@ -34,7 +34,8 @@ def _border(enrichment: float, p_value: float = 0.2) -> CheckResult:
                        details={"zone_band_cells": 1.0, "p_raw_greater": 0.31,
                                 "pointing_game": {"hits": 4, "n": 18, "hit_rate": 0.22,
                                                   "ci": [0.09, 0.45]},
-                                "by_seed": [{"seed": 0, "value": 1.0}]},
+                                "by_seed": [{"seed": 0, "value": 1.0}],
+                                "by_fold": {"0": [{"seed": 0, "value": 1.0}]}},
                        tables={"empty": [], "zones": [{"class": "covid", "top": -0.0,
                                                        "reason": None}]})
 
@@ -90,9 +91,11 @@ def test_a_quiet_check_has_no_next_steps_and_readable_numbers():
     assert numbers["pointing game (CAM peak inside the lungs): hit rate"] == "0.220"
     assert numbers["pointing game (CAM peak inside the lungs): 95% CI"] == "[0.0900, 0.450]"
     assert "p_raw_greater" not in numbers and label("p_raw_greater") in numbers
-    assert '"by_seed"' in card.raw  # records nested in details are folded as JSON
-    [table] = card.tables  # the empty table is hidden, the all-empty column too
-    assert table.columns == ["class", "top"] and table.rows == [["covid", "0.00"]]
+    assert '"by_fold"' in card.raw and '"by_seed"' not in card.raw  # deeper nesting as JSON
+    zones, by_seed = card.tables  # the empty table is hidden, the all-empty column too
+    assert zones.columns == ["class", "top"] and zones.rows == [["covid", "0.00"]]
+    assert (by_seed.title, by_seed.columns, by_seed.rows) == ("by seed", ["seed", "value"],
+                                                             [["0", "1.00"]])  # a list of records
 
 
 def test_a_count_metric_and_its_threshold_are_integers():
@@ -118,8 +121,12 @@ def test_a_new_checks_keys_have_human_labels_and_its_tables_show(made):
              for inner in value}
     keys |= {column for rows in check.tables.values() for row in rows for column in row}
     keys |= set(check.tables)
+    records = [key for key, value in check.details.items() if isinstance(value, list)
+               and value and isinstance(value[0], dict)]  # lists of records show as tables
+    keys |= {column for key in records for row in check.details[key] for column in row}
     unlabelled = sorted(key for key in keys if "_" in key and key not in LABELS)
     assert unlabelled == []  # a reader never sees "follow_border" as "follow border"
-    assert [table.title for table in card.tables] == [label(name) for name in check.tables]
+    assert [table.title for table in card.tables] == [label(name) for name in
+                                                      [*check.tables, *records]]
     assert all(table.rows and len(table.columns) == len(table.rows[0]) for table in card.tables)
     assert card.raw == ""  # every detail is a labelled number, none left as raw JSON
