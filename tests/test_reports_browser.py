@@ -145,6 +145,27 @@ def test_per_source_table_fits_a_phone_without_scrolling_sideways(browser, repor
         page.close()
 
 
+OUTSIDE_ITS_CARD = """() => [...document.querySelectorAll('table.card-table')].filter(t => {
+  const card = t.closest('.card').getBoundingClientRect(), box = t.getBoundingClientRect();
+  return box.right > card.right + 1 || t.scrollWidth > t.clientWidth + 1
+         || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1;
+}).map(t => t.closest('.card').id + ' ' + Math.round(t.scrollWidth) + 'px')"""
+
+
+def test_card_tables_fit_a_phone_without_scrolling_sideways(browser, report):
+    _, _, html = report
+    page, _ = _open(browser, html, PHONE)
+    try:
+        page.evaluate("document.querySelectorAll('details.table-fold').forEach(d => "
+                      "{ d.open = true; })")  # a passing check's tables too, as a reader opens them
+        assert page.locator("table.card-table").count() >= 5
+        assert page.evaluate(OUTSIDE_ITS_CARD) == []
+        cell = page.locator("table.card-table td[data-label]").first
+        assert cell.evaluate("td => getComputedStyle(td, '::before').content") != "none"
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1440x900", "390x844"])
 def test_swap_cards_show_their_tables_and_the_explained_gallery(browser, report, viewport):
     _, _, html = report
