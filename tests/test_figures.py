@@ -17,7 +17,7 @@ from reports.figures import (
     figure_data_uri,
     heatmap_png,
     hist_png,
-    image_gallery_png,
+    image_gallery_jpeg,
     lines_png,
     render_figure,
 )
@@ -101,15 +101,16 @@ def test_image_gallery_draws_images_in_columns_with_and_without_outlines(tmp_pat
     np.savez(tmp_path / "with.npz", images=images, masks=masks)
     np.savez(tmp_path / "without.npz", images=images)
     for name in ("with.npz", "without.npz"):
-        png, _ = image_gallery_png({"kind": "image_gallery", "title": "g", "npz": name,
-                                    "columns": 3, "captions": ["a", "b"]}, tmp_path)
-        assert png.startswith(PNG_MAGIC)
+        jpeg, _ = image_gallery_jpeg({"kind": "image_gallery", "title": "g", "npz": name,
+                                      "columns": 3, "captions": ["a", "b"]}, tmp_path)
+        assert jpeg.startswith(b"\xff\xd8\xff")  # radiographs as a JPEG, not a PNG
     drawn = render_figure({"kind": "image_gallery", "title": "t", "npz": "nowhere.npz"},
                           tmp_path)
     assert drawn.data_uri is None and "'nowhere.npz' is missing" in drawn.note
     explained = render_figure({"kind": "image_gallery", "title": "g", "npz": "with.npz",
                                "caption": "How to read it."}, tmp_path)
-    assert explained.data_uri and explained.caption == "How to read it."
+    assert explained.data_uri.startswith("data:image/jpeg;base64,")
+    assert explained.caption == "How to read it."
     assert render_figure({"kind": "image_gallery", "title": "g", "npz": "with.npz"},
                          tmp_path).caption == ""
 
