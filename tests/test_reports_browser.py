@@ -40,7 +40,8 @@ SWAPS_WARN = PolicyConfig(alpha=0.05, checks={
     **REPORT_POLICY.checks,
     **{check_id: CheckPolicy(gate="warn", threshold=0.2, required=False)
        for check_id in ("intervention.border_swap", "intervention.surround_swap")}})
-"""``REPORT_POLICY`` gating the swap checks, so their cards are open as a fired check's."""
+"""``REPORT_POLICY`` gating the swap checks, so their cards fold their evidence as a
+warning's does."""
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,8 @@ def test_report_loads_offline_and_shows_everything_at_each_size(browser, report,
     assert shot.read_bytes().startswith(b"\x89PNG")
 
 
-OVERFLOWING = """selector => [...document.querySelectorAll(selector)].filter(t => {
+OVERFLOWING = """selector => [...document.querySelectorAll(selector)]
+  .filter(t => t.checkVisibility()).filter(t => {
   const right = t.getBoundingClientRect().right;
   return right > document.documentElement.clientWidth + 1 || t.scrollWidth > t.clientWidth + 1
          || t.parentElement.scrollWidth > t.parentElement.clientWidth + 1;
@@ -156,9 +158,10 @@ def test_card_tables_fit_a_phone_without_scrolling_sideways(browser, report):
     _, _, html = report
     page, _ = _open(browser, html, PHONE)
     try:
-        page.evaluate("document.querySelectorAll('details.table-fold').forEach(d => "
-                      "{ d.open = true; })")  # a passing check's tables too, as a reader opens them
-        assert page.locator("table.card-table").count() >= 5
+        page.evaluate("document.querySelectorAll('details.evidence, details.table-fold')"
+                      ".forEach(d => { d.open = true; })")  # every table, as a reader opens it
+        assert page.evaluate("[...document.querySelectorAll('table.card-table')]"
+                             ".filter(t => t.checkVisibility()).length") >= 5
         assert page.evaluate(OUTSIDE_ITS_CARD) == []
         cell = page.locator("table.card-table td[data-label]").first
         assert cell.evaluate("td => getComputedStyle(td, '::before').content") != "none"
@@ -175,6 +178,10 @@ def test_swap_cards_show_their_tables_and_the_explained_gallery(browser, report,
         gallery = card.locator("figure", has=page.locator("figcaption"))
         assert gallery.count() == 1 and gallery.locator("img.plot").evaluate(
             "i => i.complete && i.naturalWidth > 0")
+        assert not gallery.is_visible()  # a warning's evidence is folded under one line
+        evidence = card.locator("details.evidence > summary")
+        assert evidence.inner_text().startswith("Evidence: 1 chart, ")
+        evidence.click()
         assert gallery.locator("figcaption").inner_text() == GALLERY_CAPTION
         assert gallery.locator("figcaption").is_visible()
         for anchor in ("intervention.border_swap", "intervention.surround_swap"):

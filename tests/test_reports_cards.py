@@ -57,7 +57,7 @@ def test_attention_passing_while_held_out_source_fails_gets_a_reconciling_note(t
     result = _judged(_border(0.8), _held_out(0.52))
     assert [c.status for c in result.checks] == ["pass", "fail"]
     page = render_html(result, tmp_path)
-    note = page.split('<div class="reconcile">', 1)[1].split("</div>", 1)[0]
+    note = page.split('<details class="reconcile', 1)[1].split("</details>", 1)[0]
     assert "attention.border passed while generalization.leave_one_source_out fired" in note
     assert "cannot see a shortcut spread over the whole image" in note
     assert "Adebayo et al. 2022" in note
