@@ -4,8 +4,9 @@
 
 - ``planted``: the shenzhen rows (labels ``normal`` and ``other``, i.e. tuberculosis; every
   row has a lung mask) split by patient into two pseudo-sites ``shenzhen_a`` and
-  ``shenzhen_b``; on pseudo-site A, 80% of the ``other`` images get a bright text-like
-  block burned into the top-right corner, inside the ``probes.border_fraction`` band. The
+  ``shenzhen_b`` (half the patients each, drawn from ``--seed``); on pseudo-site A, 80% of
+  the ``other`` images get a bright text-like block burned into the top-right corner,
+  inside the ``probes.border_fraction`` band. The
   copy's images are written as PNGs under ``--out``, its masks read from the shared folder.
 - ``randomised``: the same rows and pseudo-sites, the shared images unchanged.
 - ``external``: every source but ``--external-source`` trains the model; that source is
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,14 @@ FLAGGED = {"warn", "fail"}
 
 
 def shenzhen_pseudo_sites(seed: int) -> pd.DataFrame:
-    """The shenzhen rows, absolute paths, ``source`` set to ``shenzhen_a`` or ``_b`` by a
-    seeded hash of the patient id (so one patient's images share a pseudo-site)."""
+    """The shenzhen rows, absolute paths, ``source`` set to ``shenzhen_a`` for a random half
+    of the patients (drawn from ``seed``) and ``shenzhen_b`` for the rest."""
     table = pd.read_csv(REAL / "metadata.csv", dtype=str, keep_default_na=False)
     rows = table[table["source"] == "shenzhen"].copy()
     rows["path"] = [str(REAL / path) for path in rows["path"]]
     rows["mask_path"] = [str(REAL / path) if path else "" for path in rows["mask_path"]]
-    site_a = [zlib.crc32(f"{seed}:{patient}".encode()) % 2 == 0 for patient in rows["patient_id"]]
+    patients = np.random.default_rng(seed).permutation(sorted(set(rows["patient_id"])))
+    site_a = rows["patient_id"].isin(patients[: len(patients) // 2])
     rows["source"] = np.where(site_a, "shenzhen_a", "shenzhen_b")
     return rows[["path", "label", "source", "patient_id", "view", "mask_path"]]
 
