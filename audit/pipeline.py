@@ -287,8 +287,13 @@ def check_target_class(config: AuditConfig) -> None:
         raise InputError(
             f"probes.target_class: {target!r} is not a class of {manifest}, whose labels map "
             f"(through data.label_map) to {', '.join(found) or 'no class'}; set "
-            f"probes.target_class to one of those: the class {' and '.join(following)} "
+            f"probes.target_class to one of those: the class {_listed(following)} "
             f"{'follow' if len(following) > 1 else 'follows'}")
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def check_weights(config: AuditConfig) -> None:

@@ -17,7 +17,7 @@ from audit.core.errors import InputError
 from audit.data.dataset import Dataset, Splits
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids
-from reports.figures import render_figure
+from reports.figures import cam_panels
 from tests.probe_fixtures import probe_context
 
 
@@ -129,8 +129,9 @@ def test_artifacts_are_saved_with_the_stage_and_the_figure_points_at_the_run_cop
         with np.load(saved) as stored:
             for name, array in GALLERY_ARRAYS.items():
                 np.testing.assert_array_equal(stored[name], array)
-    drawn = render_figure(spec, run_dir)  # what the report does with the spec
-    assert drawn.note is None and drawn.data_uri.startswith("data:image/png")
+    panels, colour_bar = cam_panels(spec, run_dir)  # what the report does with the spec
+    assert len(panels) == len(GALLERY_ARRAYS["images"]) and colour_bar.startswith("data:image/")
+    assert all(panel.data_uri.startswith("data:image/jpeg") for panel in panels)
 
 
 def test_reused_probe_restores_its_artifacts_into_a_new_run_folder(tmp_path, counting_probes):

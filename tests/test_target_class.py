@@ -103,7 +103,8 @@ def test_a_run_refuses_a_target_class_the_data_lacks(tmp_path):
     assert str(error.value) == (
         f"probes.target_class: 'covid' is not a class of {manifest}, whose labels map (through "
         "data.label_map) to opacity, normal; set probes.target_class to one of those: the "
-        "class masking.raw_vs_lung and ablation.class_size follow")
+        "class intervention.surround_swap, intervention.border_swap, masking.raw_vs_lung and "
+        "ablation.class_size follow")
 
 
 def test_a_run_refuses_it_before_writing_anything(tmp_path):
