@@ -1,6 +1,7 @@
 """Figure specs (plain data, see ``probes.base``) drawn with matplotlib.
 
-One function per chart kind, each ``(spec, run_dir) -> (png bytes, width in inches)``.
+One function per chart kind, each ``(spec, run_dir) -> (image bytes, width in inches)``: a PNG,
+or a JPEG for an image gallery (radiographs).
 Figures are built with the object-oriented ``matplotlib.figure.Figure`` API, which needs no
 pyplot state and no backend switch. ``render_figure`` is the entry point the HTML writer
 uses: it never raises for a bad spec; it returns a ``RenderedFigure`` whose ``note`` says,
