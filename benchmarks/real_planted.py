@@ -1,6 +1,6 @@
 """The model-level checks on real radiographs: a planted marker, no plant, an external source.
 
-``../shared/data/cxr-real/`` (read-only; never copied into the repository). Three cases:
+``../shared/data/cxr-real/`` (read-only; never copied into the repository; its paths from ``benchmarks.real_set``). Three cases:
 
 - ``planted``: the shenzhen rows (labels ``normal`` and ``other``, i.e. tuberculosis; every
   row has a lung mask) split by patient into two pseudo-sites ``shenzhen_a`` and
@@ -33,9 +33,8 @@ import yaml
 from PIL import Image, ImageDraw
 
 from audit.core.config import load_config
+from benchmarks.real_set import MANIFEST, SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL = SHARED / "data/cxr-real"
 WEIGHTS = SHARED / "weights"
 MODEL_CHECKS = ("intervention.surround_swap", "intervention.border_swap",
                 "performance.within_source", "attention.border", "attention.outside_lung")
@@ -44,13 +43,20 @@ PLANTED_SHARE = 0.8
 FLAGGED = {"warn", "fail"}
 
 
+def real_table() -> pd.DataFrame:
+    """The real set's manifest with its image and mask paths made absolute."""
+    table = pd.read_csv(MANIFEST, dtype=str, keep_default_na=False)
+    table["path"] = [str(MANIFEST.parent / path) for path in table["path"]]
+    table["mask_path"] = [str(MANIFEST.parent / path) if path else ""
+                          for path in table["mask_path"]]
+    return table
+
+
 def shenzhen_pseudo_sites(seed: int) -> pd.DataFrame:
     """The shenzhen rows, absolute paths, ``source`` set to ``shenzhen_a`` for a random half
     of the patients (drawn from ``seed``) and ``shenzhen_b`` for the rest."""
-    table = pd.read_csv(REAL / "metadata.csv", dtype=str, keep_default_na=False)
+    table = real_table()
     rows = table[table["source"] == "shenzhen"].copy()
-    rows["path"] = [str(REAL / path) for path in rows["path"]]
-    rows["mask_path"] = [str(REAL / path) if path else "" for path in rows["mask_path"]]
     patients = np.random.default_rng(seed).permutation(sorted(set(rows["patient_id"])))
     site_a = rows["patient_id"].isin(patients[: len(patients) // 2])
     rows["source"] = np.where(site_a, "shenzhen_a", "shenzhen_b")
@@ -126,9 +132,7 @@ def marker_effect(run_dir: Path, planted: Path, randomised: Path, marked: set[st
 def external_split(folder: Path, held_out: str) -> tuple[Path, Path]:
     """The real set without ``held_out`` and ``held_out`` alone, absolute paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = pd.read_csv(REAL / "metadata.csv", dtype=str, keep_default_na=False)
-    table["path"] = [str(REAL / path) for path in table["path"]]
-    table["mask_path"] = [str(REAL / path) if path else "" for path in table["mask_path"]]
+    table = real_table()
     internal, external = folder / "internal.csv", folder / "external.csv"
     table[table["source"] != held_out].to_csv(internal, index=False)
     table[table["source"] == held_out].to_csv(external, index=False)

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from audit.core.config import CLASSES
-from audit.data.dataset import Dataset
+from audit.core.config import CLASSES, ProbesConfig
+from audit.data.dataset import Dataset, Splits
+from probes.base import ProbeContext
+from tests.probe_fixtures import probe_context
 
 SIZE = 16
 CORNER = 4  # the corner square carrying the source, pixels
@@ -108,3 +110,11 @@ class ReadsSource:
 
 def _corners(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
     return dataset.images[np.asarray(rows)][:, :CORNER, :CORNER].mean(axis=(1, 2)).round()
+
+
+def audited_context(model, dataset: Dataset, splits: Splits, external: tuple = (),
+                    **params) -> ProbeContext:
+    """A probe context whose only and audited model is ``model``, with ``params`` as the
+    probes' settings and ``external`` as the external data sets."""
+    return probe_context(dataset, splits, models={model.key: model}, audited=model.key,
+                         params=ProbesConfig(**params), external=tuple(external))

@@ -11,14 +11,14 @@ import yaml
 
 from audit import pipeline
 from audit.core.cache import StageCache
-from audit.core.config import ProbesConfig, SynthConfig, load_config, parse_config
+from audit.core.config import SynthConfig, load_config, parse_config
 from audit.core.errors import InputError
 from audit.core.result import CheckResult
 from audit.data.phantoms import generate_phantoms
 from audit.gate import check_permutations, load_policy
 from probes.checks import generalization_external as external_check
 from tests.probe_fixtures import fires, probe_context, stratified_splits
-from tests.source_fixtures import ReadsDisease, ReadsSource, coded_dataset
+from tests.source_fixtures import ReadsDisease, ReadsSource, audited_context, coded_dataset
 
 TABLE_KEYS = {"source", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
               "internal_accuracy", "p_value"}
@@ -37,9 +37,7 @@ def other_hospitals(n_sources: int = 2, seed: int = 5):
 
 
 def audited(model, internal, external, **params):
-    dataset, splits = internal
-    return probe_context(dataset, splits, models={model.key: model}, audited=model.key,
-                         params=ProbesConfig(**params), external=tuple(external))
+    return audited_context(model, *internal, external=external, **params)
 
 
 def test_a_model_that_reads_the_hospital_loses_accuracy_on_new_ones_and_fires(internal):

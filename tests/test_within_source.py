@@ -7,18 +7,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from audit.core.config import ProbesConfig
 from probes.checks import performance_within_source as within_source
 from tests.probe_fixtures import fires, probe_context, stratified_splits
-from tests.source_fixtures import ReadsDisease, ReadsSource, coded_dataset
+from tests.source_fixtures import ReadsDisease, ReadsSource, audited_context, coded_dataset
 
 TABLE_KEYS = {"source", "n", "labels", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
               "target_recall", "baseline_accuracy", "chance"}
 
 
 def audited(model, dataset, splits, **params):
-    return probe_context(dataset, splits, models={model.key: model}, audited=model.key,
-                         params=ProbesConfig(n_bootstrap=200, **params))
+    return audited_context(model, dataset, splits, n_bootstrap=200, **params)
 
 
 @pytest.fixture(scope="module")
