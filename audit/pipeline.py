@@ -202,9 +202,14 @@ def _start_run(config: AuditConfig, out_dir: str | Path,
 def runnable_checks(config: AuditConfig) -> tuple[str, ...]:
     """The enabled checks that can run with the config's inputs: without ``data.external``
     a check that needs external data is ``not_run``, so it joins no Holm family."""
-    external = {spec.id for spec in specs() if "external_data" in spec.needs}
+    external = _external_data_checks()
     return tuple(check_id for check_id in enabled_checks(config)
                  if config.data.external or check_id not in external)
+
+
+def _external_data_checks() -> set[str]:
+    """The checks that read ``data.external`` (``SPEC.needs`` ``external_data``)."""
+    return {spec.id for spec in specs() if "external_data" in spec.needs}
 
 
 def load_external(config: AuditConfig, cache: StageCache) -> tuple[Dataset, ...]:
@@ -482,7 +487,7 @@ def run_checks(context: ProbeContext, enabled: Sequence[str], cache: StageCache,
     p-values only: the gate Holm-adjusts the family its policy gates. Nothing is logged
     per check: the CLI reports each one once, judged, with the verdict."""
     inputs = _probe_inputs(context)
-    external = {spec.id for spec in specs() if "external_data" in spec.needs}
+    external = _external_data_checks()
     results = []
     for check_id in progress(check_ids(), desc="checks"):
         if check_id not in enabled:
