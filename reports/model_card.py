@@ -14,14 +14,13 @@ from typing import Any
 
 from audit.core.io import atomic_write
 from audit.core.result import AuditResult
-from probes.base import Status
 from probes.registry import specs
+from reports.cards import NEEDS_ACTION
 from reports.formatting import format_estimate, format_number, format_p
 from reports.models_view import shown_metrics
 from reports.review import ReviewView, build_review
 
 VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "unjudged": "NOT JUDGED"}
-_NEEDS_ACTION = (Status.FAIL, Status.WARN, Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 
 
 def render_model_card(result: AuditResult) -> str:
@@ -164,7 +163,7 @@ def _ethics(result: AuditResult) -> str:
 def _recommendations(result: AuditResult) -> str:
     next_steps = {spec.id: spec.next_steps for spec in specs()}
     lines = ["## Caveats and recommendations", ""]
-    acting = [check for check in result.checks if check.status in _NEEDS_ACTION]
+    acting = [check for check in result.checks if check.status in NEEDS_ACTION]
     for check in acting:
         step = next_steps.get(check.check_id) or "see the check's section of report.html"
         said = check.summary or check.reason or ""

@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
-from reports.cards import fired_because
+from reports.cards import FIRED, fired_because
 from reports.formatting import format_ci, format_estimate, format_number, format_percent
 
 LEAVE_ONE_OUT = "generalization.leave_one_source_out"
@@ -23,7 +23,6 @@ EXTERNAL = "generalization.external"
 WITHIN_SOURCE = "performance.within_source"
 BORDER_SWAP = "intervention.border_swap"
 SURROUND_SWAP = "intervention.surround_swap"
-_FIRED = (Status.FAIL, Status.WARN)
 _UNDECIDED = (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 _LISTED = 3  # checks named in one sentence before "and N more"
 _REASON_CHARS = 72  # a not-run reason in the summary; the check's card has it whole
@@ -74,7 +73,7 @@ def _verdict(result: AuditResult) -> str:
 
 
 def _evidence_for(result: AuditResult) -> str | None:
-    fired = sorted((check for check in result.checks if check.ran and check.status in _FIRED),
+    fired = sorted((check for check in result.checks if check.ran and check.status in FIRED),
                    key=lambda check: (not check.blocking, _evidence_rank(check),
                                       _p_or_zero(check)))
     if not fired:
