@@ -6,7 +6,8 @@ image inside the surround of another) and ``probes.checks.intervention_border_sw
 outer band of one image around the interior of another). Both:
 
 1. call every usable test image with the audited model on the decision that matters, the
-   target class (``probes.target_class``) against the rest (``target_calls``);
+   target class (``probes.target_class``) against the rest (``target_calls``, through the
+   same cached ``predict_images`` service as the composites);
 2. draw pairs of images whose calls differ (``draw_pairs``), deterministically from the
    run's seed, at most ``probes.swap_pairs`` of them, half in each direction, each image
    the *base* of at most one pair of a kind so the pairs share as few images as a test
@@ -24,6 +25,7 @@ al. 2022).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +58,20 @@ class Pairs:
 
 
 def target_calls(context: ProbeContext, rows: np.ndarray) -> np.ndarray:
-    """Whether the audited model calls each of ``rows`` the target class (argmax)."""
-    model = context.models[context.audited]
-    target = list(model.classes).index(context.params.target_class)
-    return model.predict_proba(context.dataset, rows).argmax(axis=1) == target
+    """Whether the audited model calls each of ``rows`` the target class (argmax).
+
+    Predicted through the cached ``predict_images`` service, as the composites are, so the
+    two swap checks share one prediction of the test images.
+    """
+    dataset = context.dataset
+    masks = None if dataset.masks is None else np.asarray(dataset.masks[rows])
+    return _called(context, context.predict_images(context.audited, dataset.images[rows], masks))
+
+
+def _called(context: ProbeContext, probabilities: np.ndarray) -> np.ndarray:
+    """Whether each row of the audited model's ``probabilities`` calls the target class."""
+    target = list(context.models[context.audited].classes).index(context.params.target_class)
+    return probabilities.argmax(axis=1) == target
 
 
 def draw_pairs(called: np.ndarray, sources: np.ndarray, relation: str, n_pairs: int,
@@ -129,11 +141,9 @@ def swap(context: ProbeContext, rows: np.ndarray, called: np.ndarray, base: np.n
     images = composites(dataset.images[base_rows], dataset.images[donor_rows], regions)
     # The composite keeps the base's anatomy, so the base's mask is its lung mask.
     masks = None if dataset.masks is None else np.asarray(dataset.masks[base_rows])
-    model = context.models[context.audited]
-    target = list(model.classes).index(context.params.target_class)
     probabilities = context.predict_images(context.audited, images, masks)
     return Pairs(base=base, donor=donor, relation=relation, base_called=called[base],
-                 composite_called=probabilities.argmax(axis=1) == target, images=images)
+                 composite_called=_called(context, probabilities), images=images)
 
 
 def share_rows(pairs: Pairs, follows: np.ndarray, groups: dict[str, np.ndarray],
@@ -153,6 +163,21 @@ def share_rows(pairs: Pairs, follows: np.ndarray, groups: dict[str, np.ndarray],
         table.append({**dict(zip(groups, (str(v) for v in key), strict=True)), "pairs": n,
                       "share": hits / n, "ci_low": low, "ci_high": high})
     return table
+
+
+def shares_figure(title: str, table: list[dict[str, Any]], label: Callable[[dict], str],
+                  ylabel: str, reference: float | None = None,
+                  reference_label: str | None = None) -> dict[str, Any]:
+    """The bars figure spec of a ``share_rows`` table: one bar per row, named by
+    ``label(row)``, with its Wilson interval; ``reference`` (and its label) a dashed line."""
+    spec = {"kind": "bars", "title": title, "labels": [label(row) for row in table],
+            "values": [row["share"] for row in table],
+            "ci_low": [row["ci_low"] for row in table],
+            "ci_high": [row["ci_high"] for row in table],
+            "reference": reference, "ylabel": ylabel}
+    if reference_label is not None:
+        spec["reference_label"] = reference_label
+    return spec
 
 
 def call_word(context: ProbeContext, called: bool) -> str:

@@ -85,14 +85,10 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
     figures, artifacts = swap.gallery(context, rows, called, pairs, follows, band,
                                       ("border", "interior", "composite"), ("border", "interior"),
                                       np.ones(n, bool))
-    figures["shares"] = {
-        "kind": "bars", "title": "Composites following the swapped border",
-        "labels": [f"{row['relation']}, border {row['band_call']}" for row in by_relation],
-        "values": [row["share"] for row in by_relation],
-        "ci_low": [row["ci_low"] for row in by_relation],
-        "ci_high": [row["ci_high"] for row in by_relation],
-        "reference": BAND_NULL_SHARE, "reference_label": "null share",
-        "ylabel": "share following the border"}
+    figures["shares"] = swap.shares_figure(
+        "Composites following the swapped border", by_relation,
+        lambda row: f"{row['relation']}, border {row['band_call']}",
+        "share following the border", reference=BAND_NULL_SHARE, reference_label="null share")
     return SPEC.result(
         metric_name="border-following share", metric=share, ci=ci, p_value=p_value,
         summary=(f"{context.audited}, {word} call: the outer "

@@ -139,14 +139,10 @@ def _result(context, rows, called, pairs, regions) -> CheckResult:
     figures, artifacts = swap.gallery(context, rows, called, pairs, follows, regions,
                                       ("lungs", "surround", "composite"), ("surround", "lungs"),
                                       across)
-    shares = by_call
-    figures["shares"] = {
-        "kind": "bars", "title": "Composites following the surround",
-        "labels": [f"{row['relation']}, surround {row['surround_call']}" for row in shares],
-        "values": [row["share"] for row in shares],
-        "ci_low": [row["ci_low"] for row in shares],
-        "ci_high": [row["ci_high"] for row in shares],
-        "reference": None, "ylabel": "share following the surround"}
+    figures["shares"] = swap.shares_figure(
+        "Composites following the surround", by_call,
+        lambda row: f"{row['relation']}, surround {row['surround_call']}",
+        "share following the surround")
     return SPEC.result(
         metric_name=metric_name, metric=float(metric), ci=ci, p_value=p_value,
         summary=(f"{context.audited}, {word} call: lungs of one test image in the surround of "
