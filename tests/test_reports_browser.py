@@ -100,8 +100,16 @@ def test_report_loads_offline_and_shows_everything_at_each_size(browser, report,
             seen["requests"])
         assert page.locator(".verdict-word").inner_text() == "FAIL"
         assert page.locator("#verdict").is_visible()
-        if page.locator("#summary").count():  # the executive summary, where the report has one
-            assert page.locator("#summary").is_visible()
+        assert page.locator("#summary").is_visible()
+        audited = page.locator("#audited")  # what was audited: model, data, tool and date
+        assert audited.is_visible()
+        for section in ("Model", "Data", "Tool", "Policy"):
+            assert audited.locator("caption").filter(has_text=section).count() >= 1, section
+        hashes = audited.locator("code.hash")
+        assert hashes.count() >= 2
+        assert all(hashes.nth(i).is_visible() for i in range(hashes.count()))
+        assert result.audited["model"]["sha256"] in audited.inner_text()
+        assert page.evaluate(OVERFLOWING, ".audited-grid table") == 0
         for check in result.checks:
             section = page.locator(f"#{check_anchor(check.check_id)}")
             assert section.is_visible(), check.check_id
