@@ -82,6 +82,12 @@ def _folds(target: np.ndarray, patients: np.ndarray, seed: int) -> list[tuple]:
 def _out_of_fold(x: np.ndarray, target: np.ndarray, folds: list[tuple], seed: int) -> np.ndarray:
     predicted = np.empty_like(target)
     for train, test in folds:
+        if len(np.unique(target[train])) == 1:
+            # The folds are stratified on the true sources; a permuted target can leave one
+            # source in a fold's training rows, and a classifier fitted on one value calls
+            # every row that value.
+            predicted[test] = target[train][0]
+            continue
         # Newton steps do not care that the unwhitened axes differ in scale; lbfgs took
         # hundreds of iterations on them (and hit its limit on the demo's embeddings)
         model = LogisticRegression(class_weight="balanced", solver="newton-cholesky",

@@ -125,6 +125,22 @@ def test_within_label_permutation_ignores_label_source_confounding():
     assert within.p_value > load_policy().alpha
 
 
+def test_within_label_permutations_survive_a_fold_left_with_one_source():
+    """A label whose second source has two images: the folds hold one of them on each
+    side, and a permutation can put both in one fold's test rows, leaving its training rows
+    one source (it crashed site.embedding on a small confounded set). The p-value is still
+    computed, and a source that the features name is still found."""
+    label = np.repeat(["a", "b"], 24)
+    source = np.array(["home"] * 22 + ["away"] * 2 + ["home"] * 12 + ["away"] * 12)
+    x = (source == "away")[:, None] * 4.0 + np.random.default_rng(1).normal(size=(48, 3))
+    patients = np.arange(48).astype(str)
+    within, rows = within_label_skill(x, source, label, patients, n_permutations=99,
+                                      n_bootstrap=20, seed=0)
+    assert within.estimable and within.p_value is not None
+    assert within.skill > 0.8 and within.p_value < 0.05
+    assert [row["label"] for row in rows if row["skill"] is not None] == ["a", "b"]
+
+
 def test_linear_probe_reports_why_not_estimable():
     x = np.zeros((4, 2))
     one = linear_probe_skill(x, np.array(["s"] * 4), np.arange(4), n_permutations=0,
