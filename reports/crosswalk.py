@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from audit.core.result import AuditResult
 from probes.base import Status
+from reports.formatting import status_words
 from reports.per_source import per_source_rows
 
 DATA_SECTION = "data summary"  # evidence that is the run's data composition, not a check
@@ -99,7 +100,7 @@ def _row(item: CrosswalkItem, result: AuditResult) -> CrosswalkRow:
             check = checks[name]
             decided = check.ran and check.status != Status.UNDERPOWERED
             evidenced |= decided
-            found.append(f"{name}: {str(check.status).replace('_', ' ')}")
+            found.append(f"{name}: {status_words(check.status)}")
         else:
             absent.append(name)
     if not found:  # the checks a run lacks are named only when it has none of them

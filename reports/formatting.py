@@ -52,6 +52,11 @@ def is_count_name(name: str) -> bool:
     return bool(words) and (words[0] in _COUNT_FIRST or words[-1] in _COUNT_LAST)
 
 
+def status_words(status: Any) -> str:
+    """A check status as words (``not_run`` as ``not run``)."""
+    return str(status).replace("_", " ")
+
+
 def format_p(value: float | None) -> str:
     """A p-value: ``<0.001`` below one in a thousand, else 2 significant digits."""
     if value is None:

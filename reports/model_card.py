@@ -16,7 +16,7 @@ from audit.core.io import atomic_write
 from audit.core.result import AuditResult
 from probes.registry import specs
 from reports.cards import NEEDS_ACTION
-from reports.formatting import format_estimate, format_number, format_p
+from reports.formatting import format_estimate, format_number, format_p, status_words
 from reports.models_view import shown_metrics
 from reports.review import ReviewView, build_review
 
@@ -127,7 +127,7 @@ def _quantitative(result: AuditResult, review: ReviewView) -> str:
              for row in review.per_source]), ""]
     lines += ["Audit checks:", "", _table(
         ["check", "status", "metric", "p", "Holm-adjusted p", "threshold"],
-        [[check.check_id, str(check.status).replace("_", " "), check.metric,
+        [[check.check_id, status_words(check.status), check.metric,
           format_p(check.p_value), format_p(check.p_adjusted), check.threshold]
          for check in result.checks])]
     lines += _evidence_by_topic(result, review)
@@ -143,7 +143,7 @@ def _evidence_by_topic(result: AuditResult, review: ReviewView) -> list[str]:
     for row in review.crosswalk:
         evidence = [ran[name] for name in row.item.evidence if name in ran]
         lines += [f"- {_cell(row.item.topic)} ({_cell(row.item.standards)}): "
-                  f"{check.check_id} ({str(check.status).replace('_', ' ')}): "
+                  f"{check.check_id} ({status_words(check.status)}): "
                   f"{_cell(check.summary or check.reason or '')}" for check in evidence]
     if not lines:
         return []
@@ -167,7 +167,7 @@ def _recommendations(result: AuditResult) -> str:
     for check in acting:
         step = next_steps.get(check.check_id) or "see the check's section of report.html"
         said = check.summary or check.reason or ""
-        lines.append(f"- **{_cell(check.title)}** ({str(check.status).replace('_', ' ')}): "
+        lines.append(f"- **{_cell(check.title)}** ({status_words(check.status)}): "
                      f"{_cell(said)} Next: {_cell(step)}")
     if not acting:
         lines.append("- Every check passed; the audit cannot show what it does not measure "

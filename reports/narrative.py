@@ -16,7 +16,13 @@ from typing import Any
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
 from reports.cards import FIRED, fired_because
-from reports.formatting import format_ci, format_estimate, format_number, format_percent
+from reports.formatting import (
+    format_ci,
+    format_estimate,
+    format_number,
+    format_percent,
+    status_words,
+)
 
 LEAVE_ONE_OUT = "generalization.leave_one_source_out"
 EXTERNAL = "generalization.external"
@@ -103,7 +109,7 @@ def _undecided(result: AuditResult) -> str | None:
                  and check.gate != "ignore"]
     if not undecided:
         return None
-    named = [f"{check.title} ({str(check.status).replace('_', ' ')}: "
+    named = [f"{check.title} ({status_words(check.status)}: "
              f"{_first_clause(check.reason or 'no reason given')})" for check in undecided]
     return ("Could not be run or could not decide (each check's card says why in full): "
             + _listing(named) + ".")

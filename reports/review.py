@@ -13,7 +13,7 @@ from typing import Any
 from audit.core.result import AuditResult
 from probes.registry import specs
 from reports.crosswalk import CrosswalkRow, crosswalk
-from reports.formatting import format_number
+from reports.formatting import format_number, status_words
 from reports.narrative import WITHIN_SOURCE, executive_summary, headline_caveat
 from reports.per_source import SourceRow, per_source_rows
 
@@ -113,6 +113,6 @@ def accepted_overrides(result: AuditResult) -> list[Override]:
         title, status = statuses.get(check_id, (check_id, "absent"))
         overrides.append(Override(
             check_id=check_id, title=title, rule="ignored" if ignored else "not required",
-            status=status.replace("_", " "),
+            status=status_words(status),
             reason=rule.get("reason") or "the policy gives no reason"))
     return overrides
