@@ -169,6 +169,14 @@ def two_proportion_test(
     return float(scipy_stats.fisher_exact(table, alternative=alternative).pvalue)
 
 
+def difference_ci(successes_a: int, n_a: int, successes_b: int,
+                  n_b: int) -> tuple[float, float]:
+    """95% Newcombe (Wilson-score hybrid) interval of proportion A minus proportion B."""
+    low, high = confint_proportions_2indep(successes_a, n_a, successes_b, n_b,
+                                           method="newcomb", compare="diff")
+    return float(low), float(high)
+
+
 def two_proportion_ztest(successes_a: int, n_a: int, successes_b: int,
                          n_b: int) -> dict[str, float]:
     """Two-proportion z-test that proportion A exceeds B, with the difference's interval.
@@ -186,12 +194,11 @@ def two_proportion_ztest(successes_a: int, n_a: int, successes_b: int,
         is 0 or 1, where both samples agree entirely and the z statistic is undefined.
     """
     difference = successes_a / n_a - successes_b / n_b
-    low, high = confint_proportions_2indep(successes_a, n_a, successes_b, n_b,
-                                           method="newcomb", compare="diff")
+    low, high = difference_ci(successes_a, n_a, successes_b, n_b)
     pooled = (successes_a + successes_b) / (n_a + n_b)
     p_value = 1.0 if pooled in (0.0, 1.0) else float(proportions_ztest(
         [successes_a, successes_b], [n_a, n_b], alternative="larger")[1])
-    return {"difference": float(difference), "ci_low": float(low), "ci_high": float(high),
+    return {"difference": float(difference), "ci_low": low, "ci_high": high,
             "p_value": p_value}
 
 

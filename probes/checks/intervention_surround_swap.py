@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
-from statsmodels.stats.proportion import confint_proportions_2indep
 
 from probes import swap
 from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
-from probes.stats import two_proportion_test, wilson_ci
+from probes.stats import difference_ci, two_proportion_test, wilson_ci
 
 MIN_WITHIN_PAIRS = 10  # fewer same-source pairs give no usable baseline
 
@@ -105,9 +104,7 @@ def _result(context, rows, called, pairs, regions) -> CheckResult:
              "of a kind."]
     if n_w >= MIN_WITHIN_PAIRS:
         metric = share_a - share_w
-        low, high = confint_proportions_2indep(k_a, n_a, k_w, n_w, method="newcomb",
-                                               compare="diff")
-        ci = (float(low), float(high))
+        ci = difference_ci(k_a, n_a, k_w, n_w)
         p_value = two_proportion_test(k_a, n_a, k_w, n_w)
         metric_name = "surround-following share, across minus within sources"
         baseline = "same-source pairs"
