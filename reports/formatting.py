@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 NOT_AVAILABLE = "not available"
+VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "unjudged": "NOT JUDGED"}
 
 
 def format_number(value: Any, digits: int = 3) -> str:

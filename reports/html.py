@@ -18,14 +18,19 @@ from markupsafe import Markup
 
 from audit.core.io import atomic_write
 from audit.core.result import SCHEMA_VERSION, AuditResult
-from reports.formatting import format_estimate, format_number, format_p, is_estimate
+from reports.formatting import (
+    VERDICT_WORDS,
+    format_estimate,
+    format_number,
+    format_p,
+    is_estimate,
+)
 from reports.review import build_review
 from reports.view import build_view
 
 TEMPLATE = "report.html"
 STYLESHEET = "report.css"
 
-VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "unjudged": "NOT JUDGED"}
 VERDICT_TEXTS = {
     "pass": "No gating check found evidence that the model relies on a shortcut.",
     "fail": "Do not release: the checks below found evidence of shortcut learning, or "

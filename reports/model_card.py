@@ -16,11 +16,15 @@ from audit.core.io import atomic_write
 from audit.core.result import AuditResult
 from probes.registry import specs
 from reports.cards import NEEDS_ACTION
-from reports.formatting import format_estimate, format_number, format_p, status_words
+from reports.formatting import (
+    VERDICT_WORDS,
+    format_estimate,
+    format_number,
+    format_p,
+    status_words,
+)
 from reports.models_view import shown_metrics
 from reports.review import ReviewView, build_review
-
-VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "unjudged": "NOT JUDGED"}
 
 
 def render_model_card(result: AuditResult) -> str:
