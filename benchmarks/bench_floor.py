@@ -12,11 +12,12 @@ forward rate of that backbone, measured in the same benchmark run. This script:
    computed), reports and gate until the process ends;
 2. counts the forward passes the run made from its stage cache: the rows of every
    ``features`` stage (one pass per image), of every ``view_features`` stage (one per
-   image and rotated view) and of every ``gradcam`` stage (one per image and model: a
-   Grad-CAM is a forward and a backward pass, counted as one forward pass here). Each stage
-   counts in the step during which it finished. Passes
-   that leave no stage of their own (a probe predicting on intervened images) are not
-   counted, so the floor is a lower bound and the ratio an upper bound;
+   image and rotated view), of every ``gradcam`` stage (one per image and model: a
+   Grad-CAM is a forward and a backward pass, counted as one forward pass here) and of
+   every ``image_predictions`` stage (one per intervened image: the swap composites).
+   Each stage counts in the step during which it finished. Passes that leave no stage of
+   their own (a probe predicting on images it keeps to itself) are not counted, so the
+   floor is a lower bound and the ratio an upper bound;
 3. measures the forward rate of the run's first backbone in this process (``models.features.
    extract`` on the run's own images at its size, the fastest of three rounds after a
    warm-up);
@@ -44,9 +45,10 @@ import numpy as np
 from audit.cli import demo_config_path
 from audit.core.cache import MANIFEST_FILE
 from audit.core.config import load_config
+from audit.core.tensorflow_output import quiet_tensorflow
 from benchmarks.bench_pipeline import log_records
 
-FORWARD_STAGES = ("features", "view_features", "gradcam")
+FORWARD_STAGES = ("features", "view_features", "gradcam", "image_predictions")
 RATE_IMAGES = 256
 
 
@@ -58,7 +60,8 @@ def stage_passes(folder: Path) -> int:
             return len(stored["predicted_class"])
     if stage not in FORWARD_STAGES:
         return 0
-    shape = np.load(folder / "features.npy", mmap_mode="r").shape
+    stored = "probabilities.npy" if stage == "image_predictions" else "features.npy"
+    shape = np.load(folder / stored, mmap_mode="r").shape
     return int(np.prod(shape[:2])) if stage == "view_features" else int(shape[0])
 
 
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None,
                         help="run into this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
+    quiet_tensorflow()  # this process imports TensorFlow too, for the forward rate
     config_file = args.config.resolve() if args.config else demo_config_path()
     target = "under 180 s" if args.config is None else "under 900 s"
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
