@@ -3,9 +3,10 @@ only the disease, the source-only baseline, and the cases it cannot measure."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score
 
 from probes.checks import performance_within_source as within_source
 from tests.probe_fixtures import fires, probe_context, stratified_splits
@@ -62,11 +63,45 @@ def test_the_per_source_table_and_its_numbers(confounded):
         assert row["n"] == len(own) and row["labels"] == len(set(truth))
         assert row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"] + 1e-9
         mine = predicted[np.isin(splits.test, own)]
-        assert row["skill"] == pytest.approx(balanced_accuracy_score(truth, mine,
-                                                                     adjusted=True))
         covid = truth == 0
         assert row["target_recall"] == (pytest.approx(np.mean(mine[covid] == 0))
                                         if covid.any() else None)
+
+
+@dataclass
+class CallsOneLabelAnother(ReadsDisease):
+    """Reads the disease without error, but calls every ``wrong`` image ``instead``."""
+
+    wrong: int = 1
+    instead: int = 2
+
+    def predict_proba(self, dataset, rows):
+        proba = super().predict_proba(dataset, rows)
+        wrong = proba.argmax(1) == self.wrong
+        swapped = proba[wrong]
+        swapped[:, [self.wrong, self.instead]] = swapped[:, [self.instead, self.wrong]]
+        proba[wrong] = swapped
+        return proba
+
+
+def test_within_source_skill_has_its_known_values():
+    """Per source, with the k labels it holds: a label always called another has recall 0
+    and every other label recall 1, so balanced accuracy (k - 1) / k and, rescaled so that
+    chance (1 / k) is 0, skill (k - 2) / (k - 1); a source without that label keeps skill 1."""
+    dataset = coded_dataset(n_per_source=60, confounding=0.5, label_noise=0.0, seed=2)
+    splits = stratified_splits(dataset, seed=2)
+    model = CallsOneLabelAnother()
+    result = within_source.run(audited(model, dataset, splits))
+    checked = 0
+    for row in result.tables["per_source"]:
+        own = dataset.labels[splits.test][dataset.sources[splits.test] == row["source"]]
+        k = len(set(own))
+        if k < 2 or row.get("skill") is None:
+            continue
+        expected = (k - 2) / (k - 1) if model.wrong in own else 1.0
+        assert row["skill"] == pytest.approx(expected), (row, k)
+        checked += 1
+    assert checked >= 3
 
 
 def test_a_source_without_target_images_has_no_target_recall():
