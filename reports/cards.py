@@ -27,7 +27,8 @@ from reports.formatting import (
 
 SEVERITY = {"fail": "fails the release", "warn": "warns only", "ignore": "none (not gated)"}
 FIRED = (Status.FAIL, Status.WARN)
-NEEDS_ACTION = (Status.FAIL, Status.WARN, Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
+UNDECIDED = (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
+NEEDS_ACTION = FIRED + UNDECIDED
 MAX_TABLE_ROWS = 30
 
 LABELS = {

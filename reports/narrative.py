@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
-from reports.cards import FIRED, fired_because
+from reports.cards import FIRED, UNDECIDED, fired_because
 from reports.formatting import (
     format_ci,
     format_estimate,
@@ -29,7 +29,6 @@ EXTERNAL = "generalization.external"
 WITHIN_SOURCE = "performance.within_source"
 BORDER_SWAP = "intervention.border_swap"
 SURROUND_SWAP = "intervention.surround_swap"
-_UNDECIDED = (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED)
 _LISTED = 3  # checks named in one sentence before "and N more"
 _REASON_CHARS = 72  # a not-run reason in the summary; the check's card has it whole
 EVIDENCE_ORDER = ("generalization.", "intervention.", "masking.", "ablation.", "site.embedding", "attention.",
@@ -105,7 +104,7 @@ def _evidence_against(result: AuditResult) -> str | None:
 
 
 def _undecided(result: AuditResult) -> str | None:
-    undecided = [check for check in result.checks if check.status in _UNDECIDED
+    undecided = [check for check in result.checks if check.status in UNDECIDED
                  and check.gate != "ignore"]
     if not undecided:
         return None
