@@ -27,13 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from probes.base import ProbeContext, class_word
 from probes.stats import wilson_ci
+
+if TYPE_CHECKING:
+    from audit.data.dataset import Dataset
 
 FEATHER_FRACTION = 0.01  # Gaussian sigma of a region's edge, share of the side (2 px at 224)
 GALLERY_PAIRS = 4  # composites shown, half following the base and half the donor if there are
@@ -63,9 +66,14 @@ def target_calls(context: ProbeContext, rows: np.ndarray) -> np.ndarray:
     Predicted through the cached ``predict_images`` service, as the composites are, so the
     two swap checks share one prediction of the test images.
     """
-    dataset = context.dataset
-    masks = None if dataset.masks is None else np.asarray(dataset.masks[rows])
-    return _called(context, context.predict_images(context.audited, dataset.images[rows], masks))
+    images = context.dataset.images[rows]
+    return _called(context, context.predict_images(context.audited, images,
+                                                   _masks(context.dataset, rows)))
+
+
+def _masks(dataset: Dataset, rows: np.ndarray) -> np.ndarray | None:
+    """The lung masks of ``rows``, or None where the data set has none."""
+    return None if dataset.masks is None else np.asarray(dataset.masks[rows])
 
 
 def _called(context: ProbeContext, probabilities: np.ndarray) -> np.ndarray:
@@ -140,8 +148,7 @@ def swap(context: ProbeContext, rows: np.ndarray, called: np.ndarray, base: np.n
     base_rows, donor_rows = rows[base], rows[donor]
     images = composites(dataset.images[base_rows], dataset.images[donor_rows], regions)
     # The composite keeps the base's anatomy, so the base's mask is its lung mask.
-    masks = None if dataset.masks is None else np.asarray(dataset.masks[base_rows])
-    probabilities = context.predict_images(context.audited, images, masks)
+    probabilities = context.predict_images(context.audited, images, _masks(dataset, base_rows))
     return Pairs(base=base, donor=donor, relation=relation, base_called=called[base],
                  composite_called=_called(context, probabilities), images=images)
 
