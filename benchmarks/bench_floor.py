@@ -48,7 +48,9 @@ from audit.core.config import load_config
 from audit.core.tensorflow_output import quiet_tensorflow
 from benchmarks.bench_pipeline import log_records
 
-FORWARD_STAGES = ("features", "view_features", "gradcam", "image_predictions")
+FORWARD_ARRAYS = {"features": "features.npy", "view_features": "features.npy",
+                  "image_predictions": "probabilities.npy"}
+"""The stages that ran the backbone besides ``gradcam``: the array whose rows they passed."""
 RATE_IMAGES = 256
 
 
@@ -58,10 +60,9 @@ def stage_passes(folder: Path) -> int:
     if stage == "gradcam":
         with np.load(folder / "cams.npz") as stored:
             return len(stored["predicted_class"])
-    if stage not in FORWARD_STAGES:
+    if stage not in FORWARD_ARRAYS:
         return 0
-    stored = "probabilities.npy" if stage == "image_predictions" else "features.npy"
-    shape = np.load(folder / stored, mmap_mode="r").shape
+    shape = np.load(folder / FORWARD_ARRAYS[stage], mmap_mode="r").shape
     return int(np.prod(shape[:2])) if stage == "view_features" else int(shape[0])
 
 
@@ -140,11 +141,12 @@ def main() -> None:
                         help="run into this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
     quiet_tensorflow()  # this process imports TensorFlow too, for the forward rate
-    config_file = args.config.resolve() if args.config else demo_config_path()
-    target = "under 180 s" if args.config is None else "under 900 s"
+    config = args.config.resolve() if args.config else None
+    config_file = config or demo_config_path()
+    target = "under 180 s" if config is None else "under 900 s"
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
         run_folder = args.keep or Path(folder) / "run"
-        seconds, steps = run_audit(args.config and config_file, run_folder)
+        seconds, steps = run_audit(config, run_folder)
         load = os.getloadavg()
         rate = forward_rate(config_file, run_folder)
     print(f"{args.config or 'cxr-audit demo'}: {seconds:.0f} s wall; load average (1/5/15 min) after it "
