@@ -4,7 +4,8 @@
 predicts a target (the source, or the label) from features reduced by ``reduce_features``;
 ``within_label_skill`` asks the same of the source inside each label, with a null that keeps
 the label-source confounding. Skill is balanced accuracy rescaled to chance:
-``(bacc - 1/k) / (1 - 1/k)``, 0 = chance, 1 = perfect.
+``(bacc - 1/k) / (1 - 1/k)``, 0 = chance, 1 = perfect. The logistic regressions of a
+fold, for the observed target or all its permutations at once, are ``probes.logistic``'s.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from probes.logistic import predict_many
 from probes.stats import (
     balanced_accuracy,
     bootstrap_ci,
@@ -79,21 +80,15 @@ def _folds(target: np.ndarray, patients: np.ndarray, seed: int) -> list[tuple]:
     return list(splitter.split(patients, target, groups=patients))
 
 
-def _out_of_fold(x: np.ndarray, target: np.ndarray, folds: list[tuple], seed: int) -> np.ndarray:
-    predicted = np.empty_like(target)
+def _out_of_fold(x: np.ndarray, targets: np.ndarray, folds: list[tuple]) -> np.ndarray:
+    """Out-of-fold predictions of a balanced L2 logistic regression, for each row of
+    ``targets`` ``(t, n)`` at once (the observed target and its permutations)."""
+    values, codes = np.unique(targets, return_inverse=True)
+    codes = codes.reshape(targets.shape)
+    predicted = np.empty_like(codes)
     for train, test in folds:
-        if len(np.unique(target[train])) == 1:
-            # The folds are stratified on the true sources; a permuted target can leave one
-            # source in a fold's training rows, and a classifier fitted on one value calls
-            # every row that value.
-            predicted[test] = target[train][0]
-            continue
-        # Newton steps do not care that the unwhitened axes differ in scale; lbfgs took
-        # hundreds of iterations on them (and hit its limit on the demo's embeddings)
-        model = LogisticRegression(class_weight="balanced", solver="newton-cholesky",
-                                   max_iter=500, random_state=seed)
-        predicted[test] = model.fit(x[train], target[train]).predict(x[test])
-    return predicted
+        predicted[:, test] = predict_many(x[train], codes[:, train], x[test])
+    return values[predicted]
 
 
 def _skill_of(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -130,7 +125,7 @@ def linear_probe_skill(
     if not folds:
         return Skill(np.nan, (np.nan, np.nan), None, n, k,
                      "a value has fewer than 2 patients, too few to cross-validate")
-    predicted = _out_of_fold(x, target, folds, seed)
+    predicted = _out_of_fold(x, target[None], folds)[0]
     if len(np.unique(predicted)) == 1:
         return Skill(np.nan, (np.nan, np.nan), None, n, k, _constant_reason(predicted))
     skill = _skill_of(target, predicted)
@@ -139,11 +134,10 @@ def linear_probe_skill(
     p_value = None
     if n_permutations:
         rng = np.random.default_rng(seed)
-        shuffles = (permute_within_groups(target, None, rng, units=patients)
-                    for _ in range(n_permutations))
-        null = [_skill_of(shuffled, _out_of_fold(x, shuffled, folds, seed))
-                for shuffled in shuffles]
-        p_value = permutation_p_value(skill, null)
+        shuffles = np.stack([permute_within_groups(target, None, rng, units=patients)
+                             for _ in range(n_permutations)])
+        null = map(_skill_of, shuffles, _out_of_fold(x, shuffles, folds))
+        p_value = permutation_p_value(skill, list(null))
     return Skill(skill, ci, p_value, n, k)
 
 
@@ -227,15 +221,16 @@ def within_label_skill(
     ends = np.cumsum([len(plan.rows) for plan in usable])
     parts = [slice(end - len(plan.rows), end) for plan, end in zip(usable, ends, strict=True)]
 
-    def predict(target: np.ndarray) -> np.ndarray:
-        predicted = np.empty_like(target)
+    def predict(targets: np.ndarray) -> np.ndarray:
+        """``(t, len(rows))`` out-of-fold predictions, each label's rows on their own."""
+        predicted = np.empty_like(targets)
         for plan, part in zip(usable, parts, strict=True):
-            predicted[part] = _out_of_fold(x[plan.rows], target[part], plan.folds, seed)
+            predicted[:, part] = _out_of_fold(x[plan.rows], targets[:, part], plan.folds)
         return predicted
 
     truth, groups = source[rows], label[rows]
     units = np.char.add(np.char.add(np.asarray(patients)[rows].astype(str), "|"), groups)
-    predicted = predict(truth)
+    predicted = predict(truth[None])[0]
     if all(len(np.unique(predicted[groups == plan.label])) == 1 for plan in usable):
         return Skill(np.nan, (np.nan, np.nan), None, len(rows), len(np.unique(truth)),
                      f"within every label, {_constant_reason(predicted)}"), [
@@ -255,10 +250,10 @@ def within_label_skill(
     p_value = None
     if n_permutations:
         rng = np.random.default_rng(seed)
-        null = []
-        for _ in range(n_permutations):
-            shuffled = permute_within_groups(truth, groups, rng, units=units)
-            null.append(_pooled_skill(shuffled, predict(shuffled), groups))
+        shuffles = np.stack([permute_within_groups(truth, groups, rng, units=units)
+                             for _ in range(n_permutations)])
+        null = [_pooled_skill(shuffled, guessed, groups)
+                for shuffled, guessed in zip(shuffles, predict(shuffles), strict=True)]
         p_value = permutation_p_value(pooled, null)
     return Skill(pooled, ci, p_value, len(rows), len(np.unique(truth))), table
 
