@@ -60,20 +60,27 @@ def external_manifest(folder: Path, synth: dict, seed: int) -> Path:
     return manifest
 
 
-def write_config(kind: str, seed: int, out: Path) -> Path:
-    example = "clean-control" if kind == "clean-control" else "demo"
+def example_config(example: str, seed: int, checks) -> dict:
+    """``examples/<example>.yaml`` at ``seed`` (``data.synth.seed``, ``data.seed``,
+    ``probes.seed``), its weights folders made absolute, training only the audited raw-input
+    model (no cross-validation) and running only ``checks``."""
     config = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
-    if kind == "shortcut-only":
-        config["data"]["synth"].update(SHORTCUT_ONLY_SYNTH)
     config["data"]["synth"]["seed"] = config["data"]["seed"] = seed
     config["probes"]["seed"] = seed
-    config["data"]["external"] = [str(external_manifest(
-        out / f"ext-{kind}-{seed}", config["data"]["synth"], 100 + seed))]
     config["models"]["weights_dirs"] = [str((ROOT / "examples" / folder).resolve())
                                         for folder in config["models"]["weights_dirs"]]
     config["models"]["input_modes"] = ["raw"]  # the audited model only
     config["models"]["cross_validate"] = False
-    config["probes"]["checks"] = list(CHECKS)
+    config["probes"]["checks"] = list(checks)
+    return config
+
+
+def write_config(kind: str, seed: int, out: Path) -> Path:
+    config = example_config("clean-control" if kind == "clean-control" else "demo", seed, CHECKS)
+    if kind == "shortcut-only":
+        config["data"]["synth"].update(SHORTCUT_ONLY_SYNTH)
+    config["data"]["external"] = [str(external_manifest(
+        out / f"ext-{kind}-{seed}", config["data"]["synth"], 100 + seed))]
     path = out / f"{kind}-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

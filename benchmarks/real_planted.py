@@ -108,15 +108,16 @@ def planted_manifest(rows: pd.DataFrame, folder: Path, border_fraction: float,
 
 
 def marker_effect(run_dir: Path, planted: Path, randomised: Path, marked: set[str],
-                  image_size: int) -> str:
-    """Whether the audited model learned the marker: its ``other`` probability on the
-    marked test images against the same images unmarked (the randomised copy)."""
+                  image_size: int, target: str = "other") -> str:
+    """Whether the audited model learned the marker: its ``target`` probability on the
+    marked test images (file names in ``marked``) against the same images unmarked (the
+    randomised copy)."""
     from audit.data.images import load_dataset
     from models.saving import load_trained
 
     model = load_trained(next((run_dir / "models").iterdir()))
     test = json.loads((run_dir / "splits.json").read_text())["test"]
-    other = model.classes.index("other")
+    other = model.classes.index(target)
     probabilities = []
     for manifest in (planted, randomised):
         dataset = load_dataset(manifest, image_size)
@@ -124,9 +125,10 @@ def marker_effect(run_dir: Path, planted: Path, randomised: Path, marked: set[st
         rows = np.array([i for i in test if names[i] in marked])
         probabilities.append(model.predict_proba(dataset, rows)[:, other])
     with_marker, without = probabilities
-    return (f"marker effect on {len(with_marker)} marked test images: P(other) "
+    return (f"marker effect on {len(with_marker)} marked test images: P({target}) "
             f"{with_marker.mean():.3f} with the marker vs {without.mean():.3f} without; "
-            f"called 'other' {np.mean(with_marker > 0.5):.2f} vs {np.mean(without > 0.5):.2f}")
+            f"called '{target}' {np.mean(with_marker > 0.5):.2f} vs "
+            f"{np.mean(without > 0.5):.2f}")
 
 
 def external_split(folder: Path, held_out: str) -> tuple[Path, Path]:
