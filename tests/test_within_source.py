@@ -124,6 +124,13 @@ def test_not_run_when_no_source_holds_two_labels():
     assert "at least two labels" in result.reason and "site0: 10 images, 1 label" in result.reason
 
 
+def test_not_run_when_the_test_rows_come_from_one_source():
+    dataset = coded_dataset(n_per_source=80, n_sources=1, confounding=0.0, seed=3)
+    splits = stratified_splits(dataset, seed=3)
+    result = within_source.run(audited(ReadsDisease(), dataset, splits))
+    assert result.status == "not_run" and "one source (site0)" in result.reason
+
+
 def test_not_run_when_sources_have_fewer_test_images_than_the_minimum(confounded):
     dataset, splits = confounded
     result = within_source.run(audited(ReadsDisease(), dataset, splits,
