@@ -197,12 +197,13 @@ def _train_and_evaluate(config: AuditConfig, cache: StageCache, dataset: Dataset
                         rows: tuple[np.ndarray, np.ndarray, np.ndarray], spec: Any,
                         payload: dict[str, Any]) -> dict[str, Any]:
     from models.metrics import classification_metrics
-    from models.train import predict_cached, train_classifier
+    from models.train import attach_cached_rows, train_classifier
 
     train, val, evaluate = rows
-    model = train_classifier(dataset, train, val, spec, cache=cache)
+    model = attach_cached_rows(train_classifier(dataset, train, val, spec, cache=cache),
+                               dataset, spec, cache)
     metrics = classification_metrics(dataset.labels[evaluate],
-                                     predict_cached(model, dataset, evaluate, spec, cache),
+                                     model.predict_proba(dataset, evaluate),
                                      dataset.classes,
                                      n_bootstrap=config.probes.n_bootstrap, seed=payload["seed"])
     which = "test rows" if payload["fold"] is None else f"fold {payload['fold']}"

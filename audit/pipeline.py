@@ -97,7 +97,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     splits = _save_splits(config, dataset, out_dir)
     runner = runner or get_runner(config.runtime)
     records = _train_grid(config, cache, out_dir, runner)
-    models = _load_models(config, records)
+    models = _load_models(config, records, dataset, cache)
     variants = _VariantTrainer(config, cache, runner)
     context = ProbeContext(
         dataset=dataset, splits=splits, models=models,
@@ -375,14 +375,19 @@ def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path,
     return runner.map(train_job, payloads)
 
 
-def _load_models(config: AuditConfig, records: list[dict[str, Any]]) -> dict[str, TrainedModel]:
+def _load_models(config: AuditConfig, records: list[dict[str, Any]], dataset: Dataset,
+                 cache: StageCache) -> dict[str, TrainedModel]:
     """The first seed's model per backbone and input mode, loaded from where its grid job
-    put it."""
+    put it, scoring and embedding the dataset's rows from the features its training cached."""
     from models.saving import load_trained
+    from models.train import attach_cached_rows, spec_from_config
 
     first_seed = config.models.seeds[0]
-    return {record["key"]: load_trained(record["path"]) for record in records
-            if record["fold"] is None and record["seed"] == first_seed}
+    return {record["key"]: attach_cached_rows(
+                load_trained(record["path"]), dataset,
+                spec_from_config(config, record["backbone"], record["input_mode"], first_seed),
+                cache)
+            for record in records if record["fold"] is None and record["seed"] == first_seed}
 
 
 class _VariantTrainer:

@@ -49,7 +49,7 @@ from models.head import HEAD_POOL, build_classifier, cut_layer_name
 from models.inputs import MASKED_MODES, ModeImages
 from models.metrics import classification_metrics, fold_summary
 from models.saving import library_versions, load_trained, save_trained
-from models.trained import TrainedModel, predict_in_full_batches
+from models.trained import CachedRows, TrainedModel
 
 if TYPE_CHECKING:
     import keras
@@ -476,32 +476,30 @@ def train_classifier(
     return trained
 
 
-def predict_cached(trained: TrainedModel, dataset: Dataset, rows: np.ndarray,
-                   spec: ClassifierSpec, cache: StageCache) -> np.ndarray:
-    """``trained.predict_proba(dataset, rows)`` from the features its training cached.
+def attach_cached_rows(trained: TrainedModel, dataset: Dataset, spec: ClassifierSpec,
+                       cache: StageCache) -> TrainedModel:
+    """``trained``, scoring and embedding ``dataset``'s rows from the features its training
+    cached (``models.trained.CachedRows``) from now on.
 
     Training on the cached path leaves the features at the cut of every dataset row in
     ``cache``; the part above the cut applied to them gives what the whole model gives on
-    the images (the part below is a fixed function of the image; float noise only),
-    without running the backbone over the rows again or tracing the whole model's predict.
-    A classifier ``spec`` trains end to end is scored on its images.
+    the images, without running the backbone over the rows again or tracing the whole
+    model's predict. A classifier ``spec`` trains end to end is returned as it is.
 
     Args:
-        trained: the classifier ``train_classifier`` returned for ``spec``.
+        trained: the classifier ``train_classifier`` returned for ``spec`` (or its saved
+            copy, loaded).
         dataset: the dataset it was trained on.
-        rows: dataset rows to score.
         spec: the classifier's spec.
         cache: the stage cache it was trained with.
     """
-    import keras
-
     if spec.path != "cached":
-        return trained.predict_proba(dataset, rows)
-    model, cut = trained.keras_model, trained.metadata["cut_layer"]
+        return trained
+    cut = trained.metadata["cut_layer"]
     features = frozen_features(ModeImages(dataset, spec.input_mode, spec.border_fraction),
-                               _cut_features(model, spec, cut), cache)
-    head = keras.Model(model.get_layer(cut).output, model.output)
-    return predict_in_full_batches(head, features[np.asarray(rows)], spec.settings.batch_size)
+                               _cut_features(trained.keras_model, spec, cut), cache)
+    trained.cached_rows = CachedRows(dataset.data_key, dataset.masks_key, cut, features)
+    return trained
 
 
 def train_into_cache(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,

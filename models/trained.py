@@ -32,6 +32,22 @@ if TYPE_CHECKING:
     from audit.data.dataset import Dataset
 
 
+@dataclass(frozen=True)
+class CachedRows:
+    """The features at a model's cut layer for every row of one dataset, as its training
+    cached them (``models.train.attach_cached_rows``): the layers above the cut turn them
+    into what the whole model gives on those rows (the layers below are a fixed function of
+    the image; float noise only), without running the backbone again."""
+
+    data_key: str
+    masks_key: str | None
+    cut_layer: str
+    features: np.ndarray  # (n_rows, ...), a memory map of the cache stage
+
+    def covers(self, dataset: Dataset) -> bool:
+        return (dataset.data_key, dataset.masks_key) == (self.data_key, self.masks_key)
+
+
 @dataclass
 class TrainedModel:
     key: str  # "<backbone>/<input_mode>", e.g. "mobilenetv2/raw"
@@ -50,7 +66,11 @@ class TrainedModel:
     channels: int = 3
     identity: str = field(init=False)
     """Content hash of the weights and the preprocessing (module docstring)."""
+    cached_rows: CachedRows | None = field(default=None, repr=False, compare=False)
+    """When set, ``predict_proba`` and ``embed`` of that dataset's rows read its features."""
     _embedder: keras.Model | None = field(default=None, init=False, repr=False, compare=False)
+    _tops: dict[str, keras.Model] = field(default_factory=dict, init=False, repr=False,
+                                          compare=False)
 
     def __post_init__(self) -> None:
         weights = [hash_array(np.asarray(array)) for array in self.keras_model.get_weights()]
@@ -75,6 +95,8 @@ class TrainedModel:
         return to_model_array(images, self.input_size, self.channels)
 
     def predict_proba(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        if self.cached_rows is not None and self.cached_rows.covers(dataset):
+            return self._predict_cached(self.keras_model.output, idx, batch_size)
         return self._predict(self.keras_model, dataset, idx, batch_size)
 
     def predict_images(self, images: np.ndarray, masks: np.ndarray | None = None,
@@ -91,7 +113,22 @@ class TrainedModel:
         return np.concatenate(parts)
 
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        if self.cached_rows is not None and self.cached_rows.covers(dataset):
+            return self._predict_cached(self.keras_model.get_layer(self.embedding_layer).output,
+                                        idx, batch_size)
         return self._predict(self._embedding_model(), dataset, idx, batch_size)
+
+    def _predict_cached(self, output, idx: np.ndarray, batch_size: int) -> np.ndarray:
+        """``output`` (a tensor of ``keras_model``) of rows ``idx`` from their cached
+        features, through the layers between the cut and it (built once per output)."""
+        import keras
+
+        if output.name not in self._tops:
+            cut = self.keras_model.get_layer(self.cached_rows.cut_layer).output
+            self._tops[output.name] = keras.Model(cut, output)
+        return predict_in_full_batches(self._tops[output.name],
+                                       np.asarray(self.cached_rows.features[np.asarray(idx)]),
+                                       batch_size)
 
     def _embedding_model(self) -> keras.Model:
         """The model up to ``embedding_layer``, built on first use and kept: every new Keras

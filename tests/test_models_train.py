@@ -21,9 +21,9 @@ from models.saving import load_trained
 from models.train import (
     ClassifierSpec,
     array_batches,
+    attach_cached_rows,
     balanced_class_weights,
     classifier_stage_inputs,
-    predict_cached,
     spec_from_config,
     train_classifier,
     train_into_cache,
@@ -117,18 +117,26 @@ def test_trained_model_is_cached_and_masks_change_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_scores_from_cached_features_equal_the_whole_models(tmp_path):
-    """The head on the features training cached gives what the whole model gives on the
-    images (masked input mode: the features must be those of the masked images)."""
+def test_scores_and_embeddings_from_cached_features_equal_the_whole_models(tmp_path):
+    """The layers above the cut on the features training cached give what the whole model
+    gives on the images (masked input mode: the features must be those of the masked
+    images); a dataset with other masks is read from its images."""
     cache = StageCache(tmp_path / "cache")
     dataset = tiny_dataset()
     spec = replace(TINY.with_settings(epochs=2), input_mode="lung_masked")
     trained = train_classifier(dataset, TRAIN, VAL, spec, cache)
     rows = np.array([5, 0, 11, 3, 14])
-    np.testing.assert_allclose(predict_cached(trained, dataset, rows, spec, cache),
-                               trained.predict_proba(dataset, rows), atol=1e-5)
+    other_masks = dataset.with_masks(1 - dataset.masks, dataset.has_mask, "manifest")
+    whole = (trained.predict_proba(dataset, rows), trained.embed(dataset, rows),
+             trained.predict_proba(other_masks, rows))
+    attached = attach_cached_rows(trained, dataset, spec, cache)
+    assert attached.cached_rows is not None
+    np.testing.assert_allclose(attached.predict_proba(dataset, rows), whole[0], atol=1e-5)
+    np.testing.assert_allclose(attached.embed(dataset, rows), whole[1], atol=1e-4)
     assert [event.action for event in cache.events if event.stage == "features"] == [
         "computed", "reused"]
+    assert not attached.cached_rows.covers(other_masks)
+    np.testing.assert_allclose(attached.predict_proba(other_masks, rows), whole[2])
 
 
 @pytest.mark.slow
