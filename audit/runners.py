@@ -134,6 +134,19 @@ def limit_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def run_with_threads(func: Job, threads: int, payload: dict[str, Any]) -> Any:
+    """``func(payload)`` in a Ray worker whose pools are capped at the CPUs its task
+    declared (``limit_threads``): Ray counts a task's CPUs for scheduling but leaves
+    TensorFlow's pools at one thread per core, so two tasks on two cores would run four
+    threads. A Ray worker process runs task after task: the first sets the caps (TensorFlow
+    refuses them once it runs) and the later ones find them set."""
+    import tensorflow as tf
+
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        limit_threads(threads)
+    return func(payload)
+
+
 def _attempt(func: Job, payload: dict[str, Any]) -> tuple[bool, Any]:
     try:
         return True, func(payload)
@@ -184,8 +197,10 @@ class RayRunner:
 
     def map(self, func: Job, payloads: list[dict[str, Any]]) -> list[Any]:
         ray = self._ensure_started()
-        task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job)(func)
-        refs = [task.remote(payload) for payload in payloads]
+        task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job)(
+            run_with_threads)
+        threads = max(1, int(self.cpus_per_job))
+        refs = [task.remote(func, threads, payload) for payload in payloads]
         outcomes = []
         for ref in refs:
             try:

@@ -241,16 +241,30 @@ def test_variant_requests_go_to_the_runner_at_once_and_load_what_the_jobs_saved(
 
 
 def test_models_are_loaded_from_the_paths_their_grid_jobs_returned(monkeypatch):
+    """The first seed's run models, each reading the dataset's rows from the features of
+    its own classifier spec."""
     from audit.core.config import parse_config
 
     monkeypatch.setattr("models.saving.load_trained", lambda path: f"model from {path}")
+    monkeypatch.setattr("models.train.attach_cached_rows",
+                        lambda model, dataset, spec, cache: (
+                            f"{model}, rows of {dataset} from {cache}: "
+                            f"{spec.backbone}/{spec.input_mode} seed {spec.seed}"))
     config = parse_config({"models": {"seeds": [3, 1]}})
-    records = [{"key": "m/raw", "seed": 3, "fold": None, "path": "/runs/m-raw-seed3"},
-               {"key": "m/raw", "seed": 3, "fold": 0, "path": "/cache/fold0"},
-               {"key": "m/raw", "seed": 1, "fold": None, "path": "/runs/m-raw-seed1"},
-               {"key": "m/lung_masked", "seed": 3, "fold": None, "path": "/runs/m-lm-seed3"}]
-    assert pipeline._load_models(config, records) == {
-        "m/raw": "model from /runs/m-raw-seed3", "m/lung_masked": "model from /runs/m-lm-seed3"}
+    records = [{"key": "mobilenetv2/raw", "backbone": "mobilenetv2", "input_mode": "raw",
+                "seed": 3, "fold": None, "path": "/runs/m-raw-seed3"},
+               {"key": "mobilenetv2/raw", "backbone": "mobilenetv2", "input_mode": "raw",
+                "seed": 3, "fold": 0, "path": "/cache/fold0"},
+               {"key": "mobilenetv2/raw", "backbone": "mobilenetv2", "input_mode": "raw",
+                "seed": 1, "fold": None, "path": "/runs/m-raw-seed1"},
+               {"key": "mobilenetv2/lung_masked", "backbone": "mobilenetv2",
+                "input_mode": "lung_masked", "seed": 3, "fold": None,
+                "path": "/runs/m-lm-seed3"}]
+    assert pipeline._load_models(config, records, "data", "cache") == {
+        "mobilenetv2/raw": "model from /runs/m-raw-seed3, rows of data from cache: "
+                           "mobilenetv2/raw seed 3",
+        "mobilenetv2/lung_masked": "model from /runs/m-lm-seed3, rows of data from cache: "
+                                   "mobilenetv2/lung_masked seed 3"}
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -93,6 +93,12 @@ def test_ray_matches_local(local_ray):
     assert values(results) == values(LocalRunner().map(seeded_draw, PAYLOADS))
 
 
+def test_ray_tasks_run_with_the_threads_of_the_cpus_they_declare(local_ray):
+    for settings in RayRunner().map(thread_settings, [{}, {}, {}]):
+        assert settings["intra_op"] == settings["inter_op"] == 1
+        assert settings["blas"] == [1]
+
+
 def test_ray_failure_names_the_payload(local_ray):
     with pytest.raises(JobError, match=r"\{'seed': 3\} failed") as caught:
         RayRunner().map(fail_on_odd, [{"seed": 0}, {"seed": 3}])
