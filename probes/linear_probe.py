@@ -33,8 +33,8 @@ on a few CPU cores (each permutation refits once per fold, per label within labe
 PCA_COMPONENTS = 32
 """Features are reduced once, without labels, so each of the many permutation refits is
 a small logistic regression (the reduction sees no labels, so it cannot leak them). The
-linear algebra here is many small problems, so it runs with one BLAS thread: on a shared
-machine more threads only add contention (measured: a 160 x 256 SVD took seconds)."""
+linear algebra here runs with one BLAS thread: its products are small enough that on a
+shared machine more threads only add contention (measured: a 160 x 256 SVD took seconds)."""
 
 
 @dataclass(frozen=True)
