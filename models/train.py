@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from audit.data.dataset import Dataset, Splits
 
 _STEPS_PER_EXECUTION = 16
+SCORES_FILE = "proba.npy"  # in a classifier_scores stage: its rows' class probabilities
 
 
 GRID_FIELDS = frozenset({"backbones", "input_modes", "seeds", "cross_validate", "sweep",
@@ -517,6 +518,34 @@ def train_into_cache(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarra
                      classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
                      lambda tmp: save_trained(_train(dataset, train_idx, val_idx, spec, cache),
                                               tmp))
+
+
+def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
+                    score_idx: np.ndarray, spec: ClassifierSpec, cache: StageCache) -> np.ndarray:
+    """The class probabilities of rows ``score_idx`` under the classifier ``spec`` trains
+    on rows ``train_idx`` and ``val_idx``, trained into the cache when it is not there yet.
+
+    For a job that needs a classifier's scores, not the classifier: the rows are scored
+    from the features training cached (``predict_cached``), and the probabilities are a
+    stage of their own, keyed on the classifier's stage inputs and the rows, so an
+    unchanged rerun reads them back without training or loading the classifier (seconds
+    for a backbone).
+
+    Returns:
+        ``(len(score_idx), n_classes)`` float32 probabilities, in row order.
+    """
+    train_idx, val_idx = _training_rows(train_idx, val_idx)
+    score_idx = np.asarray(score_idx, dtype=np.int64)
+
+    def compute(tmp: Path) -> None:
+        trained = train_classifier(dataset, train_idx, val_idx, spec, cache)
+        np.save(tmp / SCORES_FILE, predict_cached(trained, dataset, score_idx, spec, cache))
+
+    return cache.run_and_load(
+        "classifier_scores",
+        {"classifier": classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
+         "rows": hash_array(score_idx)},
+        compute, lambda folder: np.load(folder / SCORES_FILE))
 
 
 def _training_rows(train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
