@@ -133,12 +133,13 @@ def spec_from_config(config: AuditConfig, backbone: str, input_mode: str,
 
 @dataclass(frozen=True)
 class VariantRequest:
-    """One classifier a probe asks the run to train: the run's settings on other rows, or
-    with another input mode, seed or backbone.
+    """One classifier a probe asks the run to train and score: the run's settings on other
+    rows, or with another input mode, seed or backbone.
 
     Attributes:
         train_rows: dataset rows to fit on.
         val_rows: dataset rows for best-epoch selection.
+        score_rows: dataset rows whose class probabilities the probe gets back.
         input_mode: Defaults to "raw".
         seed: Defaults to 0.
         backbone: None for the audited model's backbone. Defaults to None.
@@ -146,6 +147,7 @@ class VariantRequest:
 
     train_rows: tuple[int, ...]
     val_rows: tuple[int, ...]
+    score_rows: tuple[int, ...]
     input_mode: str = "raw"
     seed: int = 0
     backbone: str | None = None
@@ -153,7 +155,7 @@ class VariantRequest:
     def __post_init__(self) -> None:
         # Rows may arrive as arrays; as plain ints a request compares, hashes and travels
         # in a job's JSON payload.
-        for name in ("train_rows", "val_rows"):
+        for name in ("train_rows", "val_rows", "score_rows"):
             object.__setattr__(self, name, tuple(int(row) for row in getattr(self, name)))
 
 
@@ -503,21 +505,6 @@ def predict_cached(trained: TrainedModel, dataset: Dataset, rows: np.ndarray,
                                _cut_features(model, spec, cut), cache)
     head = keras.Model(model.get_layer(cut).output, model.output)
     return predict_in_full_batches(head, features[np.asarray(rows)], spec.settings.batch_size)
-
-
-def train_into_cache(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
-                     spec: ClassifierSpec, cache: StageCache) -> Path:
-    """The folder of the classifier's cache stage (``models.saving.load_trained`` reads
-    it), trained into it when it is not there yet.
-
-    For a job whose caller loads the model itself: unlike ``train_classifier``, a
-    classifier already in the cache is not loaded here too (seconds for a backbone).
-    """
-    train_idx, val_idx = _training_rows(train_idx, val_idx)
-    return cache.run("classifier",
-                     classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
-                     lambda tmp: save_trained(_train(dataset, train_idx, val_idx, spec, cache),
-                                              tmp))
 
 
 def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,

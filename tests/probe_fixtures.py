@@ -30,6 +30,7 @@ from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import plant_marker, synthetic_dataset
 from audit.gate import judge, load_policy
 from models.inputs import apply_input_mode
+from models.train import VariantRequest
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
 
@@ -127,10 +128,15 @@ def train_pixel_model(dataset: Dataset, rows: np.ndarray, input_mode: str = "raw
 
 
 def pixel_train_variants(dataset: Dataset, backbone: str = "pixels"):
-    """A ``train_variants`` callable that fits one ``PixelModel`` per request on ``dataset``."""
-    return lambda requests: [train_pixel_model(dataset, request.train_rows, request.input_mode,
-                                               request.seed, request.backbone or backbone)
-                             for request in requests]
+    """A ``train_variants`` callable that fits one ``PixelModel`` per request on ``dataset``
+    and returns its probabilities of the request's score rows."""
+
+    def train_and_score(request: VariantRequest) -> np.ndarray:
+        model = train_pixel_model(dataset, request.train_rows, request.input_mode,
+                                  request.seed, request.backbone or backbone)
+        return model.predict_proba(dataset, request.score_rows)
+
+    return lambda requests: [train_and_score(request) for request in requests]
 
 
 def probe_context(dataset: Dataset, splits: Splits, *, models: dict | None = None,

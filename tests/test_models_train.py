@@ -27,7 +27,6 @@ from models.train import (
     spec_from_config,
     train_and_score,
     train_classifier,
-    train_into_cache,
 )
 from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
 
@@ -130,19 +129,6 @@ def test_scores_from_cached_features_equal_the_whole_models(tmp_path):
                                trained.predict_proba(dataset, rows), atol=1e-5)
     assert [event.action for event in cache.events if event.stage == "features"] == [
         "computed", "reused"]
-
-
-@pytest.mark.slow
-def test_train_into_cache_returns_the_classifiers_stage_without_loading_it(tmp_path):
-    cache = StageCache(tmp_path / "cache")
-    dataset = tiny_dataset()
-    spec = TINY.with_settings(epochs=1)
-    folder = train_into_cache(dataset, TRAIN, VAL, spec, cache)
-    trained = train_classifier(dataset, TRAIN, VAL, spec, cache)
-    assert trained.path == folder and load_trained(folder).identity == trained.identity
-    assert train_into_cache(dataset, list(TRAIN), list(VAL), spec, cache) == folder
-    assert [event.action for event in cache.events if event.stage == "classifier"] == [
-        "computed", "reused", "reused"]
 
 
 @pytest.mark.slow
