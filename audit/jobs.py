@@ -3,11 +3,11 @@
 A training job is a module-level function of one small JSON-able payload, so any runner
 backend (``audit.runners``: in-process, worker processes, Ray) can execute it. Big arrays
 never travel in a payload: a job rebuilds the dataset from the config through the same
-cached stages the main process used (decoded images, U-Net masks: all reused), trains
-through the models layer into the stage cache and returns small metadata with the path
-of the trained model, which the main process then loads. Two jobs: ``train_job`` (one
-classifier of the grid, evaluated) and ``variant_job`` (one classifier a probe asked
-for).
+cached stages the main process used (decoded images, U-Net masks: all reused) and trains
+through the models layer into the stage cache. Two jobs: ``train_job`` (one classifier of
+the grid, evaluated) returns small metadata with the path of the trained model, which the
+main process then loads; ``variant_job`` (one classifier a probe asked for) returns the
+class probabilities of the rows the probe asked about, so the main process loads no model.
 """
 
 from __future__ import annotations
@@ -160,28 +160,31 @@ def _read_record(cache: StageCache, folder: Path) -> dict[str, Any]:
 
 def variant_payload(config: AuditConfig, cache_root: Path,
                     request: VariantRequest) -> dict[str, Any]:
-    """The job training one ``models.train.VariantRequest`` of a probe. Its rows travel
-    as lists of row numbers (a few kB): the images stay in the cache."""
+    """The job training and scoring one ``models.train.VariantRequest`` of a probe. Its
+    rows travel as lists of row numbers (a few kB): the images stay in the cache."""
     return {"config": config.model_dump(mode="json"), "cache": str(cache_root),
             "backbone": request.backbone or config.models.backbones[0],
             "input_mode": request.input_mode, "seed": request.seed,
-            "train_rows": list(request.train_rows), "val_rows": list(request.val_rows)}
+            "train_rows": list(request.train_rows), "val_rows": list(request.val_rows),
+            "score_rows": list(request.score_rows)}
 
 
 def variant_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Train one classifier a probe asked for into the cache (reusing cached features).
+    """Train one classifier a probe asked for into the cache (reusing cached features) and
+    score the probe's rows with it, here (``models.train.train_and_score``): the main
+    process gets probabilities, not a model to load.
 
     Returns:
-        ``path`` (the trained model's stage folder relative to the cache root, for
-        ``models.saving.load_trained``) and ``events`` (this job's stage events).
+        ``proba`` (the score rows' class probabilities, ``(len(score_rows), n_classes)``
+        nested lists in row order) and ``events`` (this job's stage events).
     """
-    from models.train import spec_from_config, train_into_cache
+    from models.train import spec_from_config, train_and_score
 
     config, cache, dataset = _job_data(payload)
     spec = spec_from_config(config, payload["backbone"], payload["input_mode"], payload["seed"])
-    folder = train_into_cache(dataset, payload["train_rows"], payload["val_rows"], spec, cache)
-    return {"path": folder.relative_to(cache.root).as_posix(),
-            "events": [asdict(event) for event in cache.events]}
+    proba = train_and_score(dataset, payload["train_rows"], payload["val_rows"],
+                            payload["score_rows"], spec, cache)
+    return {"proba": proba.tolist(), "events": [asdict(event) for event in cache.events]}
 
 
 def _job_data(payload: dict[str, Any]) -> tuple[AuditConfig, StageCache, Dataset]:

@@ -392,7 +392,8 @@ def _load_models(config: AuditConfig, records: list[dict[str, Any]], dataset: Da
 
 class _VariantTrainer:
     """``train_variants`` for the probes: each request a job on the run's runner, all of a
-    probe's requests at once, so a pool or Ray trains them side by side.
+    probe's requests at once, so a pool or Ray trains them side by side. The jobs score
+    the requested rows themselves, so this process loads none of the classifiers.
 
     Attributes:
         jobs: every variant job's result so far (its stage events count in the provenance).
@@ -402,15 +403,13 @@ class _VariantTrainer:
         self.config, self.cache, self.runner = config, cache, runner
         self.jobs: list[dict[str, Any]] = []
 
-    def __call__(self, requests: list[VariantRequest]) -> list[TrainedModel]:
-        from models.saving import load_trained
-
+    def __call__(self, requests: list[VariantRequest]) -> list[np.ndarray]:
         payloads = [variant_payload(self.config, self.cache.root, request)
                     for request in requests]
         log.info("training %d variant classifiers (%s runner)", len(payloads), self.runner.name)
         results = self.runner.map(variant_job, payloads)
         self.jobs += results
-        return [load_trained(self.cache.root / result["path"]) for result in results]
+        return [np.asarray(result["proba"], dtype=np.float32) for result in results]
 
 
 def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:

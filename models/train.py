@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from audit.data.dataset import Dataset, Splits
 
 _STEPS_PER_EXECUTION = 16
+SCORES_FILE = "proba.npy"  # in a classifier_scores stage: its rows' class probabilities
 
 
 GRID_FIELDS = frozenset({"backbones", "input_modes", "seeds", "cross_validate", "sweep",
@@ -132,12 +133,13 @@ def spec_from_config(config: AuditConfig, backbone: str, input_mode: str,
 
 @dataclass(frozen=True)
 class VariantRequest:
-    """One classifier a probe asks the run to train: the run's settings on other rows, or
-    with another input mode, seed or backbone.
+    """One classifier a probe asks the run to train and score: the run's settings on other
+    rows, or with another input mode, seed or backbone.
 
     Attributes:
         train_rows: dataset rows to fit on.
         val_rows: dataset rows for best-epoch selection.
+        score_rows: dataset rows whose class probabilities the probe gets back.
         input_mode: Defaults to "raw".
         seed: Defaults to 0.
         backbone: None for the audited model's backbone. Defaults to None.
@@ -145,6 +147,7 @@ class VariantRequest:
 
     train_rows: tuple[int, ...]
     val_rows: tuple[int, ...]
+    score_rows: tuple[int, ...]
     input_mode: str = "raw"
     seed: int = 0
     backbone: str | None = None
@@ -152,7 +155,7 @@ class VariantRequest:
     def __post_init__(self) -> None:
         # Rows may arrive as arrays; as plain ints a request compares, hashes and travels
         # in a job's JSON payload.
-        for name in ("train_rows", "val_rows"):
+        for name in ("train_rows", "val_rows", "score_rows"):
             object.__setattr__(self, name, tuple(int(row) for row in getattr(self, name)))
 
 
@@ -502,19 +505,32 @@ def attach_cached_rows(trained: TrainedModel, dataset: Dataset, spec: Classifier
     return trained
 
 
-def train_into_cache(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
-                     spec: ClassifierSpec, cache: StageCache) -> Path:
-    """The folder of the classifier's cache stage (``models.saving.load_trained`` reads
-    it), trained into it when it is not there yet.
+def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
+                    score_idx: np.ndarray, spec: ClassifierSpec, cache: StageCache) -> np.ndarray:
+    """The class probabilities of rows ``score_idx`` under the classifier ``spec`` trains
+    on rows ``train_idx`` and ``val_idx``, trained into the cache when it is not there yet.
 
-    For a job whose caller loads the model itself: unlike ``train_classifier``, a
-    classifier already in the cache is not loaded here too (seconds for a backbone).
+    For a job that needs a classifier's scores, not the classifier: the rows are scored
+    from the features training cached (``predict_cached``), and the probabilities are a
+    stage of their own, keyed on the classifier's stage inputs and the rows, so an
+    unchanged rerun reads them back without training or loading the classifier (seconds
+    for a backbone).
+
+    Returns:
+        ``(len(score_idx), n_classes)`` float32 probabilities, in row order.
     """
     train_idx, val_idx = _training_rows(train_idx, val_idx)
-    return cache.run("classifier",
-                     classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
-                     lambda tmp: save_trained(_train(dataset, train_idx, val_idx, spec, cache),
-                                              tmp))
+    score_idx = np.asarray(score_idx, dtype=np.int64)
+
+    def compute(tmp: Path) -> None:
+        trained = train_classifier(dataset, train_idx, val_idx, spec, cache)
+        np.save(tmp / SCORES_FILE, predict_cached(trained, dataset, score_idx, spec, cache))
+
+    return cache.run_and_load(
+        "classifier_scores",
+        {"classifier": classifier_stage_inputs(dataset, train_idx, val_idx, spec, cache),
+         "rows": hash_array(score_idx)},
+        compute, lambda folder: np.load(folder / SCORES_FILE))
 
 
 def _training_rows(train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

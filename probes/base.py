@@ -171,10 +171,12 @@ class ProbeContext:
     params: ProbesConfig
     """The run's ``probes`` settings; ``params.target_class`` is the class the checks that
     follow one class (``CheckSpec.follows_target_class``) measure."""
-    train_variants: Callable[[list[VariantRequest]], list[TrainedModel]] | None = None
+    train_variants: Callable[[list[VariantRequest]], list[np.ndarray]] | None = None
     """``train_variants(requests)`` trains one classifier per ``models.train.VariantRequest``
     with the run's settings (cached; the run's runner may train them in parallel, so ask
-    for all at once) and returns them in request order. ``None`` when auditing an
+    for all at once) and returns, in request order, each one's class probabilities of its
+    ``score_rows``: ``(len(score_rows), classes)`` in the dataset's class order. The
+    classifiers themselves stay where they were trained. ``None`` when auditing an
     external model: checks that need retraining return ``not_run``."""
     image_features: Callable[[Any], Any] | None = None
     """``image_features(images_uint8_NxSxS) -> (N, D)`` float32 features of a frozen ImageNet

@@ -4,10 +4,11 @@
 - ``pixel_features``: a deterministic frozen "backbone": block-averaged pixels.
 - ``mobilenet_features``: the real frozen ImageNet MobileNetV2 (alpha 0.35) from
   ``../shared/weights``, or None when the file is absent.
-- ``PixelModel`` / ``pixel_train_variants``: a small trained classifier with the
-  ``TrainedModel`` surface probes use (``key``, ``input_mode``, ``classes``,
-  ``predict_proba``, ``embed``): a logistic regression on block-averaged pixels of the
-  model's input mode, balanced class weights. Fast enough to retrain many variants in a test.
+- ``PixelModel`` / ``train_pixel_model`` / ``pixel_train_variants``: a small trained
+  classifier with the ``TrainedModel`` surface probes use (``key``, ``input_mode``,
+  ``classes``, ``predict_proba``, ``embed``): a logistic regression on block-averaged
+  pixels of the model's input mode, balanced class weights. Fast enough to retrain many
+  variants in a test.
 - ``probe_context``: the one ``ProbeContext`` builder of the tests (every test module
   builds its contexts with it); ``make_context``: one around all of the above.
 - ``judged_status`` / ``fires`` / ``default_threshold``: a check result judged by the real
@@ -115,19 +116,27 @@ class PixelModel:
         return self.model_inputs(dataset, idx)
 
 
+def train_pixel_model(dataset: Dataset, rows: np.ndarray, input_mode: str = "raw",
+                      seed: int = 0, backbone: str = "pixels") -> PixelModel:
+    """A ``PixelModel`` of ``input_mode`` fitted on ``dataset``'s ``rows``."""
+    model = PixelModel(f"{backbone}/{input_mode}", input_mode,
+                       LogisticRegression(C=0.1, class_weight="balanced", max_iter=300,
+                                          random_state=seed))
+    rows = np.asarray(rows)
+    model.estimator.fit(model.model_inputs(dataset, rows), dataset.labels[rows])
+    return model
+
+
 def pixel_train_variants(dataset: Dataset, backbone: str = "pixels"):
-    """A ``train_variants`` callable that fits one ``PixelModel`` per request on ``dataset``."""
+    """A ``train_variants`` callable that fits one ``PixelModel`` per request on ``dataset``
+    and returns its probabilities of the request's score rows."""
 
-    def train(request: VariantRequest) -> PixelModel:
-        model = PixelModel(f"{request.backbone or backbone}/{request.input_mode}",
-                           request.input_mode,
-                           LogisticRegression(C=0.1, class_weight="balanced", max_iter=300,
-                                              random_state=request.seed))
-        rows = np.asarray(request.train_rows)
-        model.estimator.fit(model.model_inputs(dataset, rows), dataset.labels[rows])
-        return model
+    def train_and_score(request: VariantRequest) -> np.ndarray:
+        model = train_pixel_model(dataset, request.train_rows, request.input_mode,
+                                  request.seed, request.backbone or backbone)
+        return model.predict_proba(dataset, request.score_rows)
 
-    return lambda requests: [train(request) for request in requests]
+    return lambda requests: [train_and_score(request) for request in requests]
 
 
 def probe_context(dataset: Dataset, splits: Splits, *, models: dict | None = None,
@@ -167,10 +176,9 @@ def with_marker(dataset: Dataset, rows: np.ndarray) -> Dataset:
 
 
 def train_pair(context: ProbeContext) -> ProbeContext:
-    """Add ``pixels/raw`` and ``pixels/lung_masked`` models trained on the fit rows."""
-    for model in context.train_variants([VariantRequest(context.splits.train, context.splits.val,
-                                                        mode)
-                                         for mode in ("raw", "lung_masked")]):
+    """Add ``pixels/raw`` and ``pixels/lung_masked`` models trained on the training rows."""
+    for mode in ("raw", "lung_masked"):
+        model = train_pixel_model(context.dataset, context.splits.train, mode)
         context.models[model.key] = model
     return context
 

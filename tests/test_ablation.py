@@ -1,7 +1,5 @@
 """ablation.class_size: size scaling, a planted size-dependent model, and clean phantoms."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -23,20 +21,16 @@ def test_planned_sizes_scaled_to_small_data_with_a_note():
     assert "mapped to fractions [0.5, 1.0]" in notes[0]
 
 
-@dataclass
-class ExclusionModel:
-    """Calls a COVID image COVID with a probability that grows with the other classes' size:
-    the paper's pattern, planted without any images."""
-
-    n_others: int
-    seed: int
-
-    def predict_proba(self, dataset, idx):
-        rng = np.random.default_rng([self.seed, self.n_others])
-        hit = rng.random(len(idx)) < 0.5 + 0.45 * min(1.0, self.n_others / 60)
-        proba = np.zeros((len(idx), 4))
-        proba[np.arange(len(idx)), np.where(hit, 0, 1)] = 1
-        return proba
+def _exclusion_scores(dataset, request) -> np.ndarray:
+    """Probabilities that call a COVID image COVID with a chance growing with the other
+    classes' size in the training rows: the paper's pattern, planted without any images."""
+    n_others = int(np.sum(dataset.labels[list(request.train_rows)] != 0))
+    rng = np.random.default_rng([request.seed, n_others])
+    n_rows = len(request.score_rows)
+    hit = rng.random(n_rows) < 0.5 + 0.45 * min(1.0, n_others / 60)
+    proba = np.zeros((n_rows, 4))
+    proba[np.arange(n_rows), np.where(hit, 0, 1)] = 1
+    return proba
 
 
 def _exclusion_context(tmp_path):
@@ -44,8 +38,7 @@ def _exclusion_context(tmp_path):
     context = make_context(dataset, splits, tmp_path, ablation_sizes=[500, 1000, 2000])
 
     def train_variants(requests):
-        return [ExclusionModel(int(np.sum(dataset.labels[list(r.train_rows)] != 0)), r.seed)
-                for r in requests]
+        return [_exclusion_scores(dataset, request) for request in requests]
 
     context.train_variants = train_variants
     return context

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from models.train import VariantRequest
 from probes.base import Status
 from probes.checks import masking_raw_vs_lung
 from tests.probe_fixtures import (
@@ -13,6 +12,7 @@ from tests.probe_fixtures import (
     make_context,
     synth_data,
     train_pair,
+    train_pixel_model,
     with_marker,
 )
 
@@ -58,8 +58,7 @@ def test_quiet_on_clean_data(tmp_path, seed):
 
 def test_not_run_without_the_lung_masked_model(tmp_path):
     context = make_context(*synth_data(0.0, False, seed=0, n_per_class=3), tmp_path)
-    (context.models["pixels/raw"],) = context.train_variants(
-        [VariantRequest(context.splits.train, context.splits.val)])
+    context.models["pixels/raw"] = train_pixel_model(context.dataset, context.splits.train)
     result = masking_raw_vs_lung.run(context)
     assert result.status == Status.NOT_RUN
     assert "missing pixels/lung_masked (loaded: pixels/raw)" in result.reason

@@ -25,8 +25,8 @@ from models.train import (
     balanced_class_weights,
     classifier_stage_inputs,
     spec_from_config,
+    train_and_score,
     train_classifier,
-    train_into_cache,
 )
 from tests.models_fixtures import MOBILENET_V2_035, WEIGHTS_DIR, tiny_dataset
 
@@ -140,16 +140,31 @@ def test_scores_and_embeddings_from_cached_features_equal_the_whole_models(tmp_p
 
 
 @pytest.mark.slow
-def test_train_into_cache_returns_the_classifiers_stage_without_loading_it(tmp_path):
+def test_scores_are_a_stage_of_their_rows_that_a_rerun_reads_without_the_classifier(
+        tmp_path, monkeypatch):
     cache = StageCache(tmp_path / "cache")
     dataset = tiny_dataset()
     spec = TINY.with_settings(epochs=1)
-    folder = train_into_cache(dataset, TRAIN, VAL, spec, cache)
-    trained = train_classifier(dataset, TRAIN, VAL, spec, cache)
-    assert trained.path == folder and load_trained(folder).identity == trained.identity
-    assert train_into_cache(dataset, list(TRAIN), list(VAL), spec, cache) == folder
-    assert [event.action for event in cache.events if event.stage == "classifier"] == [
-        "computed", "reused", "reused"]
+    rows = np.array([5, 0, 11])
+    proba = train_and_score(dataset, TRAIN, VAL, rows, spec, cache)
+    trained = train_classifier(dataset, TRAIN, VAL, spec, cache)  # loaded from its stage
+    np.testing.assert_allclose(proba, trained.predict_proba(dataset, rows), atol=1e-5)
+
+    def no_loading(path):
+        raise AssertionError(f"loaded the classifier in {path}")
+
+    monkeypatch.setattr("models.train.load_trained", no_loading)
+    again = train_and_score(dataset, list(TRAIN), list(VAL), list(rows), spec, cache)
+    np.testing.assert_array_equal(again, proba)
+    monkeypatch.undo()
+    other_rows = train_and_score(dataset, TRAIN, VAL, rows[:2], spec, cache)
+    np.testing.assert_array_equal(other_rows, proba[:2])
+    assert [(event.stage, event.action) for event in cache.events
+            if event.stage.startswith("classifier")] == [
+        ("classifier", "computed"), ("classifier_scores", "computed"),
+        ("classifier", "reused"),  # train_classifier above
+        ("classifier_scores", "reused"),
+        ("classifier", "reused"), ("classifier_scores", "computed")]
 
 
 def _epoch_orders(spec: ClassifierSpec, n_epochs: int) -> list[list[int]]:

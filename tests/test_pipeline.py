@@ -218,25 +218,31 @@ class RecordingRunner:
         return [self.job_result(payload) for payload in payloads]
 
 
-def test_variant_requests_go_to_the_runner_at_once_and_load_what_the_jobs_saved(tmp_path,
-                                                                               monkeypatch):
+def test_variant_requests_go_to_the_runner_at_once_and_come_back_as_their_jobs_scores(
+        tmp_path, monkeypatch):
     from audit.core.config import parse_config
     from models.train import VariantRequest
 
     config = parse_config({"models": {"backbones": ["resnet50", "mobilenetv2"]}})
-    monkeypatch.setattr("models.saving.load_trained", lambda path: f"model from {path}")
-    # A job returns its model's folder relative to the cache root, whatever its cwd was.
-    runner = RecordingRunner(lambda p: {"path": f"classifier/{p['seed']}", "events": [{"x": 1}]})
+
+    def no_loading(path):
+        raise AssertionError(f"the main process loaded the variant {path}")
+
+    monkeypatch.setattr("models.saving.load_trained", no_loading)
+    # A job returns one row of probabilities per score row (here: from its seed).
+    runner = RecordingRunner(lambda p: {"proba": [[p["seed"], 1 - p["seed"]]]
+                                                 * len(p["score_rows"]), "events": [{"x": 1}]})
     trainer = pipeline._VariantTrainer(config, StageCache(tmp_path), runner)
-    models = trainer([VariantRequest(np.arange(3), [7], seed=2),
-                      VariantRequest([1], [2], "lung_masked", 5, backbone="mobilenetv2")])
-    assert models == [f"model from {tmp_path / 'classifier' / '2'}",
-                      f"model from {tmp_path / 'classifier' / '5'}"]
+    scores = trainer([VariantRequest(np.arange(3), [7], np.array([4, 5]), seed=2),
+                      VariantRequest([1], [2], [0], "lung_masked", 5, backbone="mobilenetv2")])
+    assert [proba.tolist() for proba in scores] == [[[2, -1], [2, -1]], [[5, -4]]]
+    assert all(proba.dtype == np.float32 for proba in scores)
     ((func, payloads),) = runner.calls
     assert func is pipeline.variant_job
-    assert [(p["backbone"], p["input_mode"], p["seed"], p["train_rows"], p["val_rows"])
-            for p in payloads] == [("resnet50", "raw", 2, [0, 1, 2], [7]),
-                                   ("mobilenetv2", "lung_masked", 5, [1], [2])]
+    assert [(p["backbone"], p["input_mode"], p["seed"], p["train_rows"], p["val_rows"],
+             p["score_rows"]) for p in payloads] == [
+        ("resnet50", "raw", 2, [0, 1, 2], [7], [4, 5]),
+        ("mobilenetv2", "lung_masked", 5, [1], [2], [0])]
     assert [job["events"] for job in trainer.jobs] == [[{"x": 1}], [{"x": 1}]]
 
 

@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 from audit.core.config import RuntimeConfig
@@ -119,26 +120,77 @@ def test_ray_worker_death_names_the_payload(local_ray):
     assert caught.value.payload == {"seed": 1}
 
 
-@pytest.mark.slow
-def test_ray_trains_probe_variants_into_the_shared_cache(local_ray, tmp_path):
-    """Two variant jobs on Ray train into the cache; the same requests in this process
-    then find both classifiers there (same keys, nothing retrained)."""
+def _tiny_training_config():
+    """A config whose classifiers train in a moment: 16 phantoms at 32 px, no weights."""
     from audit.core.config import parse_config
-    from audit.jobs import variant_job, variant_payload
-    from models.train import VariantRequest
 
-    config = parse_config({
+    return parse_config({
         "data": {"synth": {"n_per_class": 2, "n_sources": 2, "image_size": 64},
                  "image_size": 32},
         "segmentation": {"source": "manifest"},
         "models": {"alpha": 0.35, "weights": "none", "epochs": 1, "dense_units": 8,
                    "augmented_views": 0}})
-    requests = [VariantRequest(range(12), range(12, 16), seed=seed) for seed in (0, 1)]
+
+
+def _computed(jobs) -> list[str]:
+    """The stages the jobs computed (trained, featurised, scored), in order."""
+    return [event["stage"] for job in jobs for event in job["events"]
+            if event["action"] == "computed"]
+
+
+@pytest.mark.slow
+def test_variant_jobs_score_their_rows_as_the_saved_classifier_does_without_loading_it(
+        tmp_path, monkeypatch):
+    """A variant's probabilities are the saved classifier's own on its score rows (whole
+    model on the images); training and an unchanged rerun load no model, and the rerun
+    computes nothing."""
+    from audit.core.cache import StageCache
+    from audit.jobs import prepare_data
+    from audit.pipeline import _VariantTrainer
+    from models.train import VariantRequest, spec_from_config, train_classifier
+
+    def no_loading(path):
+        raise AssertionError(f"loaded the classifier in {path}")
+
+    for name in ("models.saving.load_trained", "models.train.load_trained"):
+        monkeypatch.setattr(name, no_loading)
+    config = _tiny_training_config()
+    requests = [VariantRequest(range(12), range(12, 16), [15, 0, 13, 2], seed=0),
+                VariantRequest(range(4, 16), range(4), [3, 9], "lung_masked", seed=1)]
+
+    def scored():
+        trainer = _VariantTrainer(config, StageCache(tmp_path / "cache"), LocalRunner())
+        return trainer(requests), trainer.jobs
+
+    (first, trained), (again, rerun) = scored(), scored()
+    assert "classifier" in _computed(trained) and _computed(rerun) == []
+    monkeypatch.undo()
+    cache = StageCache(tmp_path / "cache")
+    dataset, _ = prepare_data(config, cache)
+    for request, proba, proba_again in zip(requests, first, again, strict=True):
+        spec = spec_from_config(config, "mobilenetv2", request.input_mode, request.seed)
+        saved = train_classifier(dataset, request.train_rows, request.val_rows, spec, cache)
+        rows = list(request.score_rows)
+        assert proba.shape == (len(rows), len(dataset.classes))
+        np.testing.assert_allclose(proba, saved.predict_proba(dataset, rows), atol=1e-5)
+        np.testing.assert_array_equal(proba_again, proba)
+    assert [event.action for event in cache.events if event.stage == "classifier"] == [
+        "reused", "reused"]  # the classifiers compared are those the jobs trained
+
+
+@pytest.mark.slow
+def test_ray_trains_probe_variants_into_the_shared_cache(local_ray, tmp_path):
+    """Two variant jobs on Ray train and score into the cache; the same requests in this
+    process then read the same probabilities back (nothing trained, loaded or scored)."""
+    from audit.jobs import variant_job, variant_payload
+    from models.train import VariantRequest
+
+    config = _tiny_training_config()
+    requests = [VariantRequest(range(12), range(12, 16), range(16), seed=seed)
+                for seed in (0, 1)]
     payloads = [variant_payload(config, tmp_path / "cache", request) for request in requests]
     on_ray = RayRunner().map(variant_job, payloads)
     here = LocalRunner().map(variant_job, payloads)
-    assert [job["path"] for job in here] == [job["path"] for job in on_ray]
-    assert len({job["path"] for job in on_ray}) == 2
-    classifier_events = [event for job in here for event in job["events"]
-                         if event["stage"] == "classifier"]
-    assert [event["action"] for event in classifier_events] == ["reused", "reused"]
+    assert [job["proba"] for job in here] == [job["proba"] for job in on_ray]
+    assert on_ray[0]["proba"] != on_ray[1]["proba"]  # two seeds, two classifiers
+    assert _computed(here) == []

@@ -86,12 +86,10 @@ def _train_and_score(context: ProbeContext, plans: list[dict],
     for seed in context.params.ablation_seeds:
         for plan, rows in zip(plans, training_rows(context, plans, seed), strict=True):
             planned.append((seed, plan))
-            requests.append(VariantRequest(rows, context.splits.val, "raw", seed))
-    models = context.train_variants(requests)  # all at once: the runner may parallelise
-    return [SizeRun(seed, plan,
-                    model.predict_proba(context.dataset, target_test).argmax(1) == index,
-                    plan_fraction(plan, plans))
-            for (seed, plan), model in zip(planned, models, strict=True)]
+            requests.append(VariantRequest(rows, context.splits.val, target_test, "raw", seed))
+    probas = context.train_variants(requests)  # all at once: the runner may parallelise
+    return [SizeRun(seed, plan, proba.argmax(1) == index, plan_fraction(plan, plans))
+            for (seed, plan), proba in zip(planned, probas, strict=True)]
 
 
 def _result(target: str, plans: list[dict], runs: list[SizeRun], target_test: np.ndarray,

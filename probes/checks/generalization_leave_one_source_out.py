@@ -50,16 +50,16 @@ def run(context: ProbeContext) -> CheckResult:
     if not usable:
         reasons = "; ".join(f"{p.source}: {p.reason}" for p in plans)
         return SPEC.not_run(f"no source can be held out ({reasons})")
-    models = context.train_variants([VariantRequest(plan.fit, plan.val, "raw", context.params.seed)
-                                     for plan in usable])
-    scores = [HeldOutScore(plan, _correct(context, model, plan.internal),
-                           _correct(context, model, plan.external))
-              for plan, model in zip(usable, models, strict=True)]
+    tested = [np.r_[plan.internal, plan.external] for plan in usable]  # one scoring per model
+    probas = context.train_variants([VariantRequest(plan.fit, plan.val, rows, "raw",
+                                                    context.params.seed)
+                                     for plan, rows in zip(usable, tested, strict=True)])
+    scores = []
+    for plan, rows, proba in zip(usable, tested, probas, strict=True):
+        correct = proba.argmax(1) == context.dataset.labels[rows]
+        n_internal = len(plan.internal)
+        scores.append(HeldOutScore(plan, correct[:n_internal], correct[n_internal:]))
     return _result(context, plans, scores)
-
-
-def _correct(context: ProbeContext, model, rows: np.ndarray) -> np.ndarray:
-    return model.predict_proba(context.dataset, rows).argmax(1) == context.dataset.labels[rows]
 
 
 def _result(context: ProbeContext, plans: list[HeldOutPlan],
