@@ -511,7 +511,7 @@ def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray
     on rows ``train_idx`` and ``val_idx``, trained into the cache when it is not there yet.
 
     For a job that needs a classifier's scores, not the classifier: the rows are scored
-    from the features training cached (``predict_cached``), and the probabilities are a
+    from the features training cached (``attach_cached_rows``), and the probabilities are a
     stage of their own, keyed on the classifier's stage inputs and the rows, so an
     unchanged rerun reads them back without training or loading the classifier (seconds
     for a backbone).
@@ -523,8 +523,9 @@ def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray
     score_idx = np.asarray(score_idx, dtype=np.int64)
 
     def compute(tmp: Path) -> None:
-        trained = train_classifier(dataset, train_idx, val_idx, spec, cache)
-        np.save(tmp / SCORES_FILE, predict_cached(trained, dataset, score_idx, spec, cache))
+        trained = attach_cached_rows(train_classifier(dataset, train_idx, val_idx, spec, cache),
+                                     dataset, spec, cache)
+        np.save(tmp / SCORES_FILE, trained.predict_proba(dataset, score_idx))
 
     return cache.run_and_load(
         "classifier_scores",
