@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,20 @@ from audit.cli import demo_config_path
 from audit.core.cache import MANIFEST_FILE
 from audit.core.config import load_config
 from audit.core.tensorflow_output import quiet_tensorflow
-from benchmarks.bench_pipeline import log_records
+
+
+def log_records(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a run's stderr (TensorFlow's own log lines share the stream)."""
+    records = []
+    for piece in stderr.replace("\r", "\n").splitlines():
+        start = piece.find('{"time"')
+        if start >= 0:
+            try:
+                records.append(json.loads(piece[start:]))
+            except json.JSONDecodeError:
+                continue
+    return records
+
 
 FORWARD_ARRAYS = {"features": "features.npy", "view_features": "features.npy",
                   "image_predictions": "probabilities.npy"}
@@ -153,6 +167,12 @@ def main() -> None:
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
     print(f"forward rate of its backbone here: {rate:.0f} images/s "
           f"(fastest of 3 rounds of {RATE_IMAGES} images)")
+    print_steps(steps, seconds, rate, target)
+
+
+def print_steps(steps: list[tuple[str, float, int]], seconds: float, rate: float,
+                target: str) -> None:
+    """Per step: actual seconds, forward passes, floor and their ratio; then the run's."""
     print(f"    {'step':<48} {'actual':>9} {'passes':>7} {'floor':>8} {'ratio':>7}")
     for name, actual, passes in steps:
         floor = passes / rate
