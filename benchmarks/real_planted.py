@@ -37,7 +37,8 @@ from benchmarks.real_set import MANIFEST, SHARED
 
 WEIGHTS = SHARED / "weights"
 MODEL_CHECKS = ("intervention.surround_swap", "intervention.border_swap",
-                "performance.within_source", "attention.border", "attention.outside_lung")
+                "performance.within_source", "attention.border", "attention.localized",
+                "attention.outside_lung")
 CASES = ("planted", "randomised", "external")
 PLANTED_SHARE = 0.8
 FLAGGED = {"warn", "fail"}
