@@ -9,6 +9,11 @@
   inside the ``probes.border_fraction`` band. The
   copy's images are written as PNGs under ``--out``, its masks read from the shared folder.
 - ``randomised``: the same rows and pseudo-sites, the shared images unchanged.
+
+With ``--band shuffled`` both copies start from the shenzhen images with their outer band
+replaced by another image's (``band_shuffled_manifest``): the images' own bands carry the
+label, so the unchanged copy is no clean control for the border swap; with shuffled bands
+only the plant ties a band to a label.
 - ``external``: every source but ``--external-source`` trains the model; that source is
   the ``data.external`` manifest of ``generalization.external``.
 
@@ -18,7 +23,8 @@ cross-validation) and runs only the inference-level checks; one line per check p
 status, metric, CI and p-value, and the external case prints its per-source table.
 A check "flags" the run when its status is ``warn`` or ``fail``.
 
-Run: ``nice -n 19 /work/main/.venv/bin/python -m benchmarks.real_planted --out /tmp/rp``
+Run: ``nice -n 19 /work/main/.venv/bin/python -m benchmarks.real_planted --out /tmp/rp
+[--seed N] [--band shuffled] [--cases planted randomised]``
 """
 
 from __future__ import annotations
@@ -81,6 +87,40 @@ def burn_marker(image: Image.Image, border_fraction: float) -> Image.Image:
         middle = left + width // 6 - stroke
         draw.rectangle((middle, top + stroke, middle + stroke, top + height - stroke), fill=30)
     return marked
+
+
+WORKING_SIDE = 512
+"""Side the band-shuffled copies are written at (the image store resizes every image to a
+square anyway, so the band is the same fraction of each axis before and after)."""
+
+
+def band_shuffled_manifest(rows: pd.DataFrame, folder: Path, border_fraction: float,
+                           seed: int) -> pd.DataFrame:
+    """``rows`` with every image rewritten under ``folder/images``, resized to
+    ``WORKING_SIDE`` squares, its outer ``border_fraction`` band replaced by another row's
+    band. Partners follow one seeded cycle over the rows, so no image keeps its own band
+    and a band says nothing about its image's label: a control whose band carries no label
+    by construction (the shenzhen images' own bands do: a band-only model scores 0.75)."""
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(seed + 1).permutation(len(rows))
+    partner = np.empty(len(rows), dtype=int)
+    partner[order] = np.roll(order, -1)
+    side, band = WORKING_SIDE, round(border_fraction * WORKING_SIDE)
+
+    def square(path: str) -> np.ndarray:
+        return np.asarray(Image.open(path).convert("L").resize((side, side),
+                                                                Image.Resampling.LANCZOS))
+
+    paths = []
+    for own_path, donor in zip(rows["path"], partner, strict=True):
+        mixed = square(rows["path"].iloc[donor]).copy()
+        mixed[band:side - band, band:side - band] = square(own_path)[band:side - band,
+                                                                     band:side - band]
+        target = images / Path(own_path).name
+        Image.fromarray(mixed).save(target)
+        paths.append(str(target))
+    return rows.assign(path=paths)
 
 
 def planted_manifest(rows: pd.DataFrame, folder: Path, border_fraction: float,
@@ -191,6 +231,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--border-fraction", type=float, default=0.1)
     parser.add_argument("--external-source", default="kermany")
+    parser.add_argument("--band", choices=("own", "shuffled"), default="own",
+                        help="shuffled: both copies' outer bands come from other images "
+                             "(band_shuffled_manifest), so only the plant ties a band to a label")
     args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +244,9 @@ def main() -> None:
             print(f"external: {args.external_source} held out as data.external", flush=True)
         else:
             rows = shenzhen_pseudo_sites(args.seed)
+            if args.band == "shuffled":
+                rows = band_shuffled_manifest(rows, args.out / "band-shuffled",
+                                              args.border_fraction, args.seed)
             manifest = args.out / "randomised.csv"
             rows.to_csv(manifest, index=False)
             if case == "planted":
