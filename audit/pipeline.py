@@ -396,7 +396,7 @@ class _VariantTrainer:
     the requested rows themselves, so this process loads none of the classifiers.
 
     Attributes:
-        jobs: every variant job's result so far (its stage events count in the provenance).
+        jobs: every variant job so far, as its stage events (they count in the provenance).
     """
 
     def __init__(self, config: AuditConfig, cache: StageCache, runner: Runner):
@@ -408,7 +408,7 @@ class _VariantTrainer:
                     for request in requests]
         log.info("training %d variant classifiers (%s runner)", len(payloads), self.runner.name)
         results = self.runner.map(variant_job, payloads)
-        self.jobs += results
+        self.jobs += [{"events": result["events"]} for result in results]
         return [np.asarray(result["proba"], dtype=np.float32) for result in results]
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from audit.core.config import RuntimeConfig
 from audit.core.errors import AuditError
+from audit.core.progress import log
 from audit.core.tensorflow_output import quiet_tensorflow
 
 Job = Callable[[dict[str, Any]], Any]
@@ -143,7 +144,10 @@ def run_with_threads(func: Job, threads: int, payload: dict[str, Any]) -> Any:
     import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        limit_threads(threads)
+        try:
+            limit_threads(threads)
+        except RuntimeError as error:  # a worker whose TensorFlow started under other caps
+            log.warning("Ray worker %d keeps its thread pools (%s)", os.getpid(), error)
     return func(payload)
 
 

@@ -171,8 +171,9 @@ def main() -> None:
 
 
 def print_steps(steps: list[tuple[str, float, int]], seconds: float, rate: float,
-                target: str) -> None:
-    """Per step: actual seconds, forward passes, floor and their ratio; then the run's."""
+                target: str | None) -> None:
+    """Per step: actual seconds, forward passes, floor and their ratio; then the run's,
+    with the wall-time ``target`` when there is one."""
     print(f"    {'step':<48} {'actual':>9} {'passes':>7} {'floor':>8} {'ratio':>7}")
     for name, actual, passes in steps:
         floor = passes / rate
@@ -180,7 +181,7 @@ def print_steps(steps: list[tuple[str, float, int]], seconds: float, rate: float
         print(f"    {name:<48} {actual:8.1f}s {passes:7d} {floor:7.1f}s {ratio}")
     passes = sum(step[2] for step in steps)
     print(f"    {'whole run':<48} {seconds:8.1f}s {passes:7d} {passes / rate:7.1f}s "
-          f"{seconds / (passes / rate):6.1f}x   (target <= 2x, {target})")
+          f"{seconds / (passes / rate):6.1f}x   (target <= 2x{f', {target}' if target else ''})")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ QUICK_SIZES, QUICK_IMAGE_SIZE = (125, 250, 500), 96
 
 
 def first_run(title: str, config: Path | None, out: Path,
-              target: str) -> tuple[float, float]:
+              target: str | None) -> tuple[float, float]:
     """Run the config (None: the demo) into ``out``, print its steps against their floor;
     its wall seconds and the part above the floor."""
     seconds, steps = run_audit(config, out)
@@ -93,14 +93,15 @@ def growth(sizes: list[int], image_size: int | None, root: Path) -> None:
     for n_images in sizes:
         config, exact = sized_config(n_images, image_size, root)
         runs.append((exact, *first_run(f"demo settings on {exact} images", config,
-                                        root / f"growth-{n_images}", "growth below")))
+                                        root / f"growth-{n_images}", None)))
     print("growth (exponent 1.0 = linear; target for the rest above the floor <= 1):")
     for (n0, t0, rest0), (n1, t1, rest1) in zip(runs, runs[1:], strict=False):
         scale = math.log(n1 / n0)
+        rest = (f"the rest x{rest1 / rest0:.2f}, exponent {math.log(rest1 / rest0) / scale:.2f}"
+                if min(rest0, rest1) > 0 else "the rest not above the floor: no exponent")
         print(f"    {n0:>6} -> {n1:<6} images: time x{t1 / t0:.2f} for data x{n1 / n0:.1f}, "
               f"exponent {math.log(t1 / t0) / scale:.2f}; {t0 / n0 * 1000:.0f} -> "
-              f"{t1 / n1 * 1000:.0f} ms/image; the rest x{rest1 / rest0:.2f}, exponent "
-              f"{math.log(rest1 / rest0) / scale:.2f}")
+              f"{t1 / n1 * 1000:.0f} ms/image; {rest}")
 
 
 def main() -> None:

@@ -158,13 +158,13 @@ def marker_effect(run_dir: Path, planted: Path, randomised: Path, marked: set[st
 
     model = load_trained(next((run_dir / "models").iterdir()))
     test = json.loads((run_dir / "splits.json").read_text())["test"]
-    other = model.classes.index(target)
+    target_index = model.classes.index(target)
     probabilities = []
     for manifest in (planted, randomised):
         dataset = load_dataset(manifest, image_size)
         names = [Path(path).name for path in dataset.manifest["path"]]
         rows = np.array([i for i in test if names[i] in marked])
-        probabilities.append(model.predict_proba(dataset, rows)[:, other])
+        probabilities.append(model.predict_proba(dataset, rows)[:, target_index])
     with_marker, without = probabilities
     return (f"marker effect on {len(with_marker)} marked test images: P({target}) "
             f"{with_marker.mean():.3f} with the marker vs {without.mean():.3f} without; "

@@ -21,9 +21,9 @@ Each run is the demo's config (MobileNetV2 alpha 0.35 with the local ImageNet we
 audited raw-input model without cross-validation (``benchmarks.inference_checks.
 example_config``), running only ``CHECKS`` and judged by the default policy (one Holm
 family). Two of them are listed only to show what they do with one source:
-``intervention.surround_swap`` reports ``not_run``; ``performance.within_source`` (whose
-spec says it needs two sources) runs on the one source, where within the source is pooled
-over sources, so it measures a loss of 0 by construction and passes. One line
+both report ``not_run`` (``performance.within_source`` since `9472740`; before, it ran on
+the one source, where within the source is pooled over sources, and measured a loss of 0
+by construction). One line
 per (kind, seed) prints each check's headline, CI, p-value and whether it fired; a marked
 run also prints the marker's effect on the model (its COVID probability on the marked test
 images against the same images unmarked); ``results.jsonl`` under ``--out`` keeps both.

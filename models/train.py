@@ -508,7 +508,8 @@ def attach_cached_rows(trained: TrainedModel, dataset: Dataset, spec: Classifier
 def train_and_score(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
                     score_idx: np.ndarray, spec: ClassifierSpec, cache: StageCache) -> np.ndarray:
     """The class probabilities of rows ``score_idx`` under the classifier ``spec`` trains
-    on rows ``train_idx`` and ``val_idx``, trained into the cache when it is not there yet.
+    on rows ``train_idx`` (its epoch chosen on ``val_idx``), trained into the cache when it
+    is not there yet.
 
     For a job that needs a classifier's scores, not the classifier: the rows are scored
     from the features training cached (``attach_cached_rows``), and the probabilities are a

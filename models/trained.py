@@ -42,10 +42,12 @@ class CachedRows:
     data_key: str
     masks_key: str | None
     cut_layer: str
-    features: np.ndarray  # (n_rows, ...), a memory map of the cache stage
+    features: np.ndarray  # (n_rows, ...), read from the cache stage
 
     def covers(self, dataset: Dataset) -> bool:
-        return (dataset.data_key, dataset.masks_key) == (self.data_key, self.masks_key)
+        """Whether ``dataset`` is the one the features are of: same data, masks and rows."""
+        return ((dataset.data_key, dataset.masks_key, len(dataset))
+                == (self.data_key, self.masks_key, len(self.features)))
 
 
 @dataclass

@@ -33,8 +33,9 @@ on a few CPU cores (each permutation refits once per fold, per label within labe
 PCA_COMPONENTS = 32
 """Features are reduced once, without labels, so each of the many permutation refits is
 a small logistic regression (the reduction sees no labels, so it cannot leak them). The
-linear algebra here runs with one BLAS thread: its products are small enough that on a
-shared machine more threads only add contention (measured: a 160 x 256 SVD took seconds)."""
+linear algebra here runs with one BLAS thread: a run's other processes (a pool's workers,
+a test worker beside it) share the cores, and there more threads only added contention
+(measured before the refits were batched: a 160 x 256 SVD took seconds)."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from audit.core.cache import hash_array
 from audit.data.phantoms import plant_marker
 from audit.gate import load_policy
 from probes.base import Status
@@ -160,6 +161,26 @@ def test_site_image_can_use_the_audited_models_embedding(tmp_path):
     assert missing.status == Status.NOT_RUN and "no model 'pixels/raw'" in missing.reason
     result = site_image.run(train_pair(context))
     assert fires(result)
+
+
+def test_the_audited_model_is_shown_the_modified_pixels_under_their_own_identity(tmp_path):
+    """The images shown in a mode are no manifest rows: a model that scores the manifest's
+    rows from cached features (``CachedRows.covers``) must not take them for those rows."""
+    dataset, splits = synth_data(confounding=1.0, traits=True, seed=0, n_per_class=6)
+    context = make_context(dataset, splits, tmp_path, features=None,
+                           site_features_backbone="audited")
+    shown = []
+
+    class Recorder:
+        def embed(self, data, rows):
+            shown.append(data)
+            return np.zeros((len(rows), 2))
+
+    context.models = {context.audited: Recorder()}
+    rows = np.arange(0, len(dataset), 2)
+    site_image._features(context, "lungs_removed", rows)
+    assert len(shown[0]) == len(rows) and shown[0].data_key != dataset.data_key
+    assert shown[0].data_key == hash_array(shown[0].images)
 
 
 SMALL_UNBALANCED = {"site_a": 20, "site_b": 4, "site_c": 4, "site_d": 4}

@@ -97,8 +97,10 @@ def _features(context: ProbeContext, mode: str, rows: np.ndarray) -> np.ndarray:
     masks = dataset.masks[rows] if dataset.masks is not None else None
     images = apply_input_mode(dataset.images[rows], mode, masks, context.params.border_fraction)
     if context.params.site_features_backbone == "audited":
+        # manifest_hash "": the shown pixels are not the manifest's, so their own hash is
+        # their identity (the audited model must not read the manifest rows' cached features)
         shown = replace(dataset, manifest=dataset.manifest.iloc[rows].reset_index(drop=True),
-                        images=images, masks=None, has_mask=None)
+                        images=images, masks=None, has_mask=None, manifest_hash="")
         return context.models[context.audited].embed(shown, np.arange(len(rows)))
     return np.asarray(context.image_features(images))
 
