@@ -124,15 +124,23 @@ def line(kind: str, seed: int, records: dict) -> str:
     return f"{kind} seed {seed} | " + " | ".join(parts)
 
 
+def seeded_runs_arguments(description: str, kinds: tuple[str, ...]) -> argparse.Namespace:
+    """``--out`` (made absolute and created), ``--seeds`` and ``--kinds`` of a benchmark
+    that audits each kind of data at each seed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
 def main() -> None:
     from audit.pipeline import run_audit
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = seeded_runs_arguments(__doc__.splitlines()[0], KINDS)
     for kind in args.kinds:
         for seed in args.seeds:
             path = write_config(kind, seed, args.out)

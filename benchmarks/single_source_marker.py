@@ -33,7 +33,6 @@ Run: ``nice -n 19 /work/main/.venv/bin/python -m benchmarks.single_source_marker
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -45,7 +44,12 @@ from PIL import Image
 
 from audit.core.config import SynthConfig, load_config
 from audit.data.phantoms import generate_phantoms, plant_marker
-from benchmarks.inference_checks import check_record, example_config, line
+from benchmarks.inference_checks import (
+    check_record,
+    example_config,
+    line,
+    seeded_runs_arguments,
+)
 from benchmarks.real_planted import marker_effect
 from models.inputs import border_band
 
@@ -110,13 +114,7 @@ def write_config(kind: str, seed: int, manifest: Path, out: Path) -> Path:
 def main() -> None:
     from audit.pipeline import run_audit
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    args = parser.parse_args()
-    args.out = args.out.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = seeded_runs_arguments(__doc__.splitlines()[0], KINDS)
     synth = example_config("demo", 0, CHECKS)["data"]["synth"]
     for seed in args.seeds:
         unmarked = args.out / f"phantoms-seed{seed}"
