@@ -56,6 +56,7 @@ def predict_many(x_train: np.ndarray, targets: np.ndarray, x_test: np.ndarray) -
     # Targets whose rows hold the same classes share one batched fit; usually that is all
     # of them, but a shuffled target can leave a class out of a fold's training rows.
     patterns, which = np.unique(present, axis=0, return_inverse=True)
+    design, test_design = _with_intercept(x_train), _with_intercept(x_test)
     for index, pattern in enumerate(patterns):
         members, classes = np.flatnonzero(which.ravel() == index), np.flatnonzero(pattern)
         if len(classes) == 1:
@@ -65,8 +66,7 @@ def predict_many(x_train: np.ndarray, targets: np.ndarray, x_test: np.ndarray) -
         for start in range(0, len(members), TARGETS_AT_ONCE):
             chunk = members[start:start + TARGETS_AT_ONCE]
             codes = np.searchsorted(classes, targets[chunk])
-            predicted[chunk] = classes[fit(_with_intercept(x_train), codes,
-                                           _with_intercept(x_test))]
+            predicted[chunk] = classes[fit(design, codes, test_design)]
     return predicted
 
 
