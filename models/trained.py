@@ -70,9 +70,8 @@ class TrainedModel:
     """Content hash of the weights and the preprocessing (module docstring)."""
     cached_rows: CachedRows | None = field(default=None, repr=False, compare=False)
     """When set, ``predict_proba`` and ``embed`` of that dataset's rows read its features."""
-    _embedder: keras.Model | None = field(default=None, init=False, repr=False, compare=False)
-    _tops: dict[str, keras.Model] = field(default_factory=dict, init=False, repr=False,
-                                          compare=False)
+    _parts: dict[tuple[str | None, str | None], keras.Model] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights = [hash_array(np.asarray(array)) for array in self.keras_model.get_weights()]
@@ -97,9 +96,7 @@ class TrainedModel:
         return to_model_array(images, self.input_size, self.channels)
 
     def predict_proba(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        if self.cached_rows is not None and self.cached_rows.covers(dataset):
-            return self._predict_cached(self.keras_model.output, idx, batch_size)
-        return self._predict(self.keras_model, dataset, idx, batch_size)
+        return self._rows_at(None, dataset, idx, batch_size)
 
     def predict_images(self, images: np.ndarray, masks: np.ndarray | None = None,
                        batch_size: int = 64) -> np.ndarray:
@@ -115,34 +112,35 @@ class TrainedModel:
         return np.concatenate(parts)
 
     def embed(self, dataset: Dataset, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return self._rows_at(self.embedding_layer, dataset, idx, batch_size)
+
+    def _rows_at(self, output_layer: str | None, dataset: Dataset, idx: np.ndarray,
+                 batch_size: int) -> np.ndarray:
+        """The output of ``output_layer`` (None: the model's) for dataset rows ``idx``: from
+        their cached features when ``cached_rows`` covers the dataset, else from the images."""
         if self.cached_rows is not None and self.cached_rows.covers(dataset):
-            return self._predict_cached(self.keras_model.get_layer(self.embedding_layer).output,
-                                        idx, batch_size)
-        return self._predict(self._embedding_model(), dataset, idx, batch_size)
+            return predict_in_full_batches(
+                self._part(self.cached_rows.cut_layer, output_layer),
+                np.asarray(self.cached_rows.features[np.asarray(idx)]), batch_size)
+        return self._predict(self._part(None, output_layer), dataset, idx, batch_size)
 
-    def _predict_cached(self, output, idx: np.ndarray, batch_size: int) -> np.ndarray:
-        """``output`` (a tensor of ``keras_model``) of rows ``idx`` from their cached
-        features, through the layers between the cut and it (built once per output)."""
-        import keras
-
-        if output.name not in self._tops:
-            cut = self.keras_model.get_layer(self.cached_rows.cut_layer).output
-            self._tops[output.name] = keras.Model(cut, output)
-        return predict_in_full_batches(self._tops[output.name],
-                                       np.asarray(self.cached_rows.features[np.asarray(idx)]),
-                                       batch_size)
-
-    def _embedding_model(self) -> keras.Model:
-        """The model up to ``embedding_layer``, built on first use and kept: every new Keras
+    def _part(self, start_layer: str | None, output_layer: str | None) -> keras.Model:
+        """The layers of ``keras_model`` from ``start_layer``'s output (None: its input) to
+        ``output_layer``'s (None: its output), built on first use and kept: every new Keras
         model traces its predict function again (seconds for a backbone)."""
-        if self._embedder is None:
+        if start_layer is None and output_layer is None:
+            return self.keras_model
+        key = (start_layer, output_layer)
+        if key not in self._parts:
             import keras
 
+            model = self.keras_model
             # inputs[0], not the list: a one-element list makes Keras 3 expect list inputs
             # and warn.
-            self._embedder = keras.Model(self.keras_model.inputs[0],
-                                         self.keras_model.get_layer(self.embedding_layer).output)
-        return self._embedder
+            start = model.inputs[0] if start_layer is None else model.get_layer(start_layer).output
+            end = model.output if output_layer is None else model.get_layer(output_layer).output
+            self._parts[key] = keras.Model(start, end)
+        return self._parts[key]
 
     def _predict(self, model: keras.Model, dataset: Dataset, idx: np.ndarray,
                  batch_size: int) -> np.ndarray:

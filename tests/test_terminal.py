@@ -174,9 +174,9 @@ def test_embeddings_reuse_one_sub_model():
 
     model, dataset = brightness_trained(), lung_phantoms(n=5)
     first = model.embed(dataset, np.arange(3))
-    embedder = model._embedding_model()
+    embedder = model._part(None, model.embedding_layer)
     np.testing.assert_allclose(model.embed(dataset, np.arange(3)), first)
-    assert model._embedding_model() is embedder
+    assert model._part(None, model.embedding_layer) is embedder
     assert embedder.predict_function.experimental_get_tracing_count() == 1
 
 
