@@ -22,6 +22,7 @@ from pathlib import Path
 from audit.core.io import atomic_write
 from audit.core.result import AuditResult
 from probes.base import CheckResult, Status
+from reports.cards import UNDECIDED
 from reports.formatting import format_ci, format_number, format_p
 
 SUITE_NAME = "cxr-shortcut-audit"
@@ -80,7 +81,7 @@ def _check_case(check: CheckResult) -> ET.Element:
                "underpowered")
     elif check.status == Status.ERROR and check.blocking:
         _child(case, "error", f"check crashed: {check.reason}", "error")
-    elif check.status in (Status.NOT_RUN, Status.ERROR, Status.UNDERPOWERED):
+    elif check.status in UNDECIDED:
         _child(case, "skipped", f"{check.status} (not blocking the verdict): {check.reason}")
     elif check.status == Status.MEASURED:
         _child(case, "skipped", "measured but not judged by a policy")
