@@ -112,15 +112,23 @@ def band_shuffled_manifest(rows: pd.DataFrame, folder: Path, border_fraction: fl
         return np.asarray(Image.open(path).convert("L").resize((side, side),
                                                                 Image.Resampling.LANCZOS))
 
+    squares = [square(path) for path in rows["path"]]  # each image decoded once
+    inner = (slice(band, side - band), slice(band, side - band))
     paths = []
-    for own_path, donor in zip(rows["path"], partner, strict=True):
-        mixed = square(rows["path"].iloc[donor]).copy()
-        mixed[band:side - band, band:side - band] = square(own_path)[band:side - band,
-                                                                     band:side - band]
+    for own_path, own, donor in zip(rows["path"], squares, partner, strict=True):
+        mixed = squares[donor].copy()
+        mixed[inner] = own[inner]
         target = images / Path(own_path).name
         Image.fromarray(mixed).save(target)
         paths.append(str(target))
     return rows.assign(path=paths)
+
+
+def planted_rows(candidates: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded ``PLANTED_SHARE`` of the rows where ``candidates``."""
+    rows = np.flatnonzero(candidates)
+    return np.sort(np.random.default_rng(seed).choice(
+        rows, size=round(PLANTED_SHARE * len(rows)), replace=False))
 
 
 def planted_manifest(rows: pd.DataFrame, folder: Path, border_fraction: float,
@@ -129,12 +137,9 @@ def planted_manifest(rows: pd.DataFrame, folder: Path, border_fraction: float,
     ``PLANTED_SHARE`` of pseudo-site A's ``other`` images; the manifest and its count."""
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    candidates = np.flatnonzero(((rows["source"] == "shenzhen_a")
-                                 & (rows["label"] == "other")).to_numpy())
-    chosen = np.random.default_rng(seed).choice(
-        candidates, size=round(PLANTED_SHARE * len(candidates)), replace=False)
     planted = np.zeros(len(rows), bool)
-    planted[chosen] = True
+    planted[planted_rows(((rows["source"] == "shenzhen_a")
+                          & (rows["label"] == "other")).to_numpy(), seed)] = True
     paths = []
     for path, plant in zip(rows["path"], planted, strict=True):
         image = Image.open(path).convert("L")

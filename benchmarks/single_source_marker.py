@@ -8,7 +8,7 @@ seed, the phantoms of ``examples/demo.yaml``'s generator with one source (``n_so
 1), the disease signal on (``signal_strength`` 1), every site trait off and
 ``N_PER_CLASS`` images per class, written as PNGs under ``--out``; two kinds (``KINDS``):
 
-- ``marked``: a copy of those PNGs in which a seeded ``MARKED_SHARE`` of the
+- ``marked``: a copy of those PNGs in which a seeded ``real_planted.PLANTED_SHARE`` of the
   ``probes.target_class`` (COVID) images get a filled white square of ``MARKER_FRACTION``
   of the side burned into the ``MARKER_CORNER`` corner (``audit.data.phantoms.
   plant_marker``), which lies wholly inside the outer ``probes.border_fraction`` band the
@@ -50,14 +50,13 @@ from benchmarks.inference_checks import (
     line,
     seeded_runs_arguments,
 )
-from benchmarks.real_planted import marker_effect
+from benchmarks.real_planted import marker_effect, planted_rows
 from models.inputs import border_band
 
 CHECKS = ("intervention.border_swap", "attention.border", "attention.localized",
           "attention.outside_lung", "intervention.surround_swap", "performance.within_source")
 KINDS = ("marked", "unmarked")
 N_PER_CLASS = 100  # one source: 400 images, 80 test images of which ~20 COVID
-MARKED_SHARE = 0.8  # of the target class, as in Sun et al.
 MARKER_CORNER = "top_right"
 MARKER_FRACTION = 0.05  # 11 px at 224, 11 px in from the corner: inside the 22 px band
 SYNTH = {"n_sources": 1, "n_per_class": N_PER_CLASS, "signal_strength": 1.0,
@@ -73,18 +72,10 @@ def marker_outside_band(size: int, border_fraction: float,
     return int((square & ~border_band(size, border_fraction)).sum())
 
 
-def marked_rows(labels: pd.Series, target: str, seed: int) -> np.ndarray:
-    """Sorted positions of a seeded ``MARKED_SHARE`` of the rows labelled ``target``."""
-    candidates = np.flatnonzero((labels == target).to_numpy())
-    chosen = np.random.default_rng(seed).choice(
-        candidates, size=round(MARKED_SHARE * len(candidates)), replace=False)
-    return np.sort(chosen)
-
-
 def mark_copy(unmarked: Path, marked: Path, target: str, seed: int,
               border_fraction: float) -> list[str]:
     """Copy the phantom folder ``unmarked`` to ``marked`` and burn the marker into the PNGs
-    of ``marked_rows``; returns their file names (unique: one source)."""
+    of ``real_planted.planted_rows``; returns their file names (unique: one source)."""
     table = pd.read_csv(unmarked / "manifest.csv", dtype=str, keep_default_na=False)
     size = Image.open(unmarked / table["path"].iloc[0]).size[0]
     outside = marker_outside_band(size, border_fraction)
@@ -93,7 +84,7 @@ def mark_copy(unmarked: Path, marked: Path, target: str, seed: int,
     if marked.exists():
         shutil.rmtree(marked)
     shutil.copytree(unmarked, marked)
-    rows = marked_rows(table["label"], target, seed)
+    rows = planted_rows((table["label"] == target).to_numpy(), seed)
     paths = [marked / table["path"].iloc[row] for row in rows]
     images = np.stack([np.asarray(Image.open(path).convert("L")) for path in paths])
     images = plant_marker(images, np.arange(len(paths)), MARKER_CORNER, MARKER_FRACTION, 255)

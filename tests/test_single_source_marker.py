@@ -10,12 +10,8 @@ from PIL import Image
 
 from audit.core.config import SynthConfig
 from audit.data.phantoms import generate_phantoms
-from benchmarks.single_source_marker import (
-    MARKED_SHARE,
-    SYNTH,
-    mark_copy,
-    marker_outside_band,
-)
+from benchmarks.real_planted import PLANTED_SHARE
+from benchmarks.single_source_marker import SYNTH, mark_copy, marker_outside_band
 from models.inputs import border_band
 
 
@@ -38,7 +34,7 @@ def test_marker_only_on_the_chosen_target_rows(tmp_path):
                       tmp_path / "unmarked")
     names = mark_copy(tmp_path / "unmarked", tmp_path / "marked", "covid", 3, 0.10)
     table = pd.read_csv(tmp_path / "unmarked" / "manifest.csv")
-    assert len(names) == round(MARKED_SHARE * 10) == 8
+    assert len(names) == round(PLANTED_SHARE * 10) == 8
     band = border_band(size, 0.10)
     changed = []
     for path, label in zip(table["path"], table["label"], strict=True):
