@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
 import textwrap
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
@@ -38,6 +41,8 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from skimage.measure import find_contours
 
+from audit.core.cache import hash_file, stable_hash
+from audit.core.io import atomic_write
 from audit.core.progress import log
 
 _DPI = 96  # shown at its natural size: 1 inch = 96 CSS px, 9 pt text = 12 px
@@ -55,6 +60,12 @@ _GALLERY_COLUMNS = 4
 _CAPTION_WIDTH = 30  # characters per caption line under a 2.4-inch panel
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _LINESTYLES = ("-", "--", "-.", ":")
+
+
+FIGURE_MEMO = ".figures"
+"""Folder of the run folder holding each drawn figure by a hash of its spec, of the artifact
+it reads and of this module's code: an unchanged report is not drawn again (matplotlib
+takes seconds). ``prune_figure_memo`` drops what a report did not use."""
 
 
 class FigureUnavailable(Exception):
@@ -112,9 +123,14 @@ def render_figure(spec: dict[str, Any], run_dir: Path,
     if (threshold is not None and kind == "bars" and spec.get("reference") is not None
             and spec.get("metric_scale", True)):
         spec = {**spec, "threshold": threshold}
+    def drawn() -> dict[str, Any]:
+        image, width = draw(spec, run_dir)
+        return {"data_uri": figure_data_uri(image), "width": width}
+
     try:
-        png, width = draw(spec, run_dir)
-        return RenderedFigure(title, data_uri=figure_data_uri(png), wide=width > _WIDE_INCHES,
+        figure = _memoised(spec, run_dir, drawn)
+        return RenderedFigure(title, data_uri=figure["data_uri"],
+                              wide=figure["width"] > _WIDE_INCHES,
                               caption=str(spec.get("caption") or ""))
     except FigureUnavailable as missing:
         return RenderedFigure(title, note=str(missing))
@@ -241,22 +257,65 @@ def cam_panels(spec: dict[str, Any], run_dir: Path) -> tuple[list[GalleryPanel],
     Raises:
         FigureUnavailable: The npz is missing, outside the run folder, corrupt or empty.
     """
-    arrays = _load_gallery(run_dir, str(spec["npz"]))
-    images, cams, masks, twins = (arrays["images"], arrays["cams"], arrays.get("masks"),
-                                  arrays.get("twin_cams"))
-    captions, sources = list(spec.get("captions", [])), list(spec.get("sources", []))
-    panels = []
-    for index in range(min(len(images), _GALLERY_MAX_PANELS)):
-        mask = masks[index] if masks is not None else None
-        twin = None
-        if twins is not None and mask is not None:
-            twin = _panel_jpeg(np.where(mask > 0, images[index], 0), twins[index], mask)
-        panels.append(GalleryPanel(
-            data_uri=_panel_jpeg(images[index], cams[index], mask),
-            caption=str(captions[index]) if index < len(captions) else "",
-            source=str(sources[index]) if index < len(sources) else "",
-            twin_uri=twin))
-    return panels, figure_data_uri(_colorbar_png())
+    def drawn() -> dict[str, Any]:
+        arrays = _load_gallery(run_dir, str(spec["npz"]))
+        images, cams, masks, twins = (arrays["images"], arrays["cams"], arrays.get("masks"),
+                                      arrays.get("twin_cams"))
+        captions, sources = list(spec.get("captions", [])), list(spec.get("sources", []))
+        panels = []
+        for index in range(min(len(images), _GALLERY_MAX_PANELS)):
+            mask = masks[index] if masks is not None else None
+            twin = None
+            if twins is not None and mask is not None:
+                twin = _panel_jpeg(np.where(mask > 0, images[index], 0), twins[index], mask)
+            panels.append(GalleryPanel(
+                data_uri=_panel_jpeg(images[index], cams[index], mask),
+                caption=str(captions[index]) if index < len(captions) else "",
+                source=str(sources[index]) if index < len(sources) else "",
+                twin_uri=twin))
+        return {"panels": [asdict(panel) for panel in panels],
+                "colorbar": figure_data_uri(_colorbar_png())}
+
+    gallery = _memoised(spec, run_dir, drawn)
+    return [GalleryPanel(**panel) for panel in gallery["panels"]], gallery["colorbar"]
+
+
+def _memoised(spec: dict[str, Any], run_dir: Path,
+              draw: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``draw()`` (a figure as JSON-able data), or what it gave for the same spec, artifact
+    and code before, from ``FIGURE_MEMO``. A run folder that cannot be written to (a
+    reviewer's read-only copy) draws every time; a damaged entry is drawn again."""
+    artifact = Path(run_dir) / str(spec["npz"]) if "npz" in spec else None
+    key = stable_hash({"spec": spec, "code": hash_file(__file__),
+                       "matplotlib": matplotlib.__version__,
+                       "artifact": hash_file(artifact) if artifact and artifact.is_file() else None})
+    entry = Path(run_dir) / FIGURE_MEMO / f"{key}.json"
+    try:
+        figure = json.loads(entry.read_text())
+        os.utime(entry)  # used by this report: kept by prune_figure_memo
+        return figure
+    except (OSError, ValueError):
+        pass
+    figure = draw()
+    try:
+        entry.parent.mkdir(exist_ok=True)
+        with atomic_write(entry) as handle:
+            json.dump(figure, handle)
+    except OSError as unwritable:
+        log.debug("figure memo %s not written: %s", entry, unwritable)
+    return figure
+
+
+def prune_figure_memo(run_dir: Path, since: float) -> None:
+    """Remove the ``FIGURE_MEMO`` entries of ``run_dir`` not used since ``since`` (a
+    ``time.time()``): figures of earlier versions of the report. A second of slack, as
+    file times come from a coarser clock than ``time.time()``."""
+    for entry in (Path(run_dir) / FIGURE_MEMO).glob("*.json"):
+        try:
+            if entry.stat().st_mtime < since - 1.0:
+                entry.unlink()
+        except OSError:
+            continue  # removed by another writer, or read-only: the memo is only a cache
 
 
 def _panel_jpeg(image: np.ndarray, cam: np.ndarray, mask: np.ndarray | None) -> str:

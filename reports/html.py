@@ -8,6 +8,7 @@ or metadata (source names, labels, captions, reasons) is shown as text, never as
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from markupsafe import Markup
 
 from audit.core.io import atomic_write
 from audit.core.result import SCHEMA_VERSION, AuditResult
+from reports.figures import prune_figure_memo
 from reports.formatting import (
     VERDICT_WORDS,
     format_estimate,
@@ -71,9 +73,12 @@ def write_html(result: AuditResult, path: str | Path, run_dir: str | Path | None
         ``path``.
     """
     path = Path(path)
-    page = render_html(result, Path(run_dir) if run_dir is not None else path.parent)
+    run_dir = Path(run_dir) if run_dir is not None else path.parent
+    started = time.time()
+    page = render_html(result, run_dir)
     with atomic_write(path, "wb") as handle:  # bytes: UTF-8 whatever the locale
         handle.write(page.encode("utf-8"))
+    prune_figure_memo(run_dir, started)
     return path
 
 

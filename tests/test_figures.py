@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
 
 import numpy as np
@@ -156,3 +158,71 @@ def test_missing_corrupt_and_incomplete_npz_are_refused_with_the_reason(tmp_path
                            ("../outside.npz", "outside the run folder")]:
         with pytest.raises(FigureUnavailable, match=re.escape(expected)):
             cam_panels({"kind": "cam_gallery", "title": "t", "npz": name}, tmp_path)
+
+
+def _counting(monkeypatch, name):
+    """Replace ``reports.figures.<name>`` by a wrapper counting its calls."""
+    from reports import figures
+
+    calls, original = [], getattr(figures, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(figures, name, counted)
+    return calls
+
+
+def test_a_drawn_figure_is_reused_until_its_spec_or_artifact_changes(tmp_path, monkeypatch):
+    from reports import figures
+
+    drawn = []
+    monkeypatch.setitem(figures._DRAWERS, "bars",
+                        lambda spec, run_dir: drawn.append(spec) or bars_png(spec, run_dir))
+    first = render_figure(SPECS["bars"], tmp_path)
+    again = render_figure(SPECS["bars"], tmp_path)
+    assert len(drawn) == 1 and again == first
+    render_figure({**SPECS["bars"], "values": [0.6, None]}, tmp_path)
+    assert len(drawn) == 2
+
+    panels = _counting(monkeypatch, "_panel_jpeg")
+    spec = {"kind": "cam_gallery", "title": "g", "npz": "g.npz"}
+    write_gallery_npz(tmp_path, "g.npz", n=3)
+    assert cam_panels(spec, tmp_path) == cam_panels(spec, tmp_path)
+    assert len(panels) == 3  # drawn once
+    write_gallery_npz(tmp_path, "g.npz", n=3, seed=1)  # same spec, other maps
+    cam_panels(spec, tmp_path)
+    assert len(panels) == 6
+
+
+def test_the_figure_memo_keeps_only_what_the_last_report_used(tmp_path):
+    import time
+
+    from reports.figures import FIGURE_MEMO, prune_figure_memo
+
+    render_figure(SPECS["bars"], tmp_path)
+    render_figure(SPECS["hist"], tmp_path)
+    memo = tmp_path / FIGURE_MEMO
+    for entry in memo.iterdir():  # both drawn by an earlier report
+        old = time.time() - 60
+        os.utime(entry, (old, old))
+    since = time.time()
+    render_figure(SPECS["bars"], tmp_path)  # this report uses the bars again
+    prune_figure_memo(tmp_path, since)
+    left = list(memo.iterdir())
+    assert len(left) == 1 and json.loads(left[0].read_text())["data_uri"] == \
+        render_figure(SPECS["bars"], tmp_path).data_uri
+
+
+def test_figures_are_drawn_where_the_memo_cannot_be_written_or_is_damaged(tmp_path):
+    from reports.figures import FIGURE_MEMO
+
+    (tmp_path / FIGURE_MEMO).write_text("a file where the memo folder would be")
+    assert render_figure(SPECS["bars"], tmp_path).data_uri.startswith("data:image/png")
+    other = tmp_path / "other"
+    other.mkdir()
+    first = render_figure(SPECS["bars"], other)
+    for entry in (other / FIGURE_MEMO).iterdir():
+        entry.write_text("{damaged")
+    assert render_figure(SPECS["bars"], other) == first
