@@ -55,11 +55,11 @@ from audit.jobs import (
     variant_payload,
 )
 from audit.runners import Runner, get_runner
+from models.explanations import CAM_TARGETS, Explanations
 from probes.base import CheckResult, ProbeContext, Status
 from probes.registry import check_ids, get_check, specs
 
 if TYPE_CHECKING:
-    from models.gradcam import Explanations
     from models.train import VariantRequest
     from models.trained import TrainedModel
 
@@ -96,7 +96,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
     external = load_external(config, cache)
     splits = _save_splits(config, dataset, out_dir)
     runner = runner or get_runner(config.runtime)
-    records = _train_grid(config, cache, out_dir, runner)
+    records = _train_grid(config, cache, out_dir, splits, runner)
     models = _load_models(config, records, dataset, cache)
     variants = _VariantTrainer(config, cache, runner)
     context = ProbeContext(
@@ -357,7 +357,7 @@ def _save_splits(config: AuditConfig, dataset: Dataset, out_dir: Path) -> Splits
     return splits
 
 
-def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path,
+def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path, splits: Splits,
                 runner: Runner) -> list[dict[str, Any]]:
     """Every classifier of the run as one job each: backbones x input modes x seeds x
     (the run's model + the cross-validation folds when ``models.cross_validate``)."""
@@ -367,10 +367,10 @@ def _train_grid(config: AuditConfig, cache: StageCache, out_dir: Path,
         for mode in config.models.input_modes:
             for seed in config.models.seeds:
                 keep = out_dir / "models" / f"{backbone}-{mode}-seed{seed}"
-                payloads.append(training_payload(config, cache.root, backbone, mode, seed,
-                                                 None, keep))
-                payloads += [training_payload(config, cache.root, backbone, mode, seed, fold,
-                                              None) for fold in folds]
+                payloads.append(training_payload(config, cache.root, splits, backbone, mode,
+                                                 seed, None, keep))
+                payloads += [training_payload(config, cache.root, splits, backbone, mode, seed,
+                                              fold, None) for fold in folds]
     log.info("training %d classifiers (%s runner)", len(payloads), runner.name)
     return runner.map(train_job, payloads)
 
@@ -435,23 +435,22 @@ def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],
     cache adds the code), so the attention checks share one computation per model and a
     rerun reuses it.
     """
-    from models import gradcam
-
     def explanations(key: str, rows: np.ndarray) -> Explanations:
         model, rows = models[key], np.asarray(rows)
         stage_inputs = {"model": model.identity, "rows": rows, "data": dataset.data_key,
                         "masks": dataset.masks_key}
 
         def compute(folder: Path) -> None:
-            explained = gradcam.explain_rows(model, dataset, rows)
+            from models.gradcam import explain_rows  # TensorFlow: only when computed
+
+            explained = explain_rows(model, dataset, rows)
             np.savez(folder / "cams.npz", predicted_class=explained.predicted_class,
                      **explained.cams)
 
         def load(folder: Path) -> Explanations:
             with np.load(folder / "cams.npz") as stored:
-                return gradcam.Explanations(predicted_class=stored["predicted_class"],
-                                            cams={target: stored[target]
-                                                  for target in gradcam.CAM_TARGETS})
+                return Explanations(predicted_class=stored["predicted_class"],
+                                    cams={target: stored[target] for target in CAM_TARGETS})
 
         return cache.run_and_load(CAM_STAGE, stage_inputs, compute, load)
 
