@@ -21,14 +21,13 @@ from importlib import metadata
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from audit.core.cache import hash_file
+from audit.core.cache import SHA256_HEX, hash_file
 
 if TYPE_CHECKING:
     from audit.data.dataset import Dataset
     from models.trained import TrainedModel
 
 TOOL = "cxr-shortcut-audit"
-SHA256_HEX = 64
 # An absolute POSIX path inside free text (e.g. "imagenet (local file /a/b.h5, sha256 ..)"):
 # a slash not after a word character, with at least one more slash, up to a separator.
 _ABSOLUTE_IN_TEXT = re.compile(r"(?<![\w.~])/(?:[^/\s,;()'\"]+/)+[^/\s,;()'\"]*")

@@ -21,7 +21,9 @@ forward rate of that backbone, measured in the same benchmark run. This script:
 3. measures the forward rate of the run's first backbone in this process (``models.features.
    extract`` on the run's own images at its size, the fastest of three rounds after a
    warm-up);
-4. prints per step: actual seconds, forward passes, floor seconds and actual / floor.
+4. prints per step: actual seconds, forward passes, floor seconds and actual / floor;
+5. runs the same command into the same folder again (an unchanged rerun) and prints its
+   wall time as a share of the first run's.
 
 Neither the demo (its phantoms carry their masks) nor ``examples/cxr-real.yaml`` (the
 manifest's masks, the shipped segmenter elsewhere) trains a U-Net, so no U-Net epochs count.
@@ -108,9 +110,9 @@ def cache_steps(cache: Path, grid_started: float, started: float,
     return steps
 
 
-def run_audit(config: Path | None, out: Path) -> tuple[float, list[tuple[str, float, int]]]:
+def audit_process(config: Path | None, out: Path) -> tuple[float, float, str]:
     """Run ``cxr-audit run config`` (``cxr-audit demo`` when ``config`` is None) into
-    ``out``: its wall seconds and steps."""
+    ``out``: its start and end time and its stderr (the JSON log)."""
     command = ["demo"] if config is None else ["run", str(config)]
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "audit.cli", "--log-json", *command, "--out",
@@ -119,7 +121,13 @@ def run_audit(config: Path | None, out: Path) -> tuple[float, list[tuple[str, fl
     if done.returncode not in (0, 1):  # 1 is a failing verdict: a finished audit
         raise SystemExit(f"cxr-audit {command[0]} exited {done.returncode}:\n"
                          f"{done.stderr[-3000:]}")
-    grid_started = next(record["time"] for record in log_records(done.stderr)
+    return started, ended, done.stderr
+
+
+def run_audit(config: Path | None, out: Path) -> tuple[float, list[tuple[str, float, int]]]:
+    """``audit_process`` into ``out``: its wall seconds and steps."""
+    started, ended, stderr = audit_process(config, out)
+    grid_started = next(record["time"] for record in log_records(stderr)
                         if record["message"].startswith("training ")
                         and " classifiers " in record["message"])
     return ended - started, cache_steps(out / "cache", grid_started, started, ended)
@@ -163,11 +171,15 @@ def main() -> None:
         seconds, steps = run_audit(config, run_folder)
         load = os.getloadavg()
         rate = forward_rate(config_file, run_folder)
+        rerun_started, rerun_ended, _ = audit_process(config, run_folder)
     print(f"{args.config or 'cxr-audit demo'}: {seconds:.0f} s wall; load average (1/5/15 min) after it "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
     print(f"forward rate of its backbone here: {rate:.0f} images/s "
           f"(fastest of 3 rounds of {RATE_IMAGES} images)")
     print_steps(steps, seconds, rate, target)
+    rerun = rerun_ended - rerun_started
+    print(f"unchanged rerun into the same folder: {rerun:.1f} s = {rerun / seconds:.1%} of the "
+          "first run (target < 5%)")
 
 
 def print_steps(steps: list[tuple[str, float, int]], seconds: float, rate: float,

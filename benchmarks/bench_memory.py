@@ -145,7 +145,7 @@ def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> floa
 
         shown = ModeImages(dataset, "lung_masked")
         dataset.masks_key  # noqa: B018 - hashed by the classifier's stage key, as in a job
-        spec, cache = FeatureSpec("mobilenetv2", "none", input_size=size, model=model), \
+        spec, cache = FeatureSpec("mobilenetv2", "none", input_size=size, build=lambda: model), \
             StageCache(cache_root)
         frozen_features(shown, spec, cache)
         view_features(shown, VIEWS, ModelsConfig().rotation_degrees, 0, spec, cache)
@@ -155,7 +155,7 @@ def _phase_work(phase: str, manifest: Path, cache_root: Path, size: int) -> floa
         defaults = DataConfig()
         n_rows = math.ceil(len(dataset) * (1 - defaults.test_fraction) / defaults.n_folds)
         trained = TrainedModel(key="tiny/raw", backbone="tiny", input_mode="raw",
-                               keras_model=model, classes=tuple(dataset.classes),
+                               load_keras=lambda: model, classes=tuple(dataset.classes),
                                last_conv_layer="pooled", embedding_layer="pooled",
                                input_size=size)
         trained.predict_proba(dataset, np.arange(n_rows))

@@ -232,6 +232,6 @@ def load_external_model(model_path: str | Path, spec_path: str | Path) -> Traine
                                     "flattened; Grad-CAM cannot reach its convolutions")
     return TrainedModel(
         key=f"{spec.backbone}/raw", backbone=spec.backbone, input_mode="raw",
-        keras_model=model, classes=classes, last_conv_layer=last_conv or "",
+        load_keras=lambda: model, classes=classes, last_conv_layer=last_conv or "",
         embedding_layer=spec.embedding_layer or model.layers[-2].name, metadata=metadata,
         path=model_path, input_size=spec.input_size, channels=spec.channels)

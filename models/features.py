@@ -13,6 +13,7 @@ chunk at a time as the backbone reads them, never held whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,9 +108,10 @@ class FeatureSpec:
     ``backbone`` is a registry name; ``weights`` ``"imagenet"``, ``"none"`` or a weights
     file; ``alpha`` the width multiplier (MobileNet family); ``input_size`` the model input
     side (images are resized to it); ``weights_dirs`` the folders searched for local
-    ImageNet files; ``cut`` ``"pooled"`` or a backbone layer name. ``model`` is an already
-    built model from pixels to ``cut`` with these weights (e.g. part of the classifier
-    being trained), used instead of building the backbone again; it is not part of the key.
+    ImageNet files; ``cut`` ``"pooled"`` or a backbone layer name. ``build`` gives a model
+    from pixels to ``cut`` with these weights out of one already built (e.g. part of the
+    classifier being trained), used instead of building the backbone again, and only when
+    the features are not cached; it is not part of the key.
     """
 
     backbone: str
@@ -118,7 +120,7 @@ class FeatureSpec:
     input_size: int = 224
     weights_dirs: tuple[Path, ...] = ()
     cut: str = POOLED
-    model: keras.Model | None = field(default=None, compare=False)
+    build: Callable[[], keras.Model] | None = field(default=None, compare=False)
 
     def key(self, images: np.ndarray | ModeImages, cache: StageCache | None) -> dict:
         """Stage key of these features of ``images`` (a ``ModeImages`` by its own key);
@@ -132,9 +134,10 @@ class FeatureSpec:
                 "input_size": self.input_size, "cut": self.cut}
 
     def extractor(self) -> keras.Model:
-        return self.model or feature_extractor(self.backbone, self.weights, self.alpha,
-                                               self.input_size, list(self.weights_dirs),
-                                               self.cut)[0]
+        if self.build is not None:
+            return self.build()
+        return feature_extractor(self.backbone, self.weights, self.alpha, self.input_size,
+                                 list(self.weights_dirs), self.cut)[0]
 
 
 def frozen_features(images_uint8: np.ndarray | ModeImages, spec: FeatureSpec,

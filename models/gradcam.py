@@ -18,22 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
+
+from models.explanations import CAM_TARGETS, Explanations
 
 if TYPE_CHECKING:
     import keras
 
     from audit.data.dataset import Dataset
     from models.trained import TrainedModel
-
-CAM_TARGETS = ("predicted", "true")
-"""The classes a map explains, the keys of ``Explanations.cams``: each image's predicted
-class and its true class."""
-
 
 class GradCam:
     """Batched Grad-CAM of a flat Keras classifier at its conv layer's resolution.
@@ -124,19 +120,6 @@ class GradCam:
                 f"{true_class.min()}..{true_class.max()}"
             )
         return x, true_class.astype(np.int32)
-
-
-@dataclass(frozen=True)
-class Explanations:
-    """What ``GradCam.explain`` returns: per image, the predicted class and two raw maps."""
-
-    predicted_class: np.ndarray  # (n,) int64
-    cams: dict[str, np.ndarray]  # CAM_TARGETS -> (n, h, w) float32 raw maps
-
-    @property
-    def resolution(self) -> int:
-        """Cells per side of the (square) maps."""
-        return int(self.cams["predicted"].shape[1])
 
 
 def explain_rows(trained: TrainedModel, dataset: Dataset, rows: np.ndarray) -> Explanations:

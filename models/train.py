@@ -33,7 +33,7 @@ validation batches, which for a head on ~1,000 cached vectors is most of the tim
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,16 +244,20 @@ def _image_transform(spec: ClassifierSpec, rotate: bool):
     return transform
 
 
-def _cut_features(model: keras.Model, spec: ClassifierSpec, cut: str) -> FeatureSpec:
+def _cut_features(model: Callable[[], keras.Model], spec: ClassifierSpec,
+                  cut: str) -> FeatureSpec:
     """The features at the classifier's cut, computed (when not cached) by its own layers
-    below the cut."""
-    import keras
+    below the cut; ``model`` gives the classifier's network only then."""
+    def build() -> keras.Model:
+        import keras
 
-    extractor = keras.Model(model.inputs[0], model.get_layer(cut).output)
+        network = model()
+        return keras.Model(network.inputs[0], network.get_layer(cut).output)
+
     settings = spec.settings
     return FeatureSpec(spec.backbone, settings.weights, settings.alpha, spec.image_size,
                        tuple(settings.weights_dirs), POOLED if cut == HEAD_POOL else cut,
-                       extractor)
+                       build)
 
 
 def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
@@ -261,7 +265,7 @@ def _feature_arrays(model: keras.Model, images: ModeImages, labels: np.ndarray,
                     cache: StageCache | None):
     """Cached features at the cut for all rows, and the training arrays (with views)."""
     settings = spec.settings
-    source = _cut_features(model, spec, cut)
+    source = _cut_features(lambda: model, spec, cut)
     features = frozen_features(images, source, cache)
     x_train, y_train = [features[train_idx]], [labels[train_idx]]
     if spec.rotates:
@@ -416,7 +420,7 @@ def _train(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray,
     }
     return TrainedModel(
         key=f"{spec.backbone}/{spec.input_mode}", backbone=spec.backbone,
-        input_mode=spec.input_mode, keras_model=model, classes=tuple(dataset.classes),
+        input_mode=spec.input_mode, load_keras=lambda: model, classes=tuple(dataset.classes),
         last_conv_layer=last_conv, embedding_layer=embedding, metadata=metadata,
         border_fraction=spec.border_fraction, input_size=spec.image_size)
 
@@ -500,7 +504,7 @@ def attach_cached_rows(trained: TrainedModel, dataset: Dataset, spec: Classifier
         return trained
     cut = trained.metadata["cut_layer"]
     features = frozen_features(ModeImages(dataset, spec.input_mode, spec.border_fraction),
-                               _cut_features(trained.keras_model, spec, cut), cache)
+                               _cut_features(lambda: trained.keras_model, spec, cut), cache)
     trained.cached_rows = CachedRows(dataset.data_key, dataset.masks_key, cut, features)
     return trained
 

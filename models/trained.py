@@ -11,17 +11,24 @@ external model its preprocessing spec (scaling is a ``Rescaling`` layer's settin
 weight). It is computed from the loaded model, so a model saved and loaded again (weights
 round-trip exactly) has the identity it had, whatever file or folder it came from; stage
 keys use it instead of a name.
+
+A saved model (``models.saving.load_trained``) reads its Keras file on first use of
+``keras_model``, its identity the one recorded beside it: an unchanged rerun, whose probes
+come from the cache, loads no network (and imports no TensorFlow) to name its models.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from audit.core.cache import hash_array, stable_hash
+from audit.core.errors import InputError
 from models.inputs import apply_input_mode
 
 _PREDICT_ROWS = 512  # rows turned into float32 model input at a time (bounds memory)
@@ -55,7 +62,8 @@ class TrainedModel:
     key: str  # "<backbone>/<input_mode>", e.g. "mobilenetv2/raw"
     backbone: str
     input_mode: str
-    keras_model: keras.Model
+    load_keras: Callable[[], keras.Model] = field(repr=False, compare=False)
+    """Gives the Keras model, called once, on first use of ``keras_model``."""
     classes: tuple[str, ...]
     last_conv_layer: str  # layer Grad-CAM differentiates against
     embedding_layer: str  # penultimate (pre-softmax) layer for embedding probes
@@ -66,6 +74,8 @@ class TrainedModel:
     border_fraction: float = 0.10  # used by the ``border_only`` input mode
     input_size: int = 224  # side the Keras model expects; images are resized to it
     channels: int = 3
+    recorded_identity: str | None = None
+    """A saved model's identity as recorded beside it; the loaded network must have it."""
     identity: str = field(init=False)
     """Content hash of the weights and the preprocessing (module docstring)."""
     cached_rows: CachedRows | None = field(default=None, repr=False, compare=False)
@@ -74,8 +84,22 @@ class TrainedModel:
         default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        weights = [hash_array(np.asarray(array)) for array in self.keras_model.get_weights()]
-        self.identity = stable_hash({
+        self.identity = self.recorded_identity or self.identity_of(self.keras_model)
+
+    @cached_property
+    def keras_model(self) -> keras.Model:
+        model = self.load_keras()
+        if self.recorded_identity is not None and (
+                found := self.identity_of(model)) != self.recorded_identity:
+            raise InputError(f"{self.path}: the network's weights do not match the identity "
+                             f"recorded with it ({self.recorded_identity} recorded, {found} "
+                             "loaded); save the model again")
+        return model
+
+    def identity_of(self, keras_model: keras.Model) -> str:
+        """The identity this model has with ``keras_model`` as its network."""
+        weights = [hash_array(np.asarray(array)) for array in keras_model.get_weights()]
+        return stable_hash({
             "weights": weights, "input_mode": self.input_mode,
             "border_fraction": self.border_fraction, "input_size": self.input_size,
             "channels": self.channels, "classes": list(self.classes),

@@ -21,8 +21,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 from probes.base import ProbeContext
 
@@ -77,6 +75,11 @@ def glm_change(x: np.ndarray, correct: np.ndarray, image: np.ndarray):
     # clustered variance is degenerate, so fit once with the model-based covariance.
     judged_alike = pd.Series(correct).groupby(image).nunique().eq(1).all()
     covariance = {} if judged_alike else {"cov_type": "cluster", "cov_kwds": {"groups": image}}
+    # Imported here: the check registry imports every check module, and statsmodels.api
+    # takes half a second that a rerun whose checks are cached need not pay.
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         fit = sm.GLM(correct.astype(float), sm.add_constant(x),

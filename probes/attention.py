@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from models.gradcam import CAM_TARGETS, Explanations
+from models.explanations import CAM_TARGETS, Explanations
 from models.inputs import border_band
 from probes.base import CheckResult, CheckSpec, ProbeContext
 from probes.regions import (

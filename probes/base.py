@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # the models layer imports TensorFlow; keep this module light
 
     from audit.core.config import ProbesConfig
     from audit.data.dataset import Dataset, Splits
-    from models.gradcam import Explanations
+    from models.explanations import Explanations
     from models.train import VariantRequest
     from models.trained import TrainedModel
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.gradcam import upsample_cams
-
 RANDOM_CAM_DRAWS = 8  # cell shuffles averaged into the random-CAM baseline of ``measure``
 MEASURE_CHUNK = 32  # images upsampled at a time (bounds memory at large image sizes)
 
@@ -144,6 +142,10 @@ def measure(cams: np.ndarray, regions: np.ndarray, size: int, seed: int) -> Meas
         size: image side the maps are upsampled to.
         seed: seed of the shuffles.
     """
+    # Imported here: the pipeline checks the CAM grid (``cam_grid_fits``) before every run,
+    # and an unchanged rerun should not pay for importing TensorFlow.
+    from models.gradcam import upsample_cams
+
     rng = np.random.default_rng(seed)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, len(cams), MEASURE_CHUNK):

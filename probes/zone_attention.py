@@ -42,7 +42,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from statsmodels.stats.multitest import multipletests
 
-from models.gradcam import Explanations
+from models.explanations import Explanations
 from probes.attention import (
     MIN_CLASS_IMAGES,
     cam_gallery,

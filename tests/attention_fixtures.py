@@ -71,7 +71,7 @@ def train_flat_mobilenet_v2(
     model = flat_mobilenet_v2(size=input_size, n_classes=len(dataset.classes), seed=seed)
     trained = TrainedModel(
         key=f"mobilenetv2/{input_mode}", backbone="mobilenetv2", input_mode=input_mode,
-        keras_model=model, classes=dataset.classes, last_conv_layer="out_relu",
+        load_keras=lambda: model, classes=dataset.classes, last_conv_layer="out_relu",
         embedding_layer="head_dense", input_size=input_size,
     )
     conv = model.get_layer("out_relu").output
@@ -133,7 +133,7 @@ def brightness_model(size: int = 64, cells: int = 8) -> keras.Model:
 def brightness_trained(input_mode: str = "raw", size: int = 64) -> TrainedModel:
     return TrainedModel(
         key=f"bright/{input_mode}", backbone="bright", input_mode=input_mode,
-        keras_model=brightness_model(size), classes=("covid", "opacity", "other", "normal"),
+        load_keras=lambda: brightness_model(size), classes=("covid", "opacity", "other", "normal"),
         last_conv_layer="cells", embedding_layer="cells", input_size=size,
     )
 

@@ -200,7 +200,7 @@ def test_not_run_when_a_models_grad_cam_is_too_coarse_for_a_border_band(tmp_path
 
     from tests.attention_fixtures import brightness_model
 
-    coarse = replace(brightness_trained("raw"), keras_model=brightness_model(64, cells=2))
+    coarse = replace(brightness_trained("raw"), load_keras=lambda: brightness_model(64, cells=2))
     context = synthetic_context(tmp_path, lung_phantoms(n=16), [coarse], np.arange(16))
     for check in CHECKS:
         result = check.run(context)

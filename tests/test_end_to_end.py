@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +18,7 @@ from audit.core.config import load_config
 from audit.core.result import AuditResult
 from probes.base import Status
 from probes.registry import check_ids
-from reports import validate_summary
+from reports import figures, validate_summary
 from tests.conftest import MOBILENET_V2_035, WEIGHTS_DIR, cxr_audit
 
 pytestmark = pytest.mark.slow
@@ -104,12 +108,38 @@ def test_rerun_reuses_every_stage_and_gives_the_same_result(confounded_run, monk
     def no_grid_work(*args, **kwargs):
         raise AssertionError("an unchanged rerun loaded or trained a classifier of the grid")
 
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("an unchanged rerun drew a figure again")
+
     monkeypatch.setattr("audit.jobs._train_and_evaluate", no_grid_work)
+    monkeypatch.setattr("keras.models.load_model", no_grid_work)
+    monkeypatch.setattr("reports.figures._panel_jpeg", no_drawing)
+    for kind in ("heatmap", "bars", "lines", "hist", "confusion", "image_gallery"):
+        monkeypatch.setitem(figures._DRAWERS, kind, no_drawing)
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert len(_images(report)) > 10
     assert cxr_audit(monkeypatch, "run", str(config), "--out", str(run)) == code
     assert "stages: 0 computed, " in capsys.readouterr().out
     after = AuditResult.load_json(run / "summary.json")
     assert after.provenance["stages"]["computed"] == 0
     assert [c.to_dict() for c in after.checks] == [c.to_dict() for c in before.checks]
+    assert _images(report) == _images((run / "report.html").read_text(encoding="utf-8"))
+
+
+def _images(page: str) -> list[str]:
+    """The figures of a report page, as their data URIs in page order."""
+    return re.findall(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", page)
+
+
+def test_an_unchanged_rerun_imports_no_tensorflow(confounded_run):
+    config, run, code = confounded_run
+    script = ("import sys\nfrom audit.cli import main\n"
+              f"sys.argv = ['cxr-audit', 'run', {str(config)!r}, '--out', {str(run)!r}]\n"
+              "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+              "print('exit', code, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False, cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip().splitlines()[-1] == f"exit {code} False", done.stderr[-2000:]
 
 
 def test_gate_rejudges_without_recomputing_and_a_policy_flips_the_exit_code(

@@ -141,3 +141,30 @@ def test_a_saved_model_reloads_with_its_identity_and_a_swapped_file_is_refused(t
     swapped.keras_model.save(tmp_path / "saved" / MODEL_FILE)
     with pytest.raises(InputError, match=f"{MODEL_FILE}: weights do not match metadata.json"):
         load_trained(tmp_path / "saved")
+
+
+def test_a_saved_model_reads_its_network_on_first_use_and_checks_its_identity_then(
+        tmp_path, monkeypatch):
+    import json
+
+    from models.saving import METADATA_FILE, load_trained, save_trained
+
+    wrapped = _load(tmp_path / "user", _user_model(False))
+    save_trained(wrapped, tmp_path / "saved")
+    reads = []
+    load_model = keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model",
+                        lambda *args, **kwargs: reads.append(args) or load_model(*args, **kwargs))
+    loaded = load_trained(tmp_path / "saved")
+    assert loaded.identity == wrapped.identity and reads == []  # named without reading
+    np.testing.assert_allclose(loaded.predict_proba(tiny_dataset(), ROWS),
+                               wrapped.predict_proba(tiny_dataset(), ROWS), atol=1e-6)
+    assert len(reads) == 1
+
+    metadata = tmp_path / "saved" / METADATA_FILE
+    record = json.loads(metadata.read_text())
+    record["model"]["identity"] = "0" * 16  # the file is the one recorded, its identity not
+    metadata.write_text(json.dumps(record))
+    relabelled = load_trained(tmp_path / "saved")
+    with pytest.raises(InputError, match="do not match the identity recorded with it"):
+        relabelled.predict_proba(tiny_dataset(), ROWS)

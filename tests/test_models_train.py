@@ -242,7 +242,7 @@ def test_view_features_rotate_each_view_as_the_whole_array_would(tmp_path):
     inputs = keras.Input((24, 24, 3))
     extractor = keras.Model(inputs, keras.layers.Flatten()(
         keras.layers.AveragePooling2D(4)(inputs)))  # coarse pixels: rotation shows
-    spec = FeatureSpec("mobilenetv2", weights="none", input_size=24, model=extractor)
+    spec = FeatureSpec("mobilenetv2", weights="none", input_size=24, build=lambda: extractor)
     features = view_features(images, n_views=2, degrees=20.0, seed=3, spec=spec,
                              cache=StageCache(tmp_path))
     angles = view_angles(2, len(images), 20.0, seed=3)

@@ -83,7 +83,7 @@ def _region_model(weights: dict[str, float], key: str, offset: float = 0.0) -> T
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs)
     model.get_layer("predictions").set_weights([kernel, bias])
-    return TrainedModel(key=f"{key}/raw", backbone=key, input_mode="raw", keras_model=model,
+    return TrainedModel(key=f"{key}/raw", backbone=key, input_mode="raw", load_keras=lambda: model,
                         classes=CLASSES, last_conv_layer="flat", embedding_layer="flat",
                         input_size=SIZE)
 

@@ -109,6 +109,9 @@ def hash_array(array: np.ndarray, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+SHA256_HEX = 64  # ``hash_file``'s length for the whole SHA-256
+
+
 def hash_file(path: str | Path, length: int = 16) -> str:
     """SHA-256 of the file's bytes, hex, its first ``length`` characters."""
     digest = hashlib.sha256()

@@ -25,7 +25,6 @@ from audit.core.errors import InputError
 from audit.core.io import restore_csv_cells, write_csv
 from audit.core.progress import log, progress
 from audit.data.dataset import Dataset
-from audit.data.dicom import read_dicom
 from audit.data.manifest import Manifest, quarantine_frame, read_manifest
 from audit.data.pixels import ImageDecodeError, decode_raster
 
@@ -64,7 +63,11 @@ def decode_image(path: str | Path) -> np.ndarray:
         raise ImageDecodeError("missing file") from None
     except OSError as error:
         raise ImageDecodeError(f"cannot read file ({error.strerror})") from None
-    return read_dicom(path)[0] if is_dicom else decode_raster(path)
+    if not is_dicom:
+        return decode_raster(path)
+    from audit.data.dicom import read_dicom  # pydicom: only for a DICOM file
+
+    return read_dicom(path)[0]
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
