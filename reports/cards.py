@@ -85,6 +85,10 @@ LABELS = {
     "by_relation": "by pair and the border's call", "by_source_pair": "by source pair",
     "band_class": "border's class", "band_call": "border's call",
     "band_source": "border's source", "interior_source": "interior's source",
+    "by_band_source": "by the border's source", "p_holm": "p after Holm",
+    "p_band_source": "p of that border source (before Holm over sources)",
+    "all_pairs": "pairs, every source",
+    "all_follow_border": "composites following the border, every source",
     "lung_source": "lungs' source", "surround_source": "surround's source",
     "surround_class": "surround's class", "surround_call": "surround's call",
 }

@@ -94,10 +94,19 @@ def border_swap(share: float = 0.35, pairs: int = 60, npz: str | None = None) ->
                        ci=(share - 0.11, share + 0.13), p_value=0.0001,
                        summary="The composite follows the band.",
                        details={"target_class": "covid", "model": "mobilenetv2/raw",
-                                "pairs": pairs, "follow_border": round(share * pairs),
+                                "band_source": "cohen", "pairs": pairs,
+                                "follow_border": round(share * pairs), "p_band_source": 5e-5,
+                                "all_pairs": 2 * pairs, "all_follow_border": pairs // 3,
                                 "null_share": 0.1, "band_area_share": 0.19,
                                 "n_test_images": 120, "within_pairs": 20},
-                       tables={"by_relation": rows}, figures=figures)
+                       tables={"by_band_source": [
+                                   {"band_source": source, "pairs": pairs,
+                                    "follow_border": round(value * pairs), "share": value,
+                                    "ci_low": value - 0.1, "ci_high": value + 0.1,
+                                    "p": p, "p_holm": 2 * p}
+                                   for source, value, p in (("cohen", share, 5e-5),
+                                                            ("hannover", 0.1, 0.5))],
+                               "by_relation": rows}, figures=figures)
 
 
 def surround_swap(share_across: float = 0.62, share_within: float = 0.3) -> CheckResult:

@@ -6,15 +6,22 @@ its outer band (``probes.border_fraction`` of the side on every edge, the band o
 read) filled from j, feathered (``probes.swap``). The band shows no disease, so a call that
 follows it (equals j's) is a shortcut whether or not the band names the hospital: a marker
 tied to the label within one source, text, collimation. Pairs are drawn within and across
-sources alike, and the headline is the band-following share with its Wilson interval and
-an exact binomial test against ``BAND_NULL_SHARE``, the share that calls near the decision
-boundary give when any part of the image changes.
+sources alike. A marker tied to the label in one hospital steers only the composites that
+carry or lose that hospital's band, so the pairs are grouped by the source of the swapped
+band and each source with ``MIN_SOURCE_PAIRS`` pairs is judged on its own: the headline is
+the largest band-following share among them, with its Wilson interval and an exact
+binomial test against ``BAND_NULL_SHARE`` (the share that calls near the decision boundary
+give when any part of the image changes), Holm-adjusted over the sources judged. Pooled
+over every source, the share diluted one site's marker below the threshold (real
+radiographs, benchmarks/README.md). With one source, or none with enough pairs, the pairs
+are judged together.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 
 from models.inputs import border_band
 from probes import swap
@@ -22,6 +29,8 @@ from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
 from probes.stats import wilson_ci
 
 BAND_NULL_SHARE = 0.1  # the null's band-following share (module docstring)
+MIN_SOURCE_PAIRS = 20  # pairs a band source needs to be judged on its own (below it a share
+# spreads to 0.27 on clean controls, benchmarks/README.md)
 
 SPEC = CheckSpec(
     id="intervention.border_swap",
@@ -70,11 +79,13 @@ def run(context: ProbeContext) -> CheckResult:
 def _result(context, rows, called, pairs, band) -> CheckResult:
     dataset, word = context.dataset, class_word(context.params.target_class)
     follows = ~pairs.follows_base  # the band is the donor's
-    hits, n = int(follows.sum()), len(follows)
-    share = hits / n
-    ci = wilson_ci(hits, n)
-    p_value = float(binomtest(hits, n, BAND_NULL_SHARE, alternative="greater").pvalue)
     labels, sources = dataset.labels[rows], np.asarray(dataset.sources)[rows]
+    by_band_source = _by_band_source(follows, sources[pairs.donor])
+    worst = max(by_band_source, key=lambda row: row["share"])
+    hits, n, share, p_value = worst["follow_border"], worst["pairs"], worst["share"], worst["p_holm"]
+    ci = wilson_ci(hits, n)
+    judged = (f"the band of {worst['band_source']}, the largest of {len(by_band_source)} "
+              "band sources judged" if len(by_band_source) > 1 else "")
     band_class = np.array([dataset.classes[c] for c in labels[pairs.donor]])
     band_call = np.array([swap.call_word(context, not c) for c in pairs.base_called])
     by_class = swap.share_rows(pairs, follows, {"band_class": band_class})
@@ -84,7 +95,7 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
                                                       "band_source": sources[pairs.donor]})
     figures, artifacts = swap.gallery(context, rows, called, pairs, follows, band,
                                       ("border", "interior", "composite"), ("border", "interior"),
-                                      np.ones(n, bool))
+                                      np.ones(len(follows), bool))
     figures["shares"] = swap.shares_figure(
         "Composites following the swapped border", by_relation,
         lambda row: f"{row['relation']}, border {row['band_call']}",
@@ -94,14 +105,18 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
         summary=(f"{context.audited}, {word} call: the outer "
                  f"{context.params.border_fraction:.0%} band of one test image around another "
                  f"called differently; the composite follows the band in {share:.0%} of {n} "
-                 f"pairs (95% CI {ci[0]:.0%}-{ci[1]:.0%}; exact binomial p = {p_value:.3g} "
-                 f"against {BAND_NULL_SHARE:.0%})."),
+                 f"pairs{f' ({judged})' if judged else ''} (95% CI {ci[0]:.0%}-{ci[1]:.0%}; "
+                 f"exact binomial {'Holm ' if judged else ''}p = {p_value:.3g} against "
+                 f"{BAND_NULL_SHARE:.0%}); over all {len(follows)} pairs "
+                 f"{follows.mean():.0%}."),
         details={"target_class": context.params.target_class, "model": context.audited,
-                 "pairs": n, "follow_border": hits, "null_share": BAND_NULL_SHARE,
+                 "band_source": worst["band_source"], "pairs": n, "follow_border": hits,
+                 "p_band_source": worst["p"], "all_pairs": len(follows),
+                 "all_follow_border": int(follows.sum()), "null_share": BAND_NULL_SHARE,
                  "band_area_share": float(band.mean()), "n_test_images": int(len(rows)),
                  "within_pairs": int((pairs.relation == "within").sum())},
-        tables={"by_class": by_class, "by_relation": by_relation,
-                "by_source_pair": by_source_pair},
+        tables={"by_band_source": by_band_source, "by_class": by_class,
+                "by_relation": by_relation, "by_source_pair": by_source_pair},
         figures=figures, artifacts=artifacts,
         notes=[f"Band {context.params.border_fraction:g} of the side on every edge "
                f"({band.mean():.0%} of the image), feathered by a Gaussian of "
@@ -109,3 +124,26 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
                f"at most {context.params.swap_pairs} (probes.swap_pairs), as many {word} "
                "borders as others."],
     )
+
+
+def _by_band_source(follows: np.ndarray, band_sources: np.ndarray) -> list[dict]:
+    """One row per band source with ``MIN_SOURCE_PAIRS`` pairs (all pairs as one row when
+    there is one source or none has enough): pairs, band-following count and share, exact
+    Wilson interval, exact binomial p against ``BAND_NULL_SHARE`` and its Holm adjustment
+    over the rows."""
+    names = sorted(set(band_sources))
+    groups = {name: band_sources == name for name in names
+              if (band_sources == name).sum() >= MIN_SOURCE_PAIRS}
+    if len(names) == 1 or not groups:
+        groups = {"all sources" if len(names) > 1 else names[0]: np.ones(len(follows), bool)}
+    table = []
+    for name, members in groups.items():
+        hits, n = int(follows[members].sum()), int(members.sum())
+        low, high = wilson_ci(hits, n)
+        table.append({"band_source": str(name), "pairs": n, "follow_border": hits,
+                      "share": hits / n, "ci_low": low, "ci_high": high,
+                      "p": float(binomtest(hits, n, BAND_NULL_SHARE, alternative="greater").pvalue)})
+    for row, adjusted in zip(table, multipletests([row["p"] for row in table], method="holm")[1],
+                             strict=True):
+        row["p_holm"] = float(adjusted)
+    return table
