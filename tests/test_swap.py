@@ -166,14 +166,14 @@ def test_border_swap_fires_on_a_label_tied_marker_and_not_for_a_lung_reader(tmp_
 
 
 def test_border_swap_judges_each_band_source_with_enough_pairs_on_its_own():
-    # Source a's bands steer half of their 30 composites, b's 3 of 30: pooled, 18 of 65
-    # (0.28) would hide a's marker among b's clean bands; c has too few pairs to judge.
+    # Source a's bands steer half of their 30 composites, b's 3 of 30, c's 5 of 5: pooled,
+    # 23 of 65 (0.35) understates a's marker; c has too few pairs to be judged alone.
     follows = np.r_[np.arange(30) < 15, np.arange(30) < 3, np.ones(5, bool)]
     bands = np.repeat(["a", "b", "c"], [30, 30, 5])
     rows = intervention_border_swap._by_band_source(follows, bands)
     assert [(row["band_source"], row["pairs"], row["share"]) for row in rows] == [
-        ("a", 30, 0.5), ("b", 30, 0.1)]
-    assert all(row["p_holm"] >= row["p"] for row in rows) and rows[0]["p_holm"] < 1e-3
+        ("all sources", 65, 23 / 65), ("a", 30, 0.5), ("b", 30, 0.1)]
+    assert all(row["p_holm"] >= row["p"] for row in rows) and rows[1]["p_holm"] < 1e-3
     few = intervention_border_swap._by_band_source(follows[-10:], bands[-10:])
     assert [(row["band_source"], row["pairs"]) for row in few] == [("all sources", 10)]
     one = intervention_border_swap._by_band_source(follows[:30], bands[:30])

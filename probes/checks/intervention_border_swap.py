@@ -8,13 +8,12 @@ follows it (equals j's) is a shortcut whether or not the band names the hospital
 tied to the label within one source, text, collimation. Pairs are drawn within and across
 sources alike. A marker tied to the label in one hospital steers only the composites that
 carry or lose that hospital's band, so the pairs are grouped by the source of the swapped
-band and each source with ``MIN_SOURCE_PAIRS`` pairs is judged on its own: the headline is
-the largest band-following share among them, with its Wilson interval and an exact
-binomial test against ``BAND_NULL_SHARE`` (the share that calls near the decision boundary
-give when any part of the image changes), Holm-adjusted over the sources judged. Pooled
-over every source, the share diluted one site's marker below the threshold (real
-radiographs, benchmarks/README.md). With one source, or none with enough pairs, the pairs
-are judged together.
+band and each source with ``MIN_SOURCE_PAIRS`` pairs is judged on its own, besides all
+pairs together: the headline is the largest band-following share among these groups, with
+its Wilson interval and an exact binomial test against ``BAND_NULL_SHARE`` (the share that
+calls near the decision boundary give when any part of the image changes), Holm-adjusted
+over the groups. Pooled over every source alone, the share diluted one site's marker below
+the threshold (real radiographs, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -84,8 +83,9 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
     worst = max(by_band_source, key=lambda row: row["share"])
     hits, n, share, p_value = worst["follow_border"], worst["pairs"], worst["share"], worst["p_holm"]
     ci = wilson_ci(hits, n)
-    judged = (f"the band of {worst['band_source']}, the largest of {len(by_band_source)} "
-              "band sources judged" if len(by_band_source) > 1 else "")
+    judged = ("" if len(by_band_source) == 1 else
+              f"the largest of {len(by_band_source)} groups judged: all pairs and each border "
+              f"source with {MIN_SOURCE_PAIRS} pairs; this one: {worst['band_source']}")
     band_class = np.array([dataset.classes[c] for c in labels[pairs.donor]])
     band_call = np.array([swap.call_word(context, not c) for c in pairs.base_called])
     by_class = swap.share_rows(pairs, follows, {"band_class": band_class})
@@ -127,15 +127,16 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
 
 
 def _by_band_source(follows: np.ndarray, band_sources: np.ndarray) -> list[dict]:
-    """One row per band source with ``MIN_SOURCE_PAIRS`` pairs (all pairs as one row when
-    there is one source or none has enough): pairs, band-following count and share, exact
+    """A row for all pairs, then one per band source with ``MIN_SOURCE_PAIRS`` pairs (only
+    the one row when there is a single source): pairs, band-following count and share,
     Wilson interval, exact binomial p against ``BAND_NULL_SHARE`` and its Holm adjustment
-    over the rows."""
+    over the rows. All pairs stay a row of their own: a band effect spread over sources
+    too small to judge alone must still count."""
     names = sorted(set(band_sources))
-    groups = {name: band_sources == name for name in names
-              if (band_sources == name).sum() >= MIN_SOURCE_PAIRS}
-    if len(names) == 1 or not groups:
-        groups = {"all sources" if len(names) > 1 else names[0]: np.ones(len(follows), bool)}
+    groups = {"all sources" if len(names) > 1 else names[0]: np.ones(len(follows), bool)}
+    if len(names) > 1:
+        groups |= {name: band_sources == name for name in names
+                   if (band_sources == name).sum() >= MIN_SOURCE_PAIRS}
     table = []
     for name, members in groups.items():
         hits, n = int(follows[members].sum()), int(members.sum())
