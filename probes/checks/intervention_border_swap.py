@@ -28,16 +28,17 @@ from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
 from probes.stats import wilson_ci
 
 BAND_NULL_SHARE = 0.1  # the null's band-following share (module docstring)
-MIN_SOURCE_PAIRS = 20  # pairs a band source needs to be judged on its own (below it a share
-# spreads to 0.27 on clean controls, benchmarks/README.md)
+MIN_SOURCE_PAIRS = 20  # pairs a band source needs to be judged on its own (from 10 pairs a
+# clean control's source share reached 0.27, benchmarks/README.md)
 
 SPEC = CheckSpec(
     id="intervention.border_swap",
     title="Decisions that follow the image border",
     question="Swap only the outer border of two images: does the model's call follow it?",
     metric="share of border-swap composites whose call follows the swapped border band",
-    # Clean controls at 3 seeds measured 0.10-0.12 (p >= 0.38), the demo 0.33-0.41
-    # (benchmarks/README.md); few seeds and pairs, so a warning, and not required.
+    # Clean controls at 5 seeds measured 0.08-0.20, a real-radiograph control 0.10-0.22,
+    # the demo 0.21-0.45 (benchmarks/README.md); few seeds and pairs, so a warning, and
+    # not required.
     default=Gate(level="warn", threshold=0.25, required=False),
     order=66,
     p_value="analytic",
@@ -83,9 +84,12 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
     worst = max(by_band_source, key=lambda row: row["share"])
     hits, n, share, p_value = worst["follow_border"], worst["pairs"], worst["share"], worst["p_holm"]
     ci = wilson_ci(hits, n)
-    judged = ("" if len(by_band_source) == 1 else
-              f"the largest of {len(by_band_source)} groups judged: all pairs and each border "
-              f"source with {MIN_SOURCE_PAIRS} pairs; this one: {worst['band_source']}")
+    pooled = worst is by_band_source[0]  # all pairs (or the one source's)
+    where = "" if pooled else f" whose border is {worst['band_source']}'s"
+    groups = ("" if len(by_band_source) == 1 else
+              f"; the largest share of {len(by_band_source)} groups: all pairs and each border "
+              f"source with {MIN_SOURCE_PAIRS} pairs, Holm over them")
+    overall = "" if pooled else f" Over all {len(follows)} pairs: {follows.mean():.0%}."
     band_class = np.array([dataset.classes[c] for c in labels[pairs.donor]])
     band_call = np.array([swap.call_word(context, not c) for c in pairs.base_called])
     by_class = swap.share_rows(pairs, follows, {"band_class": band_class})
@@ -104,11 +108,9 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
         metric_name="border-following share", metric=share, ci=ci, p_value=p_value,
         summary=(f"{context.audited}, {word} call: the outer "
                  f"{context.params.border_fraction:.0%} band of one test image around another "
-                 f"called differently; the composite follows the band in {share:.0%} of {n} "
-                 f"pairs{f' ({judged})' if judged else ''} (95% CI {ci[0]:.0%}-{ci[1]:.0%}; "
-                 f"exact binomial {'Holm ' if judged else ''}p = {p_value:.3g} against "
-                 f"{BAND_NULL_SHARE:.0%}); over all {len(follows)} pairs "
-                 f"{follows.mean():.0%}."),
+                 f"called differently; the composite follows the band in {share:.0%} of the "
+                 f"{n} pairs{where} (95% CI {ci[0]:.0%}-{ci[1]:.0%}; exact binomial p = "
+                 f"{p_value:.3g} against {BAND_NULL_SHARE:.0%}{groups}).{overall}"),
         details={"target_class": context.params.target_class, "model": context.audited,
                  "band_source": worst["band_source"], "pairs": n, "follow_border": hits,
                  "p_band_source": worst["p"], "all_pairs": len(follows),
