@@ -69,8 +69,11 @@ def load_trained(folder: str | Path) -> TrainedModel:
     record = json.loads((folder / METADATA_FILE).read_text())
     fields = {name: record["model"][name] for name in _FIELDS}
     fields["classes"] = tuple(fields["classes"])
+    if (recorded := record["model"].get(FILE_HASH)) is None:
+        raise InputError(f"{folder / METADATA_FILE}: no {FILE_HASH} (saved by an older "
+                         "version of cxr-audit); save the model again")
     found = hash_file(folder / MODEL_FILE, SHA256_HEX)
-    if found != (recorded := record["model"][FILE_HASH]):
+    if found != recorded:
         raise InputError(f"{folder / MODEL_FILE}: weights do not match {METADATA_FILE} "
                          f"(file SHA-256 {recorded} recorded, {found} found); "
                          "save the model again")

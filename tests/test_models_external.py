@@ -168,3 +168,8 @@ def test_a_saved_model_reads_its_network_on_first_use_and_checks_its_identity_th
     relabelled = load_trained(tmp_path / "saved")
     with pytest.raises(InputError, match="do not match the identity recorded with it"):
         relabelled.predict_proba(tiny_dataset(), ROWS)
+
+    del record["model"]["file_sha256"]  # as an older version saved it
+    metadata.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="no file_sha256 .saved by an older version"):
+        load_trained(tmp_path / "saved")
