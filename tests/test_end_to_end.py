@@ -117,7 +117,7 @@ def test_rerun_reuses_every_stage_and_gives_the_same_result(confounded_run, monk
     for kind in ("heatmap", "bars", "lines", "hist", "confusion", "image_gallery"):
         monkeypatch.setitem(figures._DRAWERS, kind, no_drawing)
     report = (run / "report.html").read_text(encoding="utf-8")
-    assert len(_images(report)) > 10
+    assert _images(report)  # the comparison below is of something
     assert cxr_audit(monkeypatch, "run", str(config), "--out", str(run)) == code
     assert "stages: 0 computed, " in capsys.readouterr().out
     after = AuditResult.load_json(run / "summary.json")
