@@ -153,7 +153,7 @@ def swap(context: ProbeContext, rows: np.ndarray, called: np.ndarray, base: np.n
                  composite_called=_called(context, probabilities), images=images)
 
 
-def share_rows(pairs: Pairs, follows: np.ndarray, groups: dict[str, np.ndarray],
+def share_rows(follows: np.ndarray, groups: dict[str, np.ndarray],
                subset: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One table row per distinct combination of ``groups`` values among the pairs (of
     ``subset``): their number (``pairs``) and the share of ``follows``, with its Wilson

@@ -25,7 +25,6 @@ from statsmodels.stats.multitest import multipletests
 from models.inputs import border_band
 from probes import swap
 from probes.base import CheckResult, CheckSpec, Gate, ProbeContext, class_word
-from probes.stats import wilson_ci
 
 BAND_NULL_SHARE = 0.1  # the null's band-following share (module docstring)
 MIN_SOURCE_PAIRS = 20  # pairs a band source needs to be judged on its own (from 10 pairs a
@@ -83,7 +82,7 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
     by_band_source = _by_band_source(follows, sources[pairs.donor])
     worst = max(by_band_source, key=lambda row: row["share"])
     hits, n, share, p_value = worst["follow_border"], worst["pairs"], worst["share"], worst["p_holm"]
-    ci = wilson_ci(hits, n)
+    ci = (worst["ci_low"], worst["ci_high"])
     pooled = worst is by_band_source[0]  # all pairs (or the one source's)
     where = "" if pooled else f" whose border is {worst['band_source']}'s"
     groups = ("" if len(by_band_source) == 1 else
@@ -92,11 +91,11 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
     overall = "" if pooled else f" Over all {len(follows)} pairs: {follows.mean():.0%}."
     band_class = np.array([dataset.classes[c] for c in labels[pairs.donor]])
     band_call = np.array([swap.call_word(context, not c) for c in pairs.base_called])
-    by_class = swap.share_rows(pairs, follows, {"band_class": band_class})
-    by_relation = swap.share_rows(pairs, follows, {"relation": pairs.relation,
-                                                   "band_call": band_call})
-    by_source_pair = swap.share_rows(pairs, follows, {"interior_source": sources[pairs.base],
-                                                      "band_source": sources[pairs.donor]})
+    by_class = swap.share_rows(follows, {"band_class": band_class})
+    by_relation = swap.share_rows(follows, {"relation": pairs.relation,
+                                            "band_call": band_call})
+    by_source_pair = swap.share_rows(follows, {"interior_source": sources[pairs.base],
+                                               "band_source": sources[pairs.donor]})
     figures, artifacts = swap.gallery(context, rows, called, pairs, follows, band,
                                       ("border", "interior", "composite"), ("border", "interior"),
                                       np.ones(len(follows), bool))
@@ -129,23 +128,21 @@ def _result(context, rows, called, pairs, band) -> CheckResult:
 
 
 def _by_band_source(follows: np.ndarray, band_sources: np.ndarray) -> list[dict]:
-    """A row for all pairs, then one per band source with ``MIN_SOURCE_PAIRS`` pairs (only
-    the one row when there is a single source): pairs, band-following count and share,
-    Wilson interval, exact binomial p against ``BAND_NULL_SHARE`` and its Holm adjustment
-    over the rows. All pairs stay a row of their own: a band effect spread over sources
-    too small to judge alone must still count."""
+    """``swap.share_rows`` of all pairs, then of each band source with ``MIN_SOURCE_PAIRS``
+    pairs (only the one row when there is a single source), each with its band-following
+    count, exact binomial p against ``BAND_NULL_SHARE`` and its Holm adjustment over the
+    rows. All pairs stay a row of their own: a band effect spread over sources too small to
+    judge alone must still count."""
     names = sorted(set(band_sources))
-    groups = {"all sources" if len(names) > 1 else names[0]: np.ones(len(follows), bool)}
+    table = swap.share_rows(follows, {"band_source": np.full(
+        len(follows), "all sources" if len(names) > 1 else names[0])})
     if len(names) > 1:
-        groups |= {name: band_sources == name for name in names
-                   if (band_sources == name).sum() >= MIN_SOURCE_PAIRS}
-    table = []
-    for name, members in groups.items():
-        hits, n = int(follows[members].sum()), int(members.sum())
-        low, high = wilson_ci(hits, n)
-        table.append({"band_source": str(name), "pairs": n, "follow_border": hits,
-                      "share": hits / n, "ci_low": low, "ci_high": high,
-                      "p": float(binomtest(hits, n, BAND_NULL_SHARE, alternative="greater").pvalue)})
+        table += [row for row in swap.share_rows(follows, {"band_source": band_sources})
+                  if row["pairs"] >= MIN_SOURCE_PAIRS]
+    for row in table:
+        row["follow_border"] = round(row["share"] * row["pairs"])
+        row["p"] = float(binomtest(row["follow_border"], row["pairs"], BAND_NULL_SHARE,
+                                   alternative="greater").pvalue)
     for row, adjusted in zip(table, multipletests([row["p"] for row in table], method="holm")[1],
                              strict=True):
         row["p_holm"] = float(adjusted)

@@ -127,12 +127,12 @@ def _result(context, rows, called, pairs, regions) -> CheckResult:
     labels, sources = dataset.labels[rows], np.asarray(dataset.sources)[rows]
     surround_class = np.array([dataset.classes[c] for c in labels[pairs.base]])
     surround_call = np.array([swap.call_word(context, c) for c in pairs.base_called])
-    by_class = swap.share_rows(pairs, follows, {"relation": pairs.relation,
-                                                "surround_class": surround_class})
-    by_call = swap.share_rows(pairs, follows, {"relation": pairs.relation,
-                                               "surround_call": surround_call})
-    by_source_pair = swap.share_rows(pairs, follows, {"lung_source": sources[pairs.donor],
-                                                      "surround_source": sources[pairs.base]})
+    by_class = swap.share_rows(follows, {"relation": pairs.relation,
+                                         "surround_class": surround_class})
+    by_call = swap.share_rows(follows, {"relation": pairs.relation,
+                                        "surround_call": surround_call})
+    by_source_pair = swap.share_rows(follows, {"lung_source": sources[pairs.donor],
+                                               "surround_source": sources[pairs.base]})
     figures, artifacts = swap.gallery(context, rows, called, pairs, follows, regions,
                                       ("lungs", "surround", "composite"), ("surround", "lungs"),
                                       across)
