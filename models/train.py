@@ -26,7 +26,8 @@ epoch with the highest validation accuracy are restored (first such epoch on tie
 
 The end-to-end path trains with Keras ``fit`` (``fit_best_epoch``); the cached path with
 ``fit_cached``, a lean loop doing the same arithmetic: one compiled call per epoch runs
-all its batches over the in-memory arrays, then one call scores the validation rows.
+all its batches over the in-memory arrays, with Adam as TensorFlow's fused kernel
+(``fused_adam``), then one call scores the validation rows.
 Keras ``fit`` spends tens of milliseconds per epoch on callbacks, ``tf.data`` and
 validation batches, which for a head on ~1,000 cached vectors is most of the time.
 """
@@ -303,6 +304,40 @@ def fit_best_epoch(model: keras.Model, train: tf.data.Dataset, val: tf.data.Data
             int(best.best_epoch) + 1)
 
 
+def fused_adam(variables: list, learning_rate: float) -> Callable[[list], None]:
+    """Keras' default Adam for ``variables``, as one fused TensorFlow kernel per variable.
+
+    The update is Keras ``Adam(learning_rate)``'s (beta 0.9 / 0.999, epsilon 1e-7, bias
+    correction folded into the step size), computed by ``ResourceApplyAdam``. Keras 3's
+    optimizer issues a dozen small ops per variable and step; for a MobileNetV2 head
+    (1,280 -> 256 -> 4, 2,890 rows, 60 epochs) they made training 1.6x slower (9.5 s
+    against 5.9 s, measured side by side when this was written). ``fit_best_epoch`` keeps
+    Keras' optimizer and the equality test in ``tests/test_models_train.py`` holds the two
+    to the same weights.
+
+    Returns:
+        ``apply(gradients)``, to call inside a ``tf.function`` once per step.
+    """
+    import tensorflow as tf
+
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+    moments = [(tf.Variable(tf.zeros_like(variable.value)),
+                tf.Variable(tf.zeros_like(variable.value))) for variable in variables]
+    step = tf.Variable(0.0)
+
+    def apply(gradients: list) -> None:
+        step.assign_add(1.0)
+        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+        for variable, gradient, (first, second) in zip(variables, gradients, moments,
+                                                       strict=True):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.value.handle, m=first.handle, v=second.handle,
+                beta1_power=beta_1_power, beta2_power=beta_2_power, lr=learning_rate,
+                beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
+
+    return apply
+
+
 def fit_cached(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
                val: tuple[np.ndarray, np.ndarray], spec: ClassifierSpec,
                class_weight: dict[int, float]) -> tuple[dict, int, np.ndarray]:
@@ -336,9 +371,8 @@ def fit_cached(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
                           tf.float32)
     x_val, y_val = tf.constant(val[0]), tf.constant(val[1], tf.int64)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    optimizer = keras.optimizers.Adam(settings.learning_rate)
     variables = model.trainable_variables
-    optimizer.build(variables)
+    apply_adam = fused_adam(variables, settings.learning_rate)
     n_rows, batch_size = len(train[0]), settings.batch_size
 
     @tf.function
@@ -350,7 +384,7 @@ def fit_cached(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
             with tf.GradientTape() as tape:
                 proba = model(tf.gather(x_train, rows), training=True)
                 loss = loss_fn(y, proba, sample_weight=w)
-            optimizer.apply(tape.gradient(loss, variables), variables)
+            apply_adam(tape.gradient(loss, variables))
             hits = tf.cast(tf.equal(tf.argmax(proba, axis=-1), y), tf.float32)
             loss_sum += loss * tf.cast(tf.shape(rows)[0], tf.float32)
             correct += tf.reduce_sum(hits * w)
