@@ -129,7 +129,7 @@ def time_head_fits(dataset, splits, spec) -> None:
         features = frozen_features(
             ModeImages(dataset, "raw"),
             FeatureSpec(spec.backbone, settings.weights, settings.alpha, spec.image_size,
-                        tuple(settings.weights_dirs), POOLED, extractor), StageCache(tmp))
+                        tuple(settings.weights_dirs), POOLED, lambda: extractor), StageCache(tmp))
     print(f"  features of {len(dataset)} images: {time.perf_counter() - started:.1f} s "
           "(computed once, shared by both)")
     totals = {"keras fit": 0.0, "lean loop": 0.0}
