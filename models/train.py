@@ -306,36 +306,39 @@ def fit_best_epoch(model: keras.Model, train: tf.data.Dataset, val: tf.data.Data
             int(best.best_epoch) + 1)
 
 
-def fused_adam(variables: list, learning_rate: float) -> Callable[[list], None]:
-    """Keras' default Adam for ``variables``, as one fused TensorFlow kernel per variable.
+def fused_adam(variables: list, optimizer: keras.optimizers.Adam) -> Callable[[list], None]:
+    """``optimizer``'s update of ``variables``, as one fused TensorFlow kernel per variable.
 
-    The update is Keras ``Adam(learning_rate)``'s (beta 0.9 / 0.999, epsilon 1e-7, bias
-    correction folded into the step size), computed by ``ResourceApplyAdam``. Keras 3's
-    optimizer issues a dozen small ops per variable and step; for a MobileNetV2 head
-    (1,280 -> 256 -> 4, 2,890 rows, 60 epochs) they made training 1.6x slower (9.5 s
-    against 5.9 s, measured side by side when this was written). ``fit_best_epoch`` keeps
-    Keras' optimizer and the equality test in ``tests/test_models_train.py`` holds the two
-    to the same weights.
+    ``ResourceApplyAdam`` computes Keras Adam's update (bias correction folded into the
+    step size; plain Adam, no amsgrad) from the optimizer's own learning rate, betas and
+    epsilon; the Keras optimizer itself only supplies them. Keras 3's ``apply`` issues a
+    dozen small ops per variable and step: for a MobileNetV2 head (1,280 -> 256 -> 4, 2,890
+    rows, 60 epochs) training took 9.5 s with it against 5.9 s fused, measured side by side
+    when this was written. The kernel rounds ``1 - beta`` in float32 where Keras
+    computes it in float64, so the two agree to rounding, not to the last bit
+    (``tests/test_models_train.py`` holds ``fit_cached`` to ``fit_best_epoch``).
 
     Returns:
         ``apply(gradients)``, to call inside a ``tf.function`` once per step.
     """
     import tensorflow as tf
 
-    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+    learning_rate = float(optimizer.learning_rate)
     moments = [(tf.Variable(tf.zeros_like(variable.value)),
                 tf.Variable(tf.zeros_like(variable.value))) for variable in variables]
     step = tf.Variable(0.0)
 
     def apply(gradients: list) -> None:
         step.assign_add(1.0)
-        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+        beta_1_power = tf.pow(optimizer.beta_1, step)
+        beta_2_power = tf.pow(optimizer.beta_2, step)
         for variable, gradient, (first, second) in zip(variables, gradients, moments,
                                                        strict=True):
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.value.handle, m=first.handle, v=second.handle,
                 beta1_power=beta_1_power, beta2_power=beta_2_power, lr=learning_rate,
-                beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
+                beta1=optimizer.beta_1, beta2=optimizer.beta_2, epsilon=optimizer.epsilon,
+                grad=gradient)
 
     return apply
 
@@ -374,7 +377,7 @@ def fit_cached(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
     x_val, y_val = tf.constant(val[0]), tf.constant(val[1], tf.int64)
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     variables = model.trainable_variables
-    apply_adam = fused_adam(variables, settings.learning_rate)
+    apply_adam = fused_adam(variables, keras.optimizers.Adam(settings.learning_rate))
     n_rows, batch_size = len(train[0]), settings.batch_size
 
     @tf.function
