@@ -103,7 +103,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path, runner: Runner | None = 
         dataset=dataset, splits=splits, models=models,
         audited=f"{config.models.backbones[0]}/raw", params=config.probes,
         seed=config.probes.seed, train_variants=variants,
-        image_features=_feature_extractor(config, cache),
+        mode_features=mode_feature_service(config, dataset, cache),
         explanations=explanation_service(dataset, models, cache), external=external,
         predict_images=image_prediction_service(models, cache),
     )
@@ -137,7 +137,7 @@ def audit_external(model_path: str | Path, spec_path: str | Path, config: AuditC
     context = ProbeContext(
         dataset=dataset, splits=splits, models=models, audited=model.key,
         params=config.probes, seed=config.probes.seed,
-        image_features=_feature_extractor(config, cache),
+        mode_features=mode_feature_service(config, dataset, cache),
         explanations=explanation_service(dataset, models, cache),
         predict_images=image_prediction_service(models, cache),
         external=load_external(config, cache),
@@ -412,18 +412,29 @@ class _VariantTrainer:
         return [np.asarray(result["proba"], dtype=np.float32) for result in results]
 
 
-def _feature_extractor(config: AuditConfig, cache: StageCache) -> Any:
-    """``image_features`` for the probes: the first backbone, frozen, with ImageNet weights."""
+def mode_feature_service(config: AuditConfig, dataset: Dataset,
+                         cache: StageCache) -> Callable[[str], np.ndarray]:
+    """``mode_features`` for the probes: every row of ``dataset`` shown in an input mode,
+    through the first backbone, frozen, with the run's weights, pooled.
+
+    The stage is keyed as the cached-path classifiers' training features of that backbone
+    (``models.features.FeatureSpec`` of the same settings, ``models.inputs.ModeImages`` of
+    the same dataset and mode), so the raw and lung-masked features the training grid
+    computed are read back, not computed again (960 forward passes in the demo, about
+    2,500 on the real set).
+    """
     from models.features import FeatureSpec, frozen_features
+    from models.inputs import ModeImages
 
     models_cfg = config.models
     spec = FeatureSpec(models_cfg.backbones[0], models_cfg.weights, models_cfg.alpha,
                        config.data.image_size, tuple(models_cfg.weights_dirs))
 
-    def image_features(images: np.ndarray) -> np.ndarray:
-        return frozen_features(images, spec, cache)
+    def mode_features(mode: str) -> np.ndarray:
+        return frozen_features(ModeImages(dataset, mode, config.probes.border_fraction), spec,
+                               cache)
 
-    return image_features
+    return mode_features
 
 
 def explanation_service(dataset: Dataset, models: dict[str, TrainedModel],

@@ -178,9 +178,13 @@ class ProbeContext:
     ``score_rows``: ``(len(score_rows), classes)`` in the dataset's class order. The
     classifiers themselves stay where they were trained. ``None`` when auditing an
     external model: checks that need retraining return ``not_run``."""
-    image_features: Callable[[Any], Any] | None = None
-    """``image_features(images_uint8_NxSxS) -> (N, D)`` float32 features of a frozen ImageNet
-    backbone (cached by content)."""
+    mode_features: Callable[[str], np.ndarray] | None = None
+    """``mode_features(mode) -> (len(dataset), D)`` float32 features of a frozen ImageNet
+    backbone for every dataset row shown in input ``mode`` (``models.inputs.ModeImages``,
+    ``params.border_fraction``). The pipeline caches them as the same stage as the cached
+    classifiers' training features of that backbone and mode, so a mode the run trains on
+    costs no forward pass here; rows a mode cannot show (no lung mask) get features too,
+    which a check leaves out."""
     explanations: Callable[[str, np.ndarray], Explanations] | None = None
     """``explanations(model_key, rows)`` -> raw Grad-CAMs of ``models[model_key]`` for the
     dataset's ``rows``: each image's predicted class and its maps for the predicted and the

@@ -29,7 +29,7 @@ from audit.core.result import AuditResult, CheckResult, Status
 from audit.data.dataset import Dataset, Splits
 from audit.data.phantoms import plant_marker, synthetic_dataset
 from audit.gate import judge, load_policy
-from models.inputs import apply_input_mode
+from models.inputs import ModeImages, apply_input_mode
 from models.train import VariantRequest
 from probes.base import ProbeContext
 from tests.conftest import MOBILENET_V2_035
@@ -143,7 +143,7 @@ def probe_context(dataset: Dataset, splits: Splits, *, models: dict | None = Non
                   audited: str = "", params: ProbesConfig | None = None,
                   **services) -> ProbeContext:
     """A ``ProbeContext`` over ``dataset`` and ``splits``; ``services`` are the context's
-    optional fields (``train_variants``, ``image_features``, ``explanations``, ``seed``),
+    optional fields (``train_variants``, ``mode_features``, ``explanations``, ``seed``),
     absent ones None as for an audit that lacks them."""
     params = params or ProbesConfig()
     return ProbeContext(dataset=dataset, splits=splits, models=dict(models or {}),
@@ -166,7 +166,14 @@ def make_context(
     probe_params = ProbesConfig(**{"n_permutations": 39, "n_bootstrap": 200, **params})
     return probe_context(dataset, splits, models=models, audited="pixels/raw",
                          params=probe_params, train_variants=pixel_train_variants(dataset),
-                         image_features=features)
+                         mode_features=None if features is None else mode_feature_service(
+                             dataset, features, probe_params.border_fraction))
+
+
+def mode_feature_service(dataset: Dataset, features, border_fraction: float):
+    """``mode_features`` from a function of uint8 images: ``features`` of every row of
+    ``dataset`` shown in the mode (as the pipeline's service, uncached)."""
+    return lambda mode: features(ModeImages(dataset, mode, border_fraction)[:])
 
 
 def with_marker(dataset: Dataset, rows: np.ndarray) -> Dataset:

@@ -12,6 +12,7 @@ from audit.core.config import ModelsConfig, parse_config
 from models.features import (
     FeatureSpec,
     extract,
+    frozen_features,
     rotate_images,
     view_angles,
     view_features,
@@ -273,3 +274,29 @@ def test_mode_images_key_follows_what_the_mode_shows():
     assert (ModeImages(dataset, "border_only", 0.1).key
             != ModeImages(dataset, "border_only", 0.2).key)
     assert ModeImages(dataset, "raw", 0.1).key == ModeImages(dataset, "raw", 0.2).key
+
+
+@pytest.mark.slow
+def test_the_site_probes_read_the_features_a_cached_classifier_trained_on(tmp_path):
+    """``audit.pipeline.mode_feature_service`` keys a mode's features as the cached
+    classifiers' training features of the run's first backbone: a mode the grid trained on
+    is read back (no forward pass), another is computed, and both are the frozen
+    backbone's pooled output of every row shown in that mode."""
+    from audit.pipeline import mode_feature_service
+
+    cache = StageCache(tmp_path / "cache")
+    dataset = tiny_dataset()
+    config = parse_config({"data": {"image_size": TINY.image_size},
+                           "models": {"weights": "none", "alpha": TINY.settings.alpha}})
+    spec = replace(spec_from_config(config, "mobilenetv2", "lung_masked", 0),
+                   settings=TINY.settings)
+    train_classifier(dataset, TRAIN, VAL, spec, cache)
+    mode_features = mode_feature_service(config, dataset, cache)
+    events = len(cache.events)
+    shown = {mode: mode_features(mode) for mode in ("lung_masked", "lungs_removed")}
+    assert [(event.stage, event.action) for event in cache.events[events:]] == [
+        ("features", "reused"), ("features", "computed")]
+    frozen = FeatureSpec("mobilenetv2", "none", TINY.settings.alpha, TINY.image_size)
+    for mode, features in shown.items():
+        expected = frozen_features(ModeImages(dataset, mode, spec.border_fraction), frozen)
+        np.testing.assert_allclose(features, expected, atol=1e-5)

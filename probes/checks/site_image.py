@@ -93,23 +93,23 @@ def _mode_rows(dataset: Dataset, mode: str) -> tuple[np.ndarray, str]:
 
 def _features(context: ProbeContext, mode: str, rows: np.ndarray) -> np.ndarray:
     """Features of rows ``rows`` shown in ``mode``, from the backbone the params choose."""
+    if context.params.site_features_backbone != "audited":
+        return np.asarray(context.mode_features(mode))[rows]
     dataset = context.dataset
     masks = dataset.masks[rows] if dataset.masks is not None else None
     images = apply_input_mode(dataset.images[rows], mode, masks, context.params.border_fraction)
-    if context.params.site_features_backbone == "audited":
-        # manifest_hash "": the shown pixels are not the manifest's, so their own hash is
-        # their identity (the audited model must not read the manifest rows' cached features)
-        shown = replace(dataset, manifest=dataset.manifest.iloc[rows].reset_index(drop=True),
-                        images=images, masks=None, has_mask=None, manifest_hash="")
-        return context.models[context.audited].embed(shown, np.arange(len(rows)))
-    return np.asarray(context.image_features(images))
+    # manifest_hash "": the shown pixels are not the manifest's, so their own hash is their
+    # identity (the audited model must not read the manifest rows' cached features)
+    shown = replace(dataset, manifest=dataset.manifest.iloc[rows].reset_index(drop=True),
+                    images=images, masks=None, has_mask=None, manifest_hash="")
+    return context.models[context.audited].embed(shown, np.arange(len(rows)))
 
 
 def _missing_features(context: ProbeContext) -> str:
     if context.params.site_features_backbone == "audited":
         return "" if context.audited in context.models else (
             f"site_features_backbone is 'audited' but no model {context.audited!r} is loaded")
-    return "" if context.image_features is not None else "no frozen ImageNet feature extractor"
+    return "" if context.mode_features is not None else "no frozen ImageNet feature extractor"
 
 
 def _skill_row(mode: str, what: str, skill: Skill) -> dict:
