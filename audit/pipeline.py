@@ -420,8 +420,9 @@ def mode_feature_service(config: AuditConfig, dataset: Dataset,
     The stage is keyed as the cached-path classifiers' training features of that backbone
     (``models.features.FeatureSpec`` of the same settings, ``models.inputs.ModeImages`` of
     the same dataset and mode), so the raw and lung-masked features the training grid
-    computed are read back, not computed again (960 forward passes in the demo, about
-    2,500 on the real set).
+    computed are read back, not computed again (960 forward passes in the demo). A mode's
+    features are of every row, so a mode the grid does not train on also costs the rows
+    without a lung mask, which the check leaves out (332 of the real set's 1,417).
     """
     from models.features import FeatureSpec, frozen_features
     from models.inputs import ModeImages
